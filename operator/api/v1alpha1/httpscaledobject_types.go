@@ -1,0 +1,337 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// SkipScaledObjectCreationAnnotation, set to "true" on an HTTPScaledObject, tells the operator not
+// to create a KEDA ScaledObject for it (and to delete one it created before). Users set it when they
+// write their own ScaledObject, for example to add more triggers.
+const SkipScaledObjectCreationAnnotation = "httpscaledobject.keda.sh/skip-scaledobject-creation"
+
+// Condition types and reasons written on HTTPScaledObject status.
+const (
+	// ConditionReady is True when the object is routed by the interceptors and its ScaledObject is
+	// in place (or deliberately skipped).
+	ConditionReady = "Ready"
+	// ConditionScaledObjectReady mirrors the Ready condition of the KEDA ScaledObject.
+	ConditionScaledObjectReady = "ScaledObjectReady"
+	// ConditionActive mirrors the Active condition of the KEDA ScaledObject.
+	ConditionActive = "Active"
+)
+
+// ScaleTargetRef names the workload to scale and the Service that routes to it.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.portName) != has(self.port)",message="must define either the 'portName' or the 'port'"
+type ScaleTargetRef struct {
+	// Name of the workload (by default a Deployment) to scale.
+	// +optional
+	Name string `json:"name"`
+	// APIVersion of the workload to scale; defaults to apps/v1.
+	// +optional
+	APIVersion string `json:"apiVersion,omitempty"`
+	// Kind of the workload to scale; defaults to Deployment.
+	// +optional
+	Kind string `json:"kind,omitempty"`
+	// Service is the name of the Service, in the object's namespace, whose ready endpoints receive
+	// the requests.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Service string `json:"service"`
+	// Port is the Service port to route to. Exactly one of port and portName is set.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+	// PortName is the name of the Service port to route to. Exactly one of port and portName is set.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	PortName string `json:"portName,omitempty"`
+}
+
+// ColdStartTimeoutFailoverRef names a Service that answers requests which waited longer than the
+// cold-start timeout for the target to become ready.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.portName) != has(self.port)",message="must define either the 'portName' or the 'port'"
+type ColdStartTimeoutFailoverRef struct {
+	// Service is the name of the failover Service, in the object's namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Service string `json:"service"`
+	// Port is the failover Service port. Exactly one of port and portName is set.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+	// PortName is the name of the failover Service port. Exactly one of port and portName is set.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	PortName string `json:"portName,omitempty"`
+	// TimeoutSeconds is how long a request waits for the target before it is sent to the failover
+	// Service. It is the object's cold-start timeout when set.
+	// +kubebuilder:default=30
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	TimeoutSeconds int32 `json:"timeoutSeconds,omitempty"`
+}
+
+// ReplicaStruct bounds the number of replicas of the target workload.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.min) || !has(self.max) || self.min <= self.max",message="replicas.min must be less than or equal to replicas.max"
+type ReplicaStruct struct {
+	// Min is the number of replicas when idle (default 0: scale to zero).
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	Min *int32 `json:"min,omitempty"`
+	// Max is the largest number of replicas (default 100).
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	Max *int32 `json:"max,omitempty"`
+}
+
+// ScalingMetricSpec selects the metric the workload is scaled on. At most one of concurrency and
+// requestRate is set; with neither, concurrency with its default target is used.
+//
+// +kubebuilder:validation:XValidation:rule="!(has(self.concurrency) && has(self.requestRate))",message="scalingMetric.concurrency and scalingMetric.requestRate are mutually exclusive"
+type ScalingMetricSpec struct {
+	// Concurrency scales on the number of requests in flight or held.
+	// +optional
+	Concurrency *ConcurrencyMetricSpec `json:"concurrency,omitempty"`
+	// Rate scales on the number of requests per second, averaged over a window.
+	// +optional
+	Rate *RateMetricSpec `json:"requestRate,omitempty"`
+}
+
+// ConcurrencyMetricSpec configures scaling on concurrent requests.
+type ConcurrencyMetricSpec struct {
+	// TargetValue is the number of concurrent requests one replica should serve.
+	// +kubebuilder:default=100
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	TargetValue int `json:"targetValue"`
+}
+
+// RateMetricSpec configures scaling on the request rate.
+//
+// +kubebuilder:validation:XValidation:rule="duration(self.granularity) >= duration('1s')",message="requestRate.granularity must be at least 1s"
+// +kubebuilder:validation:XValidation:rule="duration(self.granularity) <= duration(self.window)",message="requestRate.granularity must not be longer than requestRate.window"
+type RateMetricSpec struct {
+	// TargetValue is the number of requests per second one replica should serve.
+	// +kubebuilder:default=100
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	TargetValue int `json:"targetValue"`
+	// Window is the period the rate is averaged over.
+	// +kubebuilder:default="1m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	Window metav1.Duration `json:"window"`
+	// Granularity is the size of the buckets the window is divided into (at least 1s).
+	// +kubebuilder:default="1s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	Granularity metav1.Duration `json:"granularity"`
+}
+
+// HTTPScaledObjectTimeoutsSpec overrides the interceptor's global timeouts for this object.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.conditionWait) || duration(self.conditionWait) > duration('0s')",message="timeouts.conditionWait must be positive"
+// +kubebuilder:validation:XValidation:rule="!has(self.responseHeader) || duration(self.responseHeader) > duration('0s')",message="timeouts.responseHeader must be positive"
+// +kubebuilder:validation:XValidation:rule="!has(self.request) || duration(self.request) > duration('0s')",message="timeouts.request must be positive"
+type HTTPScaledObjectTimeoutsSpec struct {
+	// ConditionWait is how long a request is held waiting for the target to have a ready endpoint
+	// (the cold-start timeout). Defaults to the interceptor's global setting.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	ConditionWait *metav1.Duration `json:"conditionWait,omitempty"`
+	// ResponseHeader is how long the interceptor waits for the response headers once the request
+	// has been sent to the target. Defaults to the interceptor's global setting.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	ResponseHeader *metav1.Duration `json:"responseHeader,omitempty"`
+	// Request bounds the whole exchange with the target, from forwarding the request to the end of
+	// the response body; it does not include time held for a cold start. Unset means no bound
+	// beyond the interceptor's global setting. Upgraded connections (WebSockets) are not bounded.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	Request *metav1.Duration `json:"request,omitempty"`
+}
+
+// Header is a request header a route matches on.
+type Header struct {
+	// Name of the header, matched case-insensitively.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`
+	Name string `json:"name"`
+	// Value the header must have; when unset, the header only has to be present.
+	// +kubebuilder:validation:MaxLength=4096
+	// +optional
+	Value *string `json:"value,omitempty"`
+}
+
+// OverflowPolicy says what happens to a request that arrives while the hold queue is full.
+// +kubebuilder:validation:Enum=Reject;Placeholder
+type OverflowPolicy string
+
+const (
+	// OverflowReject answers 503 with a Retry-After header.
+	OverflowReject OverflowPolicy = "Reject"
+	// OverflowPlaceholder answers with the configured placeholder response.
+	OverflowPlaceholder OverflowPolicy = "Placeholder"
+)
+
+// ColdStartSpec bounds how requests are held while the target scales from zero. It is a lobby
+// addition; objects without it use the interceptor's global settings.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.overflow) || self.overflow != 'Placeholder' || has(self.placeholder)",message="coldStart.placeholder is required when coldStart.overflow is Placeholder"
+type ColdStartSpec struct {
+	// MaxPendingRequests is the most requests held at once for this object by one interceptor.
+	// Defaults to the interceptor's global setting.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxPendingRequests *int32 `json:"maxPendingRequests,omitempty"`
+	// Overflow says how a request is answered when the hold queue is full: Reject (503 with
+	// Retry-After) or Placeholder (the placeholder response).
+	// +kubebuilder:default=Reject
+	// +optional
+	Overflow OverflowPolicy `json:"overflow,omitempty"`
+	// Placeholder is the response given to requests that time out waiting for a cold start (when no
+	// failover Service is set) and, with overflow Placeholder, to requests that find the queue full.
+	// +optional
+	Placeholder *PlaceholderSpec `json:"placeholder,omitempty"`
+}
+
+// PlaceholderSpec is a static response served while the target is not ready.
+type PlaceholderSpec struct {
+	// StatusCode of the placeholder response.
+	// +kubebuilder:default=503
+	// +kubebuilder:validation:Minimum=200
+	// +kubebuilder:validation:Maximum=599
+	// +optional
+	StatusCode int32 `json:"statusCode,omitempty"`
+	// Headers of the placeholder response.
+	// +kubebuilder:validation:MaxProperties=32
+	// +optional
+	Headers map[string]string `json:"headers,omitempty"`
+	// Body of the placeholder response.
+	// +kubebuilder:validation:MaxLength=65536
+	// +optional
+	Body string `json:"body,omitempty"`
+}
+
+// HTTPScaledObjectSpec describes an app to route to and scale on HTTP demand.
+type HTTPScaledObjectSpec struct {
+	// Hosts routed to the target: exact names (matched case-insensitively, port ignored) or
+	// wildcards such as *.example.com. With no hosts the object is the catch-all for requests that
+	// match no host of any other object.
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^(\*\.)?([A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?\.)*[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?$`
+	// +optional
+	Hosts []string `json:"hosts,omitempty"`
+	// PathPrefixes routed to the target, matched on path segment boundaries; the longest wins.
+	// With none, every path matches.
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=1024
+	// +kubebuilder:validation:items:Pattern=`^/`
+	// +optional
+	PathPrefixes []string `json:"pathPrefixes,omitempty"`
+	// Headers a request must all carry to be routed to the target, after hosts and paths match.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Headers []Header `json:"headers,omitempty"`
+	// ScaleTargetRef names the workload to scale and the Service to route to.
+	ScaleTargetRef ScaleTargetRef `json:"scaleTargetRef"`
+	// ColdStartTimeoutFailoverRef names a Service that answers requests which waited too long for
+	// the target to start.
+	// +optional
+	ColdStartTimeoutFailoverRef *ColdStartTimeoutFailoverRef `json:"coldStartTimeoutFailoverRef,omitempty"`
+	// Replicas bounds the number of replicas of the target.
+	// +optional
+	Replicas *ReplicaStruct `json:"replicas,omitempty"`
+	// TargetPendingRequests is the concurrency target per replica.
+	// Deprecated: use scalingMetric.concurrency.targetValue.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	TargetPendingRequests *int32 `json:"targetPendingRequests,omitempty"`
+	// CooldownPeriod is how many seconds the target must be idle before it is scaled to zero
+	// (default 300).
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	CooldownPeriod *int32 `json:"scaledownPeriod,omitempty"`
+	// InitialCooldownPeriod is how many seconds after creation the target is left alone before it
+	// may be scaled to zero (default 0).
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	InitialCooldownPeriod *int32 `json:"initialCooldownPeriod,omitempty"`
+	// ScalingMetric selects the metric the target is scaled on; concurrency by default.
+	// +optional
+	ScalingMetric *ScalingMetricSpec `json:"scalingMetric,omitempty"`
+	// Timeouts override the interceptor's global timeouts for this object.
+	// +optional
+	Timeouts *HTTPScaledObjectTimeoutsSpec `json:"timeouts,omitempty"`
+	// ColdStart bounds how requests are held while the target scales from zero.
+	// +optional
+	ColdStart *ColdStartSpec `json:"coldStart,omitempty"`
+}
+
+// HTTPScaledObjectStatus is the observed state of an HTTPScaledObject.
+type HTTPScaledObjectStatus struct {
+	// TargetWorkload is the workload being scaled, as apiVersion/kind/name.
+	// +optional
+	TargetWorkload string `json:"targetWorkload,omitempty"`
+	// TargetService is the Service requests are routed to, as name:port.
+	// +optional
+	TargetService string `json:"targetService,omitempty"`
+	// Conditions of the object; Ready says whether it is routed and scaled.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// HTTPScaledObject routes HTTP requests for a set of hosts and paths to a Service, holds them while
+// the workload behind it scales from zero, and scales the workload on HTTP demand.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=httpso
+// +kubebuilder:printcolumn:name="TargetWorkload",type="string",JSONPath=".status.targetWorkload"
+// +kubebuilder:printcolumn:name="TargetService",type="string",JSONPath=".status.targetService"
+// +kubebuilder:printcolumn:name="MinReplicas",type="integer",JSONPath=".spec.replicas.min"
+// +kubebuilder:printcolumn:name="MaxReplicas",type="integer",JSONPath=".spec.replicas.max"
+// +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
+// +kubebuilder:printcolumn:name="Ready",type="string",JSONPath=".status.conditions[?(@.type==\"Ready\")].status"
+type HTTPScaledObject struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is the desired routing and scaling.
+	Spec HTTPScaledObjectSpec `json:"spec,omitempty"`
+	// Status is the observed state.
+	Status HTTPScaledObjectStatus `json:"status,omitempty"`
+}
+
+// HTTPScaledObjectList is a list of HTTPScaledObjects.
+//
+// +kubebuilder:object:root=true
+type HTTPScaledObjectList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// Items are the HTTPScaledObjects.
+	Items []HTTPScaledObject `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&HTTPScaledObject{}, &HTTPScaledObjectList{})
+}
