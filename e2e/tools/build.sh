@@ -45,4 +45,6 @@ if [[ ! -d "$crd_dir" ]]; then
 	src="$(cd "$here" && go list -m -f '{{.Dir}}' github.com/kedacore/keda/v2)/config/crd/bases"
 	mkdir -p "$crd_dir.tmp" && cp "$src"/*.yaml "$crd_dir.tmp"/ && chmod -R u+w "$crd_dir.tmp" && mv "$crd_dir.tmp" "$crd_dir"
 fi
+# envtest looks for etcd beside kube-apiserver: link the Debian package's binary (see `make deps`).
+if etcd_path="$(command -v etcd)"; then ln -sf "$etcd_path" "$bin/etcd"; fi
 echo "$bin"
