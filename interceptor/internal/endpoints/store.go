@@ -1,0 +1,410 @@
+package endpoints
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
+)
+
+// Store owns the Targets of one interceptor. It is fed Services and EndpointSlices (by the
+// Informer, or directly in tests) and keeps only those of the Services some Target refers to.
+type Store struct {
+	log logr.Logger
+
+	mu       sync.Mutex
+	services map[serviceKey]*service
+	// pending holds the Services that became wanted after their objects may have been dropped; the
+	// Informer fetches them. kick tells it there is work.
+	pending map[serviceKey]struct{}
+	kick    chan struct{}
+	// fetches is set once an Informer feeds the Store; without one (in tests) nothing is fetched.
+	fetches bool
+}
+
+// NewStore returns an empty Store.
+func NewStore(log logr.Logger) *Store {
+	return &Store{
+		log:      log,
+		services: map[serviceKey]*service{},
+		pending:  map[serviceKey]struct{}{},
+		kick:     make(chan struct{}, 1),
+	}
+}
+
+type serviceKey struct{ namespace, name string }
+
+type targetKey struct {
+	port     int32
+	portName string
+}
+
+// service is what the Store knows about one wanted Service.
+type service struct {
+	key     serviceKey
+	targets map[targetKey]*Target
+
+	// seen is false until the Service object has been seen; until then its targets are empty.
+	seen  bool
+	rv    string
+	ports []corev1.ServicePort
+
+	slices map[string]*slice
+
+	// fetching is true while the Informer fetches this Service's objects; deletions seen meanwhile
+	// are remembered so that an older fetch result does not bring them back.
+	fetching   bool
+	sliceTombs map[string]string
+	svcTomb    string
+	// listedServices and listedSlices record a full relist since the Service became wanted, which
+	// makes a fetch unnecessary.
+	listedServices, listedSlices bool
+}
+
+// slice is the part of an EndpointSlice that snapshots are built from.
+type slice struct {
+	rv    string
+	ports []slicePort
+	ready []netip.Addr
+}
+
+type slicePort struct {
+	name string
+	port int32
+}
+
+// Target returns the stable handle for a port of a Service, selected by number (port > 0) or by
+// name. The store keeps EndpointSlices only for Services that some handle refers to.
+func (s *Store) Target(namespace, name string, port int32, portName string) *Target {
+	if port > 0 {
+		portName = ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := serviceKey{namespace, name}
+	svc := s.services[k]
+	if svc == nil {
+		svc = &service{key: k, targets: map[targetKey]*Target{}, slices: map[string]*slice{}}
+		s.services[k] = svc
+		if s.fetches {
+			// Objects of this Service were dropped while nobody wanted it: have them fetched.
+			s.pending[k] = struct{}{}
+			svc.fetching = true
+			select {
+			case s.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+	tk := targetKey{port, portName}
+	if t := svc.targets[tk]; t != nil {
+		return t
+	}
+	t := newTarget(namespace, name, port, portName)
+	svc.targets[tk] = t
+	t.publish(svc.snapshot(t))
+	return t
+}
+
+// Retain releases every Target not in keep and forgets the Services no kept Target refers to.
+// The routing watcher calls it after each table swap with the targets of the new table. A released
+// Target keeps its last snapshot but is no longer updated.
+func (s *Store) Retain(keep []*Target) {
+	want := make(map[*Target]struct{}, len(keep))
+	for _, t := range keep {
+		want[t] = struct{}{}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, svc := range s.services {
+		maps.DeleteFunc(svc.targets, func(_ targetKey, t *Target) bool {
+			_, ok := want[t]
+			return !ok
+		})
+		if len(svc.targets) == 0 {
+			delete(s.services, k)
+			delete(s.pending, k)
+		}
+	}
+}
+
+// Len returns the number of Services the Store keeps.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.services)
+}
+
+// UpdateService records an added or changed Service. Services no Target refers to are ignored.
+func (s *Store) UpdateService(o *corev1.Service) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	svc := s.services[serviceKey{o.Namespace, o.Name}]
+	if svc == nil {
+		return
+	}
+	svc.applyService(o, "")
+}
+
+// DeleteService records that a Service is gone; its targets become empty.
+func (s *Store) DeleteService(namespace, name string) {
+	s.deleteService(namespace, name, "")
+}
+
+func (s *Store) deleteService(namespace, name, rv string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	svc := s.services[serviceKey{namespace, name}]
+	if svc == nil || !svc.seen {
+		return
+	}
+	svc.forgetService(rv)
+	svc.publish()
+}
+
+// UpdateSlice records an added or changed EndpointSlice. Slices of Services no Target refers to
+// are dropped without being stored.
+func (s *Store) UpdateSlice(o *discoveryv1.EndpointSlice) {
+	name := o.Labels[discoveryv1.LabelServiceName]
+	if name == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	svc := s.services[serviceKey{o.Namespace, name}]
+	if svc == nil {
+		return
+	}
+	// A fetch may have stored a newer version than a watch event that was still on its way.
+	if cur := svc.slices[o.Name]; cur != nil && compareRV(o.ResourceVersion, cur.rv) < 0 {
+		return
+	}
+	svc.slices[o.Name] = compact(o)
+	svc.publish()
+}
+
+// DeleteSlice records that an EndpointSlice is gone.
+func (s *Store) DeleteSlice(o *discoveryv1.EndpointSlice) {
+	name := o.Labels[discoveryv1.LabelServiceName]
+	if name == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	svc := s.services[serviceKey{o.Namespace, name}]
+	if svc == nil {
+		return
+	}
+	svc.deleteSlice(o.Name, o.ResourceVersion)
+	svc.publish()
+}
+
+func (svc *service) deleteSlice(name, rv string) {
+	delete(svc.slices, name)
+	if svc.fetching {
+		if svc.sliceTombs == nil {
+			svc.sliceTombs = map[string]string{}
+		}
+		svc.sliceTombs[name] = maxRV(svc.sliceTombs[name], rv)
+	}
+}
+
+// compact keeps what snapshots need of an EndpointSlice: its ports and its ready addresses.
+func compact(o *discoveryv1.EndpointSlice) *slice {
+	sl := &slice{rv: o.ResourceVersion}
+	if o.AddressType == discoveryv1.AddressTypeFQDN {
+		return sl
+	}
+	for _, p := range o.Ports {
+		if p.Port == nil || (p.Protocol != nil && *p.Protocol != corev1.ProtocolTCP) {
+			continue
+		}
+		n := ""
+		if p.Name != nil {
+			n = *p.Name
+		}
+		sl.ports = append(sl.ports, slicePort{name: n, port: *p.Port})
+	}
+	for _, e := range o.Endpoints {
+		if !ready(e.Conditions) {
+			continue
+		}
+		for _, a := range e.Addresses {
+			if ip, err := netip.ParseAddr(a); err == nil {
+				sl.ready = append(sl.ready, ip.Unmap())
+			}
+		}
+	}
+	return sl
+}
+
+// ready reports whether an endpoint may receive new requests: ready true or unset (an unknown
+// state is to be treated as ready, as the EndpointSlice API says), and not terminating.
+func ready(c discoveryv1.EndpointConditions) bool {
+	if c.Ready != nil && !*c.Ready {
+		return false
+	}
+	return c.Terminating == nil || !*c.Terminating
+}
+
+// publish rebuilds and publishes the snapshots of all the Service's targets.
+func (svc *service) publish() {
+	for _, t := range svc.targets {
+		t.publish(svc.snapshot(t))
+	}
+}
+
+// snapshot builds the snapshot of one target from what is known of its Service. It resolves the
+// Service port (by number or name), then the EndpointSlice port of the same name, whose number is
+// the container port.
+func (svc *service) snapshot(t *Target) *Snapshot {
+	if !svc.seen {
+		t.byAddr = nil
+		return emptySnapshot
+	}
+	i := slices.IndexFunc(svc.ports, func(p corev1.ServicePort) bool {
+		if t.port > 0 {
+			return p.Port == t.port
+		}
+		return p.Name == t.portName
+	})
+	if i < 0 {
+		t.byAddr = nil
+		return emptySnapshot
+	}
+	sp := svc.ports[i]
+	snap := &Snapshot{Protocol: protocol(sp)}
+	prev := t.byAddr
+	next := make(map[netip.AddrPort]*Endpoint, len(prev))
+	for _, sl := range svc.slices {
+		j := slices.IndexFunc(sl.ports, func(p slicePort) bool { return p.name == sp.Name })
+		if j < 0 {
+			continue
+		}
+		port := uint16(sl.ports[j].port)
+		for _, ip := range sl.ready {
+			ap := netip.AddrPortFrom(ip, port)
+			if _, dup := next[ap]; dup {
+				continue
+			}
+			e := prev[ap]
+			if e == nil {
+				e = &Endpoint{Addr: ap, Host: ap.String()}
+			}
+			next[ap] = e
+			snap.Endpoints = append(snap.Endpoints, e)
+		}
+	}
+	slices.SortFunc(snap.Endpoints, func(a, b *Endpoint) int { return a.Addr.Compare(b.Addr) })
+	t.byAddr = next
+	return snap
+}
+
+// protocol resolves how to speak to a Service port: its appProtocol when set, else its name.
+func protocol(p corev1.ServicePort) Protocol {
+	if p.AppProtocol != nil && *p.AppProtocol != "" {
+		switch strings.ToLower(*p.AppProtocol) {
+		case "kubernetes.io/h2c", "h2c", "grpc":
+			return H2C
+		case "https", "kubernetes.io/https", "kubernetes.io/wss", "tls", "kubernetes.io/tls":
+			return HTTPS
+		default:
+			return HTTP1
+		}
+	}
+	n := strings.ToLower(p.Name)
+	switch {
+	case n == "h2c" || n == "grpc" || strings.HasPrefix(n, "grpc-") || strings.HasPrefix(n, "h2c-"):
+		return H2C
+	case n == "https" || strings.HasPrefix(n, "https-"):
+		return HTTPS
+	default:
+		return HTTP1
+	}
+}
+
+// compareRV compares two resource versions, which the API server makes comparable within one
+// resource. Versions that cannot be compared (such as the empty ones of objects built in tests)
+// compare equal, so that callers let the incoming object win.
+func compareRV(a, b string) int {
+	c, err := resourceversion.CompareResourceVersion(a, b)
+	if err != nil {
+		return 0
+	}
+	return c
+}
+
+// applyService reconciles the Service with o, or with its absence when o is nil, as known at
+// listRV (empty for a single event). Older information than what is held is ignored.
+func (svc *service) applyService(o *corev1.Service, listRV string) {
+	if o == nil {
+		if svc.seen && compareRV(svc.rv, listRV) <= 0 {
+			svc.forgetService(listRV)
+			svc.publish()
+		}
+		return
+	}
+	if svc.seen && compareRV(o.ResourceVersion, svc.rv) < 0 {
+		return
+	}
+	if !svc.seen && svc.svcTomb != "" && compareRV(o.ResourceVersion, svc.svcTomb) < 0 {
+		return
+	}
+	svc.seen = true
+	svc.rv = o.ResourceVersion
+	svc.ports = slices.Clone(o.Spec.Ports)
+	svc.publish()
+}
+
+func (svc *service) forgetService(rv string) {
+	if svc.fetching {
+		svc.svcTomb = maxRV(svc.svcTomb, rv)
+	}
+	svc.seen, svc.rv, svc.ports = false, "", nil
+}
+
+// applySlices reconciles the Service's slices with the complete set items, listed at listRV:
+// slices missing from it are deleted unless a newer version is held, and listed slices replace
+// older versions unless they were deleted since.
+func (svc *service) applySlices(items map[string]*slice, listRV string) {
+	for name, cur := range svc.slices {
+		if _, ok := items[name]; !ok && compareRV(cur.rv, listRV) <= 0 {
+			svc.deleteSlice(name, listRV)
+		}
+	}
+	for name, sl := range items {
+		if cur := svc.slices[name]; cur != nil && compareRV(sl.rv, cur.rv) < 0 {
+			continue
+		}
+		if tomb, ok := svc.sliceTombs[name]; ok && compareRV(sl.rv, tomb) < 0 {
+			continue
+		}
+		svc.slices[name] = sl
+	}
+	svc.publish()
+}
+
+// settle ends the fetching state once the Service's objects are known from a list.
+func (s *Store) settle(svc *service) {
+	svc.fetching = false
+	svc.sliceTombs = nil
+	svc.svcTomb = ""
+	delete(s.pending, svc.key)
+}
+
+// maxRV returns the newer of two resource versions, preferring a well-formed one.
+func maxRV(a, b string) string {
+	if a == "" {
+		return b
+	}
+	if c, err := resourceversion.CompareResourceVersion(a, b); err == nil && c < 0 {
+		return b
+	}
+	return a
+}
