@@ -28,7 +28,7 @@ func (f *fakeSource) Snapshot(time.Time) []stream.RouteCounts {
 // fakeRoute is a Route with fixed counts.
 type fakeRoute struct{ counts stream.RouteCounts }
 
-func (r fakeRoute) Key() string                          { return r.counts.Key }
+func (r fakeRoute) Key() string                         { return r.counts.Key }
 func (r fakeRoute) Counts(time.Time) stream.RouteCounts { return r.counts }
 
 var (
