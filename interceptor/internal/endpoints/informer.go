@@ -57,7 +57,7 @@ func (i *Informer) HasSynced() bool {
 func (i *Informer) Start(ctx context.Context) error {
 	log := i.log
 	ns := i.namespace
-	slices := cache.NewReflectorWithOptions(&cache.ListWatch{
+	slices := cache.NewReflectorWithOptions(cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector = discoveryv1.LabelServiceName
 			return i.client.DiscoveryV1().EndpointSlices(ns).List(ctx, o)
@@ -66,15 +66,15 @@ func (i *Informer) Start(ctx context.Context) error {
 			o.LabelSelector = discoveryv1.LabelServiceName
 			return i.client.DiscoveryV1().EndpointSlices(ns).Watch(ctx, o)
 		},
-	}, &discoveryv1.EndpointSlice{}, sliceSink{i}, cache.ReflectorOptions{Name: "endpointslices", Logger: &log})
-	services := cache.NewReflectorWithOptions(&cache.ListWatch{
+	}, i.client), &discoveryv1.EndpointSlice{}, sliceSink{i}, cache.ReflectorOptions{Name: "endpointslices", Logger: &log})
+	services := cache.NewReflectorWithOptions(cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return i.client.CoreV1().Services(ns).List(ctx, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			return i.client.CoreV1().Services(ns).Watch(ctx, o)
 		},
-	}, &corev1.Service{}, serviceSink{i}, cache.ReflectorOptions{Name: "services", Logger: &log})
+	}, i.client), &corev1.Service{}, serviceSink{i}, cache.ReflectorOptions{Name: "services", Logger: &log})
 
 	var wg sync.WaitGroup
 	wg.Go(func() { slices.RunWithContext(ctx) })
@@ -278,37 +278,55 @@ func (s *Store) replaceSlices(list []any, rv string) {
 // sliceSink receives the EndpointSlice reflector's events.
 type sliceSink struct{ i *Informer }
 
-func (k sliceSink) Add(obj any) error    { return k.Update(obj) }
-func (k sliceSink) Update(obj any) error { k.i.store.UpdateSlice(obj.(*discoveryv1.EndpointSlice)); return nil }
+func (k sliceSink) Add(obj any) error { return k.Update(obj) }
+
+func (k sliceSink) Update(obj any) error {
+	if o, ok := obj.(*discoveryv1.EndpointSlice); ok {
+		k.i.store.UpdateSlice(o)
+	}
+	return nil
+}
+
 func (k sliceSink) Delete(obj any) error {
 	if o, ok := obj.(*discoveryv1.EndpointSlice); ok {
 		k.i.store.DeleteSlice(o)
 	}
 	return nil
 }
+
 func (k sliceSink) Replace(list []any, rv string) error {
 	k.i.store.replaceSlices(list, rv)
 	k.i.slicesSynced.Store(true)
 	k.i.markSynced()
 	return nil
 }
+
 func (sliceSink) Resync() error { return nil }
 
 // serviceSink receives the Service reflector's events.
 type serviceSink struct{ i *Informer }
 
-func (k serviceSink) Add(obj any) error    { return k.Update(obj) }
-func (k serviceSink) Update(obj any) error { k.i.store.UpdateService(obj.(*corev1.Service)); return nil }
+func (k serviceSink) Add(obj any) error { return k.Update(obj) }
+
+func (k serviceSink) Update(obj any) error {
+	if o, ok := obj.(*corev1.Service); ok {
+		k.i.store.UpdateService(o)
+	}
+	return nil
+}
+
 func (k serviceSink) Delete(obj any) error {
 	if o, ok := obj.(*corev1.Service); ok {
 		k.i.store.deleteService(o.Namespace, o.Name, o.ResourceVersion)
 	}
 	return nil
 }
+
 func (k serviceSink) Replace(list []any, rv string) error {
 	k.i.store.replaceServices(list, rv)
 	k.i.servicesSynced.Store(true)
 	k.i.markSynced()
 	return nil
 }
+
 func (serviceSink) Resync() error { return nil }

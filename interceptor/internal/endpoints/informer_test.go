@@ -1,0 +1,115 @@
+package endpoints
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+// eventually polls cond until it holds or a few seconds have passed.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestInformer(t *testing.T) {
+	objs := []runtime.Object{
+		newService("ns", "app", svcPort("web", 80, "")),
+		newSlice("ns", "app", "app-1", map[string]int32{"web": 8080}, ep{addr: "10.0.0.1"}),
+		newService("ns", "late", svcPort("", 80, "")),
+		newSlice("ns", "late", "late-1", map[string]int32{"": 8081}, ep{addr: "10.0.0.2"}),
+	}
+	for i := range 200 {
+		name := fmt.Sprintf("other-%d", i)
+		objs = append(objs,
+			newService("ns", name, svcPort("", 80, "")),
+			newSlice("ns", name, name+"-1", map[string]int32{"": 8080}, ep{addr: "10.1.0.1"}))
+	}
+	client := fake.NewClientset(objs...)
+	store := NewStore(logr.Discard())
+	inf := NewInformer(store, client, "", logr.Discard())
+	app := store.Target("ns", "app", 0, "web")
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- inf.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Start = %v, want nil", err)
+		}
+	}()
+
+	eventually(t, "the informer has synced", inf.HasSynced)
+	if got := hosts(app.Snapshot()); !slices.Equal(got, []string{"10.0.0.1:8080"}) {
+		t.Errorf("endpoints of a target wanted before the first list = %v", got)
+	}
+
+	// The objects of "late" were dropped by the first list; a new target must fetch them.
+	late := store.Target("ns", "late", 80, "")
+	waitCtx, waitCancel := context.WithTimeout(ctx, 5*time.Second)
+	defer waitCancel()
+	snap, err := late.Wait(waitCtx)
+	if err != nil || !slices.Equal(hosts(snap), []string{"10.0.0.2:8081"}) {
+		t.Errorf("endpoints of a target wanted after the first list = %v, %v", snap, err)
+	}
+
+	// Watch events reach the wanted targets.
+	_, err = client.DiscoveryV1().EndpointSlices("ns").Create(ctx,
+		newSlice("ns", "app", "app-2", map[string]int32{"web": 8080}, ep{addr: "10.0.0.3"}), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create slice: %v", err)
+	}
+	eventually(t, "a created slice is seen", func() bool { return len(app.Snapshot().Endpoints) == 2 })
+
+	if got := store.Len(); got != 2 {
+		t.Errorf("store keeps %d services, want 2", got)
+	}
+}
+
+func TestFetchResultsOlderThanEventsAreIgnored(t *testing.T) {
+	withRV := func(o *discoveryv1.EndpointSlice, rv string) *discoveryv1.EndpointSlice {
+		o.ResourceVersion = rv
+		return o
+	}
+	s := NewStore(logr.Discard())
+	s.fetches = true
+	tg := s.Target("ns", "app", 80, "")
+	svc := newService("ns", "app", svcPort("", 80, ""))
+	svc.ResourceVersion = "5"
+	s.UpdateService(svc)
+
+	// A watch event newer than the fetch.
+	s.UpdateSlice(withRV(newSlice("ns", "app", "app-1", map[string]int32{"": 8080}, ep{addr: "10.0.0.9"}), "20"))
+	// A slice deleted after the fetch's list was taken.
+	gone := withRV(newSlice("ns", "app", "app-2", map[string]int32{"": 8080}, ep{addr: "10.0.0.8"}), "21")
+	s.DeleteSlice(gone)
+
+	s.applyFetch([]serviceKey{{"ns", "app"}},
+		&corev1.ServiceList{ListMeta: metav1.ListMeta{ResourceVersion: "15"}, Items: []corev1.Service{*svc}},
+		&discoveryv1.EndpointSliceList{ListMeta: metav1.ListMeta{ResourceVersion: "15"}, Items: []discoveryv1.EndpointSlice{
+			*withRV(newSlice("ns", "app", "app-1", map[string]int32{"": 8080}, ep{addr: "10.0.0.1"}), "12"),
+			*withRV(newSlice("ns", "app", "app-2", map[string]int32{"": 8080}, ep{addr: "10.0.0.8"}), "13"),
+		}})
+	if got := hosts(tg.Snapshot()); !slices.Equal(got, []string{"10.0.0.9:8080"}) {
+		t.Errorf("endpoints = %v, want only those of the newer event", got)
+	}
+	if svcState := s.services[serviceKey{"ns", "app"}]; svcState.fetching || svcState.sliceTombs != nil {
+		t.Errorf("the service is still marked as being fetched")
+	}
+}
