@@ -1,0 +1,109 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lobby-http/lobby/internal/logging"
+)
+
+func TestLoadConfig(t *testing.T) {
+	host, _ := os.Hostname()
+	defaults := Config{
+		ProxyAddr:             ":8080",
+		AdminAddr:             ":9090",
+		ColdStartTimeout:      30 * time.Second,
+		ResponseHeaderTimeout: 60 * time.Second,
+		MaxPendingRequests:    1000,
+		StreamInterval:        time.Second,
+		StreamWriteTimeout:    10 * time.Second,
+		DrainDelay:            5 * time.Second,
+		DrainTimeout:          40 * time.Second,
+		MaxHeaderBytes:        1 << 20,
+		ReadHeaderTimeout:     10 * time.Second,
+		IdleTimeout:           90 * time.Second,
+		LogLevel:              logging.LevelInfo,
+		LogFormat:             logging.FormatJSON,
+		PodName:               host,
+	}
+	tests := []struct {
+		name string
+		env  map[string]string
+		// change turns the defaults into the expected configuration.
+		change func(*Config)
+		// wantErr lists substrings of the expected error; empty means success.
+		wantErr []string
+	}{
+		{name: "No variables give the defaults.", change: func(*Config) {}},
+		{name: "Empty variables count as unset.", env: map[string]string{"LOBBY_PROXY_ADDR": "", "LOBBY_COLD_START_TIMEOUT": ""}, change: func(*Config) {}},
+		{
+			name: "Every variable is read.",
+			env: map[string]string{
+				"LOBBY_PROXY_ADDR": "127.0.0.1:8000", "LOBBY_ADMIN_ADDR": ":9000", "LOBBY_WATCH_NAMESPACE": "apps",
+				"LOBBY_COLD_START_TIMEOUT": "2m", "LOBBY_RESPONSE_HEADER_TIMEOUT": "5s", "LOBBY_REQUEST_TIMEOUT": "10m",
+				"LOBBY_MAX_PENDING_REQUESTS": "50", "LOBBY_STREAM_INTERVAL": "500ms", "LOBBY_STREAM_WRITE_TIMEOUT": "3s",
+				"LOBBY_DRAIN_DELAY": "0s", "LOBBY_DRAIN_TIMEOUT": "1m", "LOBBY_MAX_HEADER_BYTES": "65536",
+				"LOBBY_READ_HEADER_TIMEOUT": "2s", "LOBBY_IDLE_TIMEOUT": "30s", "LOBBY_LOG_LEVEL": "DEBUG",
+				"LOBBY_LOG_FORMAT": "console", "POD_NAME": "interceptor-7", "KUBECONFIG": "/a:/b",
+			},
+			change: func(c *Config) {
+				*c = Config{
+					ProxyAddr: "127.0.0.1:8000", AdminAddr: ":9000", WatchNamespace: "apps",
+					ColdStartTimeout: 2 * time.Minute, ResponseHeaderTimeout: 5 * time.Second, RequestTimeout: 10 * time.Minute,
+					MaxPendingRequests: 50, StreamInterval: 500 * time.Millisecond, StreamWriteTimeout: 3 * time.Second,
+					DrainDelay: 0, DrainTimeout: time.Minute, MaxHeaderBytes: 65536,
+					ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second, LogLevel: logging.LevelDebug,
+					LogFormat: logging.FormatConsole, PodName: "interceptor-7", Kubeconfig: "/a:/b",
+				}
+			},
+		},
+		{name: "A duration without a unit is rejected by name.", env: map[string]string{"LOBBY_COLD_START_TIMEOUT": "30"}, wantErr: []string{"LOBBY_COLD_START_TIMEOUT", `"30"`}},
+		{name: "A zero cold-start timeout is rejected.", env: map[string]string{"LOBBY_COLD_START_TIMEOUT": "0s"}, wantErr: []string{"LOBBY_COLD_START_TIMEOUT: must be positive"}},
+		{name: "A negative request timeout is rejected.", env: map[string]string{"LOBBY_REQUEST_TIMEOUT": "-1s"}, wantErr: []string{"LOBBY_REQUEST_TIMEOUT: must not be negative"}},
+		{name: "A zero request timeout means unbounded.", env: map[string]string{"LOBBY_REQUEST_TIMEOUT": "0"}, change: func(*Config) {}},
+		{name: "An unbounded hold queue is rejected.", env: map[string]string{"LOBBY_MAX_PENDING_REQUESTS": "0"}, wantErr: []string{"LOBBY_MAX_PENDING_REQUESTS: must be at least 1"}},
+		{name: "A non-numeric queue size is rejected.", env: map[string]string{"LOBBY_MAX_PENDING_REQUESTS": "many"}, wantErr: []string{"LOBBY_MAX_PENDING_REQUESTS"}},
+		{name: "A stream interval below 10ms is rejected.", env: map[string]string{"LOBBY_STREAM_INTERVAL": "1ms"}, wantErr: []string{"LOBBY_STREAM_INTERVAL: must be at least 10ms"}},
+		{name: "An address without a port is rejected.", env: map[string]string{"LOBBY_PROXY_ADDR": "localhost"}, wantErr: []string{"LOBBY_PROXY_ADDR"}},
+		{name: "An address with port zero is rejected.", env: map[string]string{"LOBBY_ADMIN_ADDR": ":0"}, wantErr: []string{"LOBBY_ADMIN_ADDR"}},
+		{name: "The admin and proxy addresses must differ.", env: map[string]string{"LOBBY_ADMIN_ADDR": ":8080"}, wantErr: []string{"LOBBY_ADMIN_ADDR: must differ"}},
+		{name: "An invalid namespace is rejected.", env: map[string]string{"LOBBY_WATCH_NAMESPACE": "Apps_1"}, wantErr: []string{"LOBBY_WATCH_NAMESPACE"}},
+		{name: "Tiny header limits are rejected.", env: map[string]string{"LOBBY_MAX_HEADER_BYTES": "100"}, wantErr: []string{"LOBBY_MAX_HEADER_BYTES: must be at least 4096"}},
+		{name: "An unknown log level is rejected.", env: map[string]string{"LOBBY_LOG_LEVEL": "trace"}, wantErr: []string{"LOBBY_LOG_LEVEL"}},
+		{name: "An unknown log format is rejected.", env: map[string]string{"LOBBY_LOG_FORMAT": "text"}, wantErr: []string{"LOBBY_LOG_FORMAT"}},
+		{
+			name:    "Every wrong variable is reported at once.",
+			env:     map[string]string{"LOBBY_DRAIN_DELAY": "soon", "LOBBY_IDLE_TIMEOUT": "-5s"},
+			wantErr: []string{"LOBBY_DRAIN_DELAY", "LOBBY_IDLE_TIMEOUT"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := loadConfig(func(k string) (string, bool) {
+				v, ok := tt.env[k]
+				return v, ok
+			})
+			if len(tt.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("loadConfig() = %+v, want an error", got)
+				}
+				for _, s := range tt.wantErr {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("loadConfig() error = %q, want it to contain %q", err, s)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("loadConfig() error = %v", err)
+			}
+			want := defaults
+			tt.change(&want)
+			if got != want {
+				t.Errorf("loadConfig() =\n%+v\nwant\n%+v", got, want)
+			}
+		})
+	}
+}
