@@ -5,10 +5,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 )
 
 func TestStart(t *testing.T) {
@@ -83,5 +85,31 @@ func TestStartListenError(t *testing.T) {
 	s := &Server{HTTP: &http.Server{Addr: ln.Addr().String()}, Log: logr.Discard()}
 	if err := s.Start(t.Context()); err == nil {
 		t.Fatal("Start() on a taken address = nil, want an error")
+	}
+}
+
+func TestErrorLog(t *testing.T) {
+	tests := []struct {
+		name      string
+		verbosity int
+		want      []string
+	}{
+		{name: "Lines are hidden at info level.", verbosity: 0},
+		{name: "Lines are kept at debug level, without the trailing newline.", verbosity: 1, want: []string{"http: TLS handshake error"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			sink := funcr.New(func(_, args string) { got = append(got, args) }, funcr.Options{Verbosity: tt.verbosity})
+			ErrorLog(sink).Printf("http: TLS handshake error\n")
+			if len(got) != len(tt.want) {
+				t.Fatalf("logged %q, want %d lines", got, len(tt.want))
+			}
+			for i, w := range tt.want {
+				if !strings.Contains(got[i], `"error"="`+w+`"`) {
+					t.Errorf("line %d = %s, want error %q", i, got[i], w)
+				}
+			}
+		})
 	}
 }
