@@ -1,0 +1,248 @@
+// Command interceptor is lobby's data plane: it routes each request to its HTTPScaledObject,
+// counts it, holds it while the app has no ready endpoint, and forwards it to a ready pod. Its
+// admin server pushes the counts to the scalers. Configuration is by environment variables; see
+// docs/configuration.md.
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	"github.com/lobby-http/lobby/interceptor/internal/admin"
+	"github.com/lobby-http/lobby/interceptor/internal/counts"
+	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/interceptor/internal/routing"
+	"github.com/lobby-http/lobby/internal/httpso"
+	"github.com/lobby-http/lobby/internal/logging"
+	"github.com/lobby-http/lobby/internal/server"
+)
+
+func main() {
+	signals, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	err := run(signals)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "interceptor: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// run loads the configuration, wires the interceptor and runs it until signals ends and it has
+// drained.
+func run(signals context.Context) error {
+	cfg, err := loadConfig(os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	log := logging.New(logging.Options{Level: cfg.LogLevel, Format: cfg.LogFormat})
+	klog.SetLogger(log.WithName("client-go"))
+	kube, err := restConfig(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ic, err := build(cfg, log, kube, reg, (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext)
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "proxyAddr", cfg.ProxyAddr, "adminAddr", cfg.AdminAddr, "namespace", cfg.WatchNamespace, "pod", cfg.PodName)
+	return ic.run(signals)
+}
+
+// restConfig returns the API server configuration from the kubeconfig path list, or the
+// in-cluster one when it is empty.
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		c, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("load in-cluster configuration (set KUBECONFIG outside a cluster): %w", err)
+		}
+		return c, nil
+	}
+	rules := &clientcmd.ClientConfigLoadingRules{Precedence: filepath.SplitList(kubeconfig)}
+	c, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+	}
+	return c, nil
+}
+
+// dialFunc opens connections to app pods. Production uses a net.Dialer; the test against a real
+// API server maps the pod addresses of its EndpointSlices to loopback backends.
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// interceptor is the wired interceptor, ready to run.
+type interceptor struct {
+	log        logr.Logger
+	drainDelay time.Duration
+
+	endpoints *endpoints.Informer
+	routes    *routing.Watcher
+	admin     *admin.Server
+	proxy     *server.Server
+	// adminServer is the admin's HTTP server runner, exposed so tests can give it a listener.
+	adminServer *server.Server
+}
+
+// build constructs every component from the configuration, without starting any.
+func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Registry, dial dialFunc) (*interceptor, error) {
+	clk := clock.RealClock{}
+	kubeClient, err := kubernetes.NewForConfig(kube)
+	if err != nil {
+		return nil, fmt.Errorf("create Kubernetes client: %w", err)
+	}
+	hsoClient, err := httpso.NewClient(kube)
+	if err != nil {
+		return nil, err
+	}
+
+	store := endpoints.NewStore(log.WithName("endpoints"))
+	slices := endpoints.NewInformer(store, kubeClient, cfg.WatchNamespace, log.WithName("endpoints"))
+
+	activations, err := admin.NewActivations(reg)
+	if err != nil {
+		return nil, err
+	}
+	registry := counts.NewRegistry(func(r *counts.Route) { activations.Notify(r) }, clk.Now)
+	if err := reg.Register(admin.NewCollector(registry, clk)); err != nil {
+		return nil, fmt.Errorf("register count metrics: %w", err)
+	}
+
+	router := routing.NewRouter()
+	defaults := routing.Defaults{
+		ColdStartTimeout:      cfg.ColdStartTimeout,
+		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+		RequestTimeout:        cfg.RequestTimeout,
+		MaxPending:            cfg.MaxPendingRequests,
+	}
+	watcher, err := routing.NewWatcher(httpso.NewInformer(hsoClient, cfg.WatchNamespace, 0), router, store, registry,
+		defaults, reg, log.WithName("routing"))
+	if err != nil {
+		return nil, err
+	}
+
+	handler, err := newProxyHandler(router, reg, log.WithName("proxy"), dial)
+	if err != nil {
+		return nil, err
+	}
+	proxy := &server.Server{
+		HTTP:            newHTTPServer(cfg, cfg.ProxyAddr, handler, log.WithName("proxy")),
+		ShutdownTimeout: cfg.DrainTimeout,
+		Log:             log.WithName("proxy"),
+	}
+
+	st, err := admin.NewStream(admin.StreamOptions{
+		Source:       registry,
+		Activations:  activations,
+		Interval:     cfg.StreamInterval,
+		WriteTimeout: cfg.StreamWriteTimeout,
+		Interceptor:  cfg.PodName,
+		Clock:        clk,
+		Registerer:   reg,
+		Log:          log.WithName("stream"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	adminServer := &server.Server{
+		HTTP: newHTTPServer(cfg, cfg.AdminAddr, nil, log.WithName("admin")),
+		// Streams end when the admin server stops; the rest are short requests.
+		ShutdownTimeout: 5 * time.Second,
+		Log:             log.WithName("admin"),
+	}
+	adm := admin.New(admin.Options{
+		Source:   registry,
+		Stream:   st,
+		Gatherer: reg,
+		Checks: []admin.Check{
+			admin.Synced("HTTPScaledObjects", watcher.HasSynced),
+			admin.Synced("Services and EndpointSlices", slices.HasSynced),
+		},
+		Clock:  clk,
+		Server: adminServer,
+	})
+
+	return &interceptor{
+		log:         log,
+		drainDelay:  cfg.DrainDelay,
+		endpoints:   slices,
+		routes:      watcher,
+		admin:       adm,
+		proxy:       proxy,
+		adminServer: adminServer,
+	}, nil
+}
+
+// newHTTPServer returns a server with the configured limits. It speaks HTTP/1.1 and HTTP/2 over
+// clear text (h2c), as ingresses and gRPC clients reach the interceptor without TLS.
+func newHTTPServer(cfg Config, addr string, h http.Handler, log logr.Logger) *http.Server {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		Protocols:         &protocols,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		ErrorLog:          server.ErrorLog(log),
+	}
+}
+
+// run starts every component and returns when they have all stopped. When signals ends, /readyz
+// fails at once, the proxy keeps serving for the drain delay, then drains (within the drain
+// timeout); only then do the admin server (and so the push stream) and the informers stop.
+func (ic *interceptor) run(signals context.Context) error {
+	ctx, stopAll := context.WithCancel(context.Background())
+	defer stopAll()
+	g, ctx := errgroup.WithContext(ctx)
+	proxyCtx, stopProxy := context.WithCancel(ctx)
+	defer stopProxy()
+
+	g.Go(func() error { return ic.endpoints.Start(ctx) })
+	g.Go(func() error { return ic.routes.Start(ctx) })
+	g.Go(func() error { return ic.admin.Start(ctx) })
+	g.Go(func() error {
+		defer stopAll() // The proxy has drained, or failed: nothing else is needed.
+		return ic.proxy.Start(proxyCtx)
+	})
+	g.Go(func() error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-signals.Done():
+		}
+		ic.log.Info("draining", "delay", ic.drainDelay)
+		ic.admin.Drain()
+		select {
+		case <-ctx.Done():
+		case <-time.After(ic.drainDelay):
+		}
+		stopProxy()
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	ic.log.Info("stopped")
+	return nil
+}
