@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +42,26 @@ type running struct {
 	backend  string
 	stop     context.CancelFunc
 	stopped  chan error
+	// drainDelay is the configured wait between the signal and closing the proxy.
+	drainDelay time.Duration
+
+	waitOnce sync.Once
+	runErr   error
+}
+
+// wait signals the interceptor and returns what run returned, failing the test when it does not
+// stop in time.
+func (r *running) wait(t *testing.T) error {
+	t.Helper()
+	r.stop()
+	r.waitOnce.Do(func() {
+		select {
+		case r.runErr = <-r.stopped:
+		case <-time.After(30 * time.Second):
+			r.runErr = errors.New("the interceptor did not stop within 30s of its signal")
+		}
+	})
+	return r.runErr
 }
 
 // startInterceptor starts a control plane (kube-apiserver and etcd from KUBEBUILDER_ASSETS) with
@@ -93,7 +115,7 @@ func startInterceptor(t *testing.T) *running {
 		t.Fatal(err)
 	}
 	cfg.PodName = "interceptor-test"
-	cfg.DrainDelay = 50 * time.Millisecond
+	cfg.DrainDelay = 300 * time.Millisecond
 	cfg.StreamInterval = 100 * time.Millisecond
 	ic, err := build(cfg, testr.New(t), kubeCfg, prometheus.NewPedanticRegistry(), dial)
 	if err != nil {
@@ -117,17 +139,13 @@ func startInterceptor(t *testing.T) *running {
 		backend:  backendAddr,
 		stop:     stop,
 		stopped:  make(chan error, 1),
+
+		drainDelay: cfg.DrainDelay,
 	}
 	go func() { r.stopped <- ic.run(signals) }()
 	t.Cleanup(func() {
-		stop()
-		select {
-		case err := <-r.stopped:
-			if err != nil {
-				t.Errorf("run() = %v, want nil after a signal", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("the interceptor did not stop within 30s of its signal")
+		if err := r.wait(t); err != nil {
+			t.Errorf("run() = %v, want nil after a signal", err)
 		}
 	})
 	eventually(t, 30*time.Second, "/readyz to succeed", func() bool {
@@ -299,6 +317,40 @@ func TestAgainstAPIServer(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("SIGTERM fails readiness at once, drains after the delay, and ends the stream.", func(t *testing.T) {
+		testDrain(t, r, "cold.example.com")
+	})
+}
+
+// testDrain checks the shutdown sequence: on the signal /readyz fails at once while the proxy keeps
+// serving for the drain delay; then the proxy closes, the stream ends cleanly, and run returns nil.
+func testDrain(t *testing.T, r *running, host string) {
+	frames := subscribe(t, r.adminURL+stream.Path)
+	<-frames
+	signalled := time.Now()
+	r.stop()
+	eventually(t, time.Second, "/readyz to fail", func() bool {
+		code, _ := r.get(t, r.adminURL+"/readyz", "")
+		return code == http.StatusServiceUnavailable
+	})
+	if time.Since(signalled) < r.drainDelay {
+		if code, _ := r.get(t, r.proxyURL+"/", host); code != http.StatusOK {
+			t.Errorf("GET during the drain delay = %d, want 200: the proxy must keep serving", code)
+		}
+	}
+	if err := r.wait(t); err != nil {
+		t.Fatalf("run() = %v, want nil after a signal", err)
+	}
+	if d := time.Since(signalled); d < r.drainDelay {
+		t.Errorf("run returned %v after the signal, before the drain delay of %v", d, r.drainDelay)
+	}
+	for range frames {
+		// The stream ends (the channel closes) rather than hanging.
+	}
+	if code, body := r.get(t, r.proxyURL+"/", host); code != 0 {
+		t.Errorf("GET after shutdown = %d %q, want a refused connection", code, body)
+	}
 }
 
 // subscribe opens the push stream and returns its frames.
