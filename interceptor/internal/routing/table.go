@@ -2,6 +2,7 @@ package routing
 
 import (
 	"cmp"
+	"encoding/binary"
 	"net/http"
 	"slices"
 	"strconv"
@@ -53,10 +54,11 @@ var (
 
 // Table is an immutable routing table. Lookups take no lock and do not allocate.
 type Table struct {
-	// exact maps a lower-case host to its routes.
-	exact map[string]*hostRoutes
+	// exact maps a lower-case host to its routes. Values are stored in the map itself, which
+	// saves a dependent memory load per lookup.
+	exact map[string]hostRoutes
 	// wildcard maps the suffix of a wildcard host ("example.com" for "*.example.com") to its routes.
-	wildcard map[string]*hostRoutes
+	wildcard map[string]hostRoutes
 	// catchAll holds the routes of objects without hosts; nil when there are none.
 	catchAll *hostRoutes
 	// routes are all routes, in precedence order.
@@ -65,8 +67,11 @@ type Table struct {
 
 // hostRoutes are the routes of one host level, by path prefix.
 type hostRoutes struct {
+	// only is set when the level has a single route, for every path and without headers (the
+	// common case), so that a lookup needs nothing else.
+	only *Route
 	// paths are sorted by decreasing prefix length, so the first match is the longest.
-	paths []*pathRoutes
+	paths []pathRoutes
 	// byPrefix indexes paths when there are many, so that a lookup walks the request path's
 	// segment boundaries instead of every prefix.
 	byPrefix map[string]*pathRoutes
@@ -81,6 +86,8 @@ type pathRoutes struct {
 	// candidates are sorted by decreasing number of headers, then by precedence; one without
 	// headers, if any, comes last and is the fallback.
 	candidates []candidate
+	// only is set when there is a single candidate without headers, saving a memory load.
+	only *Route
 }
 
 type candidate struct {
@@ -100,11 +107,8 @@ type headerMatch struct {
 // because of a conflict, keyed by their "namespace/name".
 func Build(objs []*v1alpha1.HTTPScaledObject, targets Targets, counters Counters, d Defaults) (*Table, map[string]httpso.Conflict) {
 	accepted, conflicts := httpso.Resolve(objs)
-	t := &Table{
-		exact:    map[string]*hostRoutes{},
-		wildcard: map[string]*hostRoutes{},
-		routes:   make([]*Route, 0, len(accepted)),
-	}
+	t := &Table{routes: make([]*Route, 0, len(accepted))}
+	exact, wildcard := map[string]*hostRoutes{}, map[string]*hostRoutes{}
 	for _, o := range accepted {
 		r := newRoute(o, targets, counters, d)
 		t.routes = append(t.routes, r)
@@ -118,19 +122,23 @@ func Build(objs []*v1alpha1.HTTPScaledObject, targets Targets, counters Counters
 				}
 				h = t.catchAll
 			case strings.HasPrefix(c.Host, "*."):
-				h = level(t.wildcard, c.Host[2:])
+				h = level(wildcard, c.Host[2:])
 			default:
-				h = level(t.exact, c.Host)
+				h = level(exact, c.Host)
 			}
 			h.add(c.PathPrefix, candidate{headers: headers, route: r})
 		}
 	}
 	t.catchAll.finish()
-	for _, h := range t.exact {
+	t.exact = make(map[string]hostRoutes, len(exact))
+	for k, h := range exact {
 		h.finish()
+		t.exact[k] = *h
 	}
-	for _, h := range t.wildcard {
+	t.wildcard = make(map[string]hostRoutes, len(wildcard))
+	for k, h := range wildcard {
 		h.finish()
+		t.wildcard[k] = *h
 	}
 	return t, conflicts
 }
@@ -146,9 +154,9 @@ func level(m map[string]*hostRoutes, key string) *hostRoutes {
 }
 
 func (h *hostRoutes) add(prefix string, c candidate) {
-	i := slices.IndexFunc(h.paths, func(p *pathRoutes) bool { return p.prefix == prefix })
+	i := slices.IndexFunc(h.paths, func(p pathRoutes) bool { return p.prefix == prefix })
 	if i < 0 {
-		h.paths = append(h.paths, &pathRoutes{prefix: prefix})
+		h.paths = append(h.paths, pathRoutes{prefix: prefix})
 		i = len(h.paths) - 1
 	}
 	h.paths[i].candidates = append(h.paths[i].candidates, c)
@@ -160,18 +168,26 @@ func (h *hostRoutes) finish() {
 	if h == nil {
 		return
 	}
-	slices.SortStableFunc(h.paths, func(a, b *pathRoutes) int {
+	slices.SortStableFunc(h.paths, func(a, b pathRoutes) int {
 		return cmp.Or(cmp.Compare(len(b.prefix), len(a.prefix)), cmp.Compare(a.prefix, b.prefix))
 	})
-	for _, p := range h.paths {
+	for i := range h.paths {
+		p := &h.paths[i]
 		slices.SortStableFunc(p.candidates, func(a, b candidate) int {
 			return cmp.Compare(len(b.headers), len(a.headers))
 		})
+		if len(p.candidates) == 1 && len(p.candidates[0].headers) == 0 {
+			p.only = p.candidates[0].route
+		}
+	}
+	if len(h.paths) == 1 && h.paths[0].prefix == "/" && len(h.paths[0].candidates) == 1 &&
+		len(h.paths[0].candidates[0].headers) == 0 {
+		h.only = h.paths[0].candidates[0].route
 	}
 	if len(h.paths) > manyPaths {
 		h.byPrefix = make(map[string]*pathRoutes, len(h.paths))
-		for _, p := range h.paths {
-			h.byPrefix[p.prefix] = p
+		for i := range h.paths {
+			h.byPrefix[h.paths[i].prefix] = &h.paths[i]
 		}
 	}
 }
@@ -314,8 +330,10 @@ const maxHostLen = 253
 // lookupHost walks the host levels from the exact host to the catch-all.
 func lookupHost[H string | []byte](t *Table, host H, path string, header http.Header) *Route {
 	if len(host) > 0 {
-		if r := t.exact[string(host)].match(path, header); r != nil {
-			return r
+		if h, ok := t.exact[string(host)]; ok {
+			if r := h.match(path, header); r != nil {
+				return r
+			}
 		}
 		if len(t.wildcard) > 0 {
 			// The longest suffix is tried first: "*.b.example.com" beats "*.example.com".
@@ -323,8 +341,10 @@ func lookupHost[H string | []byte](t *Table, host H, path string, header http.He
 				if host[i] != '.' {
 					continue
 				}
-				if r := t.wildcard[string(host[i+1:])].match(path, header); r != nil {
-					return r
+				if h, ok := t.wildcard[string(host[i+1:])]; ok {
+					if r := h.match(path, header); r != nil {
+						return r
+					}
 				}
 			}
 		}
@@ -336,6 +356,9 @@ func lookupHost[H string | []byte](t *Table, host H, path string, header http.He
 func (h *hostRoutes) match(path string, header http.Header) *Route {
 	if h == nil {
 		return nil
+	}
+	if h.only != nil {
+		return h.only
 	}
 	if h.byPrefix != nil {
 		for p := path; ; {
@@ -355,7 +378,8 @@ func (h *hostRoutes) match(path string, header http.Header) *Route {
 			}
 		}
 	}
-	for _, pr := range h.paths {
+	for i := range h.paths {
+		pr := &h.paths[i]
 		if !hasPathPrefix(path, pr.prefix) {
 			continue
 		}
@@ -367,6 +391,9 @@ func (h *hostRoutes) match(path string, header http.Header) *Route {
 }
 
 func (p *pathRoutes) match(header http.Header) *Route {
+	if p.only != nil {
+		return p.only
+	}
 	for i := range p.candidates {
 		c := &p.candidates[i]
 		if headersMatch(c.headers, header) {
@@ -392,28 +419,48 @@ func headersMatch(want []headerMatch, header http.Header) bool {
 // hasPathPrefix reports whether prefix matches path on a segment boundary: "/api" matches "/api",
 // "/api/" and "/api/x", not "/apix".
 func hasPathPrefix(path, prefix string) bool {
-	if prefix == "/" {
-		return true
+	n := len(prefix)
+	if n == 1 {
+		return true // prefixes are normalised: the only one-byte prefix is "/"
 	}
-	return strings.HasPrefix(path, prefix) && (len(path) == len(prefix) || path[len(prefix)] == '/')
+	// Lengths and the boundary byte first: they rule out most prefixes without reading them.
+	return len(path) >= n && (len(path) == n || path[n] == '/') && path[:n] == prefix
 }
 
 // stripPort removes a port from a host, including from a bracketed IPv6 literal ("[::1]:8080").
+// An unbracketed host is cut at its first colon: valid Host headers have at most one.
 func stripPort(host string) string {
-	if strings.HasPrefix(host, "[") {
+	if len(host) > 0 && host[0] == '[' {
 		if i := strings.IndexByte(host, ']'); i > 0 {
 			return host[1:i]
 		}
 		return host
 	}
-	if i := strings.LastIndexByte(host, ':'); i >= 0 && strings.IndexByte(host, ':') == i {
+	if i := strings.IndexByte(host, ':'); i >= 0 {
 		return host[:i]
 	}
 	return host
 }
 
+// hasUpper reports whether s has an ASCII upper-case letter. It tests eight bytes at a time,
+// because it runs on every request.
 func hasUpper(s string) bool {
-	for i := range len(s) {
+	const (
+		ones = 0x0101010101010101
+		low7 = ones * 0x7f
+		high = ones * 0x80
+		// A byte b has 'A'-1 < b < 'Z'+1 when both sums below carry into its high bit.
+		below = ones * (127 + 'Z' + 1)
+		above = ones * (127 - ('A' - 1))
+	)
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := binary.LittleEndian.Uint64([]byte(s[i : i+8]))
+		if (below-(x&low7))&^x&((x&low7)+above)&high != 0 {
+			return true
+		}
+	}
+	for ; i < len(s); i++ {
 		if 'A' <= s[i] && s[i] <= 'Z' {
 			return true
 		}

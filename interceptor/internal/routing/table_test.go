@@ -3,6 +3,7 @@ package routing
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -308,5 +309,19 @@ func TestRouter(t *testing.T) {
 	rt.SetTable(build(t, object("app", 0, []string{"app.test"}, nil)))
 	if r := rt.Route(req); r == nil || r.Name != "app" {
 		t.Errorf("Route = %v, want app", r)
+	}
+}
+
+func TestHasUpper(t *testing.T) {
+	naive := func(s string) bool { return strings.ContainsFunc(s, func(r rune) bool { return 'A' <= r && r <= 'Z' }) }
+	inputs := []string{"", "a", "A", "abcdefgh", "abcdefgZ", "abcdefghZ", "@[`{", "\x80\xc1\xda\xff", "ÄÖÜ.example.com",
+		"svc-1.apps.example.com", "svc-1.apps.Example.com", "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzA"}
+	for b := range 256 {
+		inputs = append(inputs, strings.Repeat("a", b%9)+string([]byte{byte(b)})+"xxxxxxxx")
+	}
+	for _, in := range inputs {
+		if got, want := hasUpper(in), naive(in); got != want {
+			t.Errorf("hasUpper(%q) = %v, want %v", in, got, want)
+		}
 	}
 }
