@@ -1,9 +1,12 @@
 package routing
 
 import (
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +20,7 @@ import (
 
 // fakeCounters hands out one counts.Route per key and remembers the window it was asked for.
 type fakeCounters struct {
+	mu      sync.Mutex
 	routes  map[string]*counts.Route
 	windows map[string][2]time.Duration
 	kept    map[string]struct{}
@@ -27,6 +31,8 @@ func newFakeCounters() *fakeCounters {
 }
 
 func (f *fakeCounters) Route(key string, window, granularity time.Duration) *counts.Route {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.windows[key] = [2]time.Duration{window, granularity}
 	if r := f.routes[key]; r != nil {
 		return r
@@ -36,7 +42,17 @@ func (f *fakeCounters) Route(key string, window, granularity time.Duration) *cou
 	return r
 }
 
-func (f *fakeCounters) Retain(keep map[string]struct{}) { f.kept = keep }
+func (f *fakeCounters) Retain(keep map[string]struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.kept = keep
+}
+
+func (f *fakeCounters) keptKeys() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Sorted(maps.Keys(f.kept))
+}
 
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
@@ -44,7 +60,7 @@ var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 func object(name string, age int, hosts, paths []string, headers ...v1alpha1.Header) *v1alpha1.HTTPScaledObject {
 	return &v1alpha1.HTTPScaledObject{
 		ObjectMeta: metav1.ObjectMeta{
-			Namespace: "ns", Name: name,
+			Namespace: "ns", Name: name, Generation: 1,
 			CreationTimestamp: metav1.NewTime(epoch.Add(time.Duration(age) * time.Second)),
 		},
 		Spec: v1alpha1.HTTPScaledObjectSpec{
