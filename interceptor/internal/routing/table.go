@@ -59,6 +59,9 @@ type Table struct {
 	exact map[string]hostRoutes
 	// wildcard maps the suffix of a wildcard host ("example.com" for "*.example.com") to its routes.
 	wildcard map[string]hostRoutes
+	// exactLens and wildcardLens have bit n set when some key of exact or wildcard has length n,
+	// so that lookups skip map probes that cannot hit.
+	exactLens, wildcardLens lengthSet
 	// catchAll holds the routes of objects without hosts; nil when there are none.
 	catchAll *hostRoutes
 	// routes are all routes, in precedence order.
@@ -134,11 +137,13 @@ func Build(objs []*v1alpha1.HTTPScaledObject, targets Targets, counters Counters
 	for k, h := range exact {
 		h.finish()
 		t.exact[k] = *h
+		t.exactLens.add(len(k))
 	}
 	t.wildcard = make(map[string]hostRoutes, len(wildcard))
 	for k, h := range wildcard {
 		h.finish()
 		t.wildcard[k] = *h
+		t.wildcardLens.add(len(k))
 	}
 	return t, conflicts
 }
@@ -324,21 +329,36 @@ func (t *Table) Lookup(host, path string, header http.Header) *Route {
 	return lookupHost(t, b, path, header)
 }
 
+// lengthSet is a set of string lengths up to 255.
+type lengthSet [4]uint64
+
+func (s *lengthSet) add(n int) {
+	if n < 256 {
+		s[n>>6] |= 1 << (n & 63)
+	}
+}
+
+func (s *lengthSet) has(n int) bool {
+	return n < 256 && s[n>>6]&(1<<(n&63)) != 0
+}
+
 // maxHostLen is the longest valid DNS name; longer hosts can only match the catch-all.
 const maxHostLen = 253
 
 // lookupHost walks the host levels from the exact host to the catch-all.
 func lookupHost[H string | []byte](t *Table, host H, path string, header http.Header) *Route {
 	if len(host) > 0 {
-		if h, ok := t.exact[string(host)]; ok {
-			if r := h.match(path, header); r != nil {
-				return r
+		if t.exactLens.has(len(host)) {
+			if h, ok := t.exact[string(host)]; ok {
+				if r := h.match(path, header); r != nil {
+					return r
+				}
 			}
 		}
 		if len(t.wildcard) > 0 {
 			// The longest suffix is tried first: "*.b.example.com" beats "*.example.com".
 			for i := 0; i < len(host); i++ {
-				if host[i] != '.' {
+				if host[i] != '.' || !t.wildcardLens.has(len(host)-i-1) {
 					continue
 				}
 				if h, ok := t.wildcard[string(host[i+1:])]; ok {
