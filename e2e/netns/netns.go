@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -292,7 +293,7 @@ func RunTestsInside(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "skipping end-to-end tests: %v\n", err)
 		return 0
 	}
-	code, err := runInside(os.Args[1:])
+	code, err := runInside(os.Args[1:], os.Stdout, os.Stderr)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
 		return 1
@@ -300,9 +301,9 @@ func RunTestsInside(m *testing.M) int {
 	return code
 }
 
-// runInside re-executes the running binary with args inside a fresh namespace and returns its
-// exit code; err reports a failure to set up or clean up.
-func runInside(args []string) (code int, err error) {
+// runInside re-executes the running binary with args inside a fresh namespace, its output going
+// to stdout and stderr, and returns its exit code; err reports a failure to set up or clean up.
+func runInside(args []string, stdout, stderr io.Writer) (code int, err error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return 1, fmt.Errorf("find the test binary: %w", err)
@@ -318,7 +319,7 @@ func runInside(args []string) (code int, err error) {
 		}
 	}()
 	cmd := ns.Command(context.Background(), exe, args...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
 	cmd.Env = append(os.Environ(), envName+"="+ns.Name)
 
 	// Forward interrupts so the tests inside can stop their processes; the namespace is

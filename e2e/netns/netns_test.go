@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"os"
@@ -134,12 +135,15 @@ func TestRunInside(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			nameFile := filepath.Join(t.TempDir(), "name")
 			t.Setenv(helperEnv, nameFile)
-			code, err := runInside([]string{"-test.run=" + tc.run, "-test.count=1"})
+			// The child's output is kept out of this test's own output: a child's
+			// deliberate "--- FAIL" line would otherwise read as this run failing.
+			var out bytes.Buffer
+			code, err := runInside([]string{"-test.run=" + tc.run, "-test.count=1", "-test.v"}, &out, &out)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if code != tc.wantCode {
-				t.Errorf("exit code %d, want %d", code, tc.wantCode)
+				t.Errorf("exit code %d, want %d; output:\n%s", code, tc.wantCode, out.String())
 			}
 			name, err := os.ReadFile(nameFile)
 			if err != nil {
