@@ -1,0 +1,207 @@
+package v1alpha1_test
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+)
+
+// startAPIServer starts kube-apiserver and etcd from KUBEBUILDER_ASSETS with lobby's CRD and
+// returns a client of it, or skips the test when they are not available.
+func startAPIServer(t *testing.T) client.Client {
+	t.Helper()
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Skip("KUBEBUILDER_ASSETS is unset: this test needs kube-apiserver and etcd; run `make test`, " +
+			"or set it to the folder printed by `bash e2e/tools/build.sh .cache/tools`")
+	}
+	if testing.Short() {
+		t.Skip("skipping the control-plane test in short mode")
+	}
+	env := &envtest.Environment{CRDDirectoryPaths: []string{"../../../config/crd"}, ErrorIfCRDPathMissing: true}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("start control plane: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Errorf("stop control plane: %v", err)
+		}
+	})
+	c, err := client.New(cfg, client.Options{Scheme: runtime.NewScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// manifest returns an HTTPScaledObject with a valid base spec and the given spec YAML merged over
+// it, as a user would write it.
+func manifest(t *testing.T, name, spec string) *unstructured.Unstructured {
+	t.Helper()
+	base := `
+apiVersion: http.keda.sh/v1alpha1
+kind: HTTPScaledObject
+metadata:
+  namespace: default
+  name: ` + name + `
+spec:
+  hosts: [app.example.com]
+  scaleTargetRef: {name: app, service: app, port: 8080}
+`
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(base), &u.Object); err != nil {
+		t.Fatal(err)
+	}
+	overlay := map[string]any{}
+	if err := yaml.Unmarshal([]byte(spec), &overlay); err != nil {
+		t.Fatalf("parse spec of %s: %v", name, err)
+	}
+	s := u.Object["spec"].(map[string]any)
+	for k, v := range overlay {
+		if v == nil {
+			delete(s, k)
+			continue
+		}
+		s[k] = v
+	}
+	return u
+}
+
+func TestAPIServerRefusesInvalidObjects(t *testing.T) {
+	c := startAPIServer(t)
+	tests := []struct {
+		name string
+		spec string
+		// want are fragments the API server's message must contain: the field and what is wrong.
+		want []string
+	}{
+		{"both port and portName are refused",
+			`scaleTargetRef: {name: app, service: app, port: 8080, portName: http}`,
+			[]string{"spec.scaleTargetRef", "must define either the 'portName' or the 'port'"}},
+		{"neither port nor portName is refused",
+			`scaleTargetRef: {name: app, service: app}`,
+			[]string{"spec.scaleTargetRef", "must define either the 'portName' or the 'port'"}},
+		{"a failover ref with both ports is refused",
+			`coldStartTimeoutFailoverRef: {service: sorry, port: 80, portName: http}`,
+			[]string{"spec.coldStartTimeoutFailoverRef", "must define either the 'portName' or the 'port'"}},
+		{"a failover ref with no port is refused",
+			`coldStartTimeoutFailoverRef: {service: sorry}`,
+			[]string{"spec.coldStartTimeoutFailoverRef", "must define either the 'portName' or the 'port'"}},
+		{"a minimum above the maximum is refused",
+			`replicas: {min: 5, max: 2}`,
+			[]string{"spec.replicas", "replicas.min must be less than or equal to replicas.max"}},
+		{"a zero maximum is refused",
+			`replicas: {max: 0}`,
+			[]string{"spec.replicas.max", "greater than or equal to 1"}},
+		{"a zero concurrency target is refused",
+			`scalingMetric: {concurrency: {targetValue: 0}}`,
+			[]string{"spec.scalingMetric.concurrency.targetValue", "greater than or equal to 1"}},
+		{"a zero rate target is refused",
+			`scalingMetric: {requestRate: {targetValue: 0, window: 1m, granularity: 1s}}`,
+			[]string{"spec.scalingMetric.requestRate.targetValue", "greater than or equal to 1"}},
+		{"a zero deprecated target is refused",
+			`targetPendingRequests: 0`,
+			[]string{"spec.targetPendingRequests", "greater than or equal to 1"}},
+		{"a granularity below one second is refused",
+			`scalingMetric: {requestRate: {targetValue: 10, window: 1m, granularity: 500ms}}`,
+			[]string{"spec.scalingMetric.requestRate", "requestRate.granularity must be at least 1s"}},
+		{"a granularity longer than the window is refused",
+			`scalingMetric: {requestRate: {targetValue: 10, window: 10s, granularity: 1m}}`,
+			[]string{"spec.scalingMetric.requestRate", "requestRate.granularity must not be longer than requestRate.window"}},
+		{"a window that is not a duration is refused",
+			`scalingMetric: {requestRate: {targetValue: 10, window: soon, granularity: 1s}}`,
+			[]string{"spec.scalingMetric.requestRate.window", "should match"}},
+		{"a wildcard in the middle of a host is refused",
+			`hosts: ["*.*.com"]`,
+			[]string{"spec.hosts[0]", "should match"}},
+		{"an empty label in a host is refused",
+			`hosts: [foo..com]`,
+			[]string{"spec.hosts[0]", "should match"}},
+		{"a host with spaces is refused",
+			`hosts: [Host With Spaces]`,
+			[]string{"spec.hosts[0]", "should match"}},
+		{"a bare wildcard host is refused",
+			`hosts: ["*"]`,
+			[]string{"spec.hosts[0]", "should match"}},
+		{"a path prefix without a leading slash is refused",
+			`pathPrefixes: [api]`,
+			[]string{"spec.pathPrefixes[0]", "should match '^/'"}},
+		{"a negative cold-start wait is refused",
+			`timeouts: {conditionWait: -1s}`,
+			[]string{"spec.timeouts.conditionWait", "should match"}},
+		{"a zero cold-start wait is refused",
+			`timeouts: {conditionWait: 0s}`,
+			[]string{"spec.timeouts", "timeouts.conditionWait must be positive"}},
+		{"a zero response header timeout is refused",
+			`timeouts: {responseHeader: 0s}`,
+			[]string{"spec.timeouts", "timeouts.responseHeader must be positive"}},
+		{"a zero request timeout is refused",
+			`timeouts: {request: 0ms}`,
+			[]string{"spec.timeouts", "timeouts.request must be positive"}},
+		{"a zero failover timeout is refused",
+			`coldStartTimeoutFailoverRef: {service: sorry, port: 80, timeoutSeconds: 0}`,
+			[]string{"spec.coldStartTimeoutFailoverRef.timeoutSeconds", "greater than or equal to 1"}},
+		{"concurrency and request rate together are refused",
+			`scalingMetric: {concurrency: {targetValue: 10}, requestRate: {targetValue: 10, window: 1m, granularity: 1s}}`,
+			[]string{"spec.scalingMetric", "scalingMetric.concurrency and scalingMetric.requestRate are mutually exclusive"}},
+		{"a placeholder overflow without a placeholder is refused",
+			`coldStart: {overflow: Placeholder}`,
+			[]string{"spec.coldStart", "coldStart.placeholder is required when coldStart.overflow is Placeholder"}},
+		{"an unknown overflow policy is refused",
+			`coldStart: {overflow: Drop}`,
+			[]string{"spec.coldStart.overflow", "supported values"}},
+		{"a header name with a space is refused",
+			`headers: [{name: "X Tenant"}]`,
+			[]string{"spec.headers[0].name", "should match"}},
+		{"a port out of range is refused",
+			`scaleTargetRef: {name: app, service: app, port: 70000}`,
+			[]string{"spec.scaleTargetRef.port", "less than or equal to 65535"}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := manifest(t, "invalid-"+strconv.Itoa(i), tt.spec)
+			err := c.Create(t.Context(), u)
+			if err == nil {
+				t.Fatalf("Create() succeeded, want the API server to refuse %s", tt.spec)
+			}
+			t.Logf("refused: %v", err)
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Create() error = %q, want it to contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestAPIServerAcceptsValidObjects(t *testing.T) {
+	c := startAPIServer(t)
+	tests := []struct {
+		name string
+		spec string
+	}{
+		{"the minimal object is accepted", `{}`},
+		{"a port name instead of a port is accepted", `scaleTargetRef: {name: app, service: app, portName: http}`},
+		{"a catch-all object without hosts is accepted", `hosts: null`},
+		{"a wildcard host and mixed case are accepted", `hosts: ["*.example.com", Shop.Example.COM]`},
+		{"a rate with defaults for window and granularity is accepted", `scalingMetric: {requestRate: {targetValue: 5}}`},
+		{"equal minimum and maximum are accepted", `replicas: {min: 3, max: 3}`},
+		{"a placeholder overflow with a placeholder is accepted",
+			`coldStart: {maxPendingRequests: 10, overflow: Placeholder, placeholder: {statusCode: 202, body: wait}}`},
+		{"positive timeouts are accepted", `timeouts: {conditionWait: 20s, responseHeader: 1m30s, request: 5m}`},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := c.Create(t.Context(), manifest(t, "valid-"+strconv.Itoa(i), tt.spec)); err != nil {
+				t.Errorf("Create() error = %v, want the object accepted", err)
+			}
+		})
+	}
+}
