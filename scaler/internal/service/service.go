@@ -1,0 +1,231 @@
+// Package service serves KEDA's ExternalScaler gRPC API (internal/externalscaler) from the sums
+// of the interceptor fleet: IsActive and StreamIsActive from the activity of an HTTPScaledObject,
+// GetMetricSpec and GetMetrics from its scaling metric. docs/scaler.md describes the behaviour.
+package service
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/lobby-http/lobby/internal/externalscaler"
+	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+	"github.com/lobby-http/lobby/scaler/internal/fleet"
+)
+
+// MetadataKey is the trigger metadata key naming the HTTPScaledObject, in the ScaledObject's
+// namespace. The operator writes it; users who manage their own ScaledObject set it.
+const MetadataKey = "httpScaledObject"
+
+// DefaultTargetValue is the target of either metric when the HTTPScaledObject gives none, as in
+// the KEDA HTTP Add-on.
+const DefaultTargetValue = 100
+
+// Objects looks HTTPScaledObjects up; *InformerObjects implements it.
+type Objects interface {
+	// Get returns the object namespace/name, or false when there is none.
+	Get(namespace, name string) (*v1alpha1.HTTPScaledObject, bool)
+}
+
+// Counts gives the sums over the interceptors; *fleet.Fleet implements it.
+type Counts interface {
+	// Sum returns the counts of key ("namespace/name") summed over the interceptors.
+	Sum(key string) fleet.Sum
+	// Watch starts watching the activity of key.
+	Watch(key string) *fleet.Watch
+}
+
+var _ Counts = (*fleet.Fleet)(nil)
+
+// Server implements externalscaler.ExternalScalerServer.
+type Server struct {
+	externalscaler.UnimplementedExternalScalerServer
+
+	objects Objects
+	counts  Counts
+	log     logr.Logger
+}
+
+var _ externalscaler.ExternalScalerServer = (*Server)(nil)
+
+// New returns a Server answering from objects and counts.
+func New(objects Objects, counts Counts, log logr.Logger) *Server {
+	return &Server{objects: objects, counts: counts, log: log}
+}
+
+// Metric is the scaling metric of one HTTPScaledObject.
+type Metric struct {
+	// Name is the metric's name as given to KEDA (which prefixes it with "s<trigger index>-").
+	Name string
+	// Rate is true for the request-rate metric, false for concurrency.
+	Rate bool
+	// Target is the metric's target value per replica.
+	Target float64
+}
+
+// MetricFor returns o's scaling metric: scalingMetric.requestRate when set, else
+// scalingMetric.concurrency when set, else concurrency with the deprecated targetPendingRequests
+// as its target. A target of zero takes DefaultTargetValue.
+func MetricFor(o *v1alpha1.HTTPScaledObject) Metric {
+	m := Metric{Name: MetricName(o.Namespace, o.Name), Target: DefaultTargetValue}
+	sm := o.Spec.ScalingMetric
+	switch {
+	case sm != nil && sm.Rate != nil:
+		m.Rate = true
+		if sm.Rate.TargetValue > 0 {
+			m.Target = float64(sm.Rate.TargetValue)
+		}
+	case sm != nil && sm.Concurrency != nil:
+		if sm.Concurrency.TargetValue > 0 {
+			m.Target = float64(sm.Concurrency.TargetValue)
+		}
+	case o.Spec.TargetPendingRequests != nil && *o.Spec.TargetPendingRequests > 0:
+		m.Target = float64(*o.Spec.TargetPendingRequests)
+	}
+	return m
+}
+
+// MetricName returns the metric name of namespace/name: "http-" and the key, with every byte
+// other than letters, digits, "-" and "." written as "_" and four hex digits, as the KEDA HTTP
+// Add-on names it ("http-shop_002Fcart"), so HPA metric names survive a migration.
+func MetricName(namespace, name string) string {
+	s := "http-" + namespace + "/" + name
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '-' || c == '.' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' {
+			b.WriteByte(c)
+			continue
+		}
+		fmt.Fprintf(&b, "_%04X", c)
+	}
+	return b.String()
+}
+
+// resolve returns the key and object that ref names, or a gRPC status error saying what is wrong.
+func (s *Server) resolve(ref *externalscaler.ScaledObjectRef) (string, *v1alpha1.HTTPScaledObject, error) {
+	if ref == nil {
+		return "", nil, status.Error(codes.InvalidArgument, "scaledObjectRef is required")
+	}
+	if ref.GetNamespace() == "" {
+		return "", nil, status.Errorf(codes.InvalidArgument, "scaledObjectRef.namespace is required (ScaledObject %q)", ref.GetName())
+	}
+	name := ref.GetScalerMetadata()[MetadataKey]
+	if name == "" {
+		return "", nil, status.Errorf(codes.InvalidArgument,
+			"trigger metadata %q is required: set it to the name of the HTTPScaledObject in namespace %q (ScaledObject %s/%s)",
+			MetadataKey, ref.GetNamespace(), ref.GetNamespace(), ref.GetName())
+	}
+	o, ok := s.objects.Get(ref.GetNamespace(), name)
+	if !ok {
+		return "", nil, status.Errorf(codes.NotFound, "HTTPScaledObject %s/%s not found", ref.GetNamespace(), name)
+	}
+	return ref.GetNamespace() + "/" + name, o, nil
+}
+
+// IsActive reports whether the object has anything held, in flight or open on any interceptor,
+// or a non-zero request rate, whatever its scaling metric.
+func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.IsActiveResponse, error) {
+	key, _, err := s.resolve(ref)
+	if err != nil {
+		return nil, err
+	}
+	return &externalscaler.IsActiveResponse{Result: s.counts.Sum(key).Active}, nil
+}
+
+// StreamIsActive sends the object's current activity, then true on each idle→busy edge and false
+// on each busy→idle edge, until the client goes away. It never sends true twice for one edge,
+// because KEDA refreshes its activity clock on every true.
+func (s *Server) StreamIsActive(ref *externalscaler.ScaledObjectRef, srv externalscaler.ExternalScaler_StreamIsActiveServer) error {
+	key, _, err := s.resolve(ref)
+	if err != nil {
+		return err
+	}
+	w := s.counts.Watch(key)
+	defer w.Close()
+	send := func(v bool) error {
+		if err := srv.Send(&externalscaler.IsActiveResponse{Result: v}); err != nil {
+			return fmt.Errorf("send activity of %s: %w", key, err)
+		}
+		return nil
+	}
+
+	active, sentRises, changed := w.State()
+	if err := send(active); err != nil {
+		return err
+	}
+	last := active
+	for {
+		select {
+		case <-srv.Context().Done():
+			return nil
+		case <-changed:
+		}
+		var rises uint64
+		active, rises, changed = w.State()
+		switch {
+		case rises > sentRises:
+			// A new idle→busy edge, perhaps with a busy→idle one that came and went between two
+			// wake-ups: KEDA hears of the activity, then of the idle state if it is already over.
+			sentRises = rises
+			if err := send(true); err != nil {
+				return err
+			}
+			last = true
+			if !active {
+				if err := send(false); err != nil {
+					return err
+				}
+				last = false
+			}
+		case active != last:
+			if err := send(active); err != nil {
+				return err
+			}
+			last = active
+		}
+	}
+}
+
+// GetMetricSpec returns the object's one metric and its target per replica.
+func (s *Server) GetMetricSpec(_ context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.GetMetricSpecResponse, error) {
+	_, o, err := s.resolve(ref)
+	if err != nil {
+		return nil, err
+	}
+	m := MetricFor(o)
+	return &externalscaler.GetMetricSpecResponse{MetricSpecs: []*externalscaler.MetricSpec{{
+		MetricName:      m.Name,
+		TargetSize:      int64(math.Round(m.Target)),
+		TargetSizeFloat: m.Target,
+	}}}, nil
+}
+
+// GetMetrics returns the current value of the object's metric: in flight plus held summed over
+// the interceptors for concurrency, the sum of their per-second rates for the request rate. The
+// requested metric name is not checked: KEDA asks for the name GetMetricSpec gave.
+func (s *Server) GetMetrics(_ context.Context, req *externalscaler.GetMetricsRequest) (*externalscaler.GetMetricsResponse, error) {
+	if req == nil {
+		return nil, status.Error(codes.InvalidArgument, "request is required")
+	}
+	key, o, err := s.resolve(req.GetScaledObjectRef())
+	if err != nil {
+		return nil, err
+	}
+	m := MetricFor(o)
+	sum := s.counts.Sum(key)
+	v := float64(sum.Concurrency())
+	if m.Rate {
+		v = sum.Rate
+	}
+	return &externalscaler.GetMetricsResponse{MetricValues: []*externalscaler.MetricValue{{
+		MetricName:       m.Name,
+		MetricValue:      int64(math.Round(v)),
+		MetricValueFloat: v,
+	}}}, nil
+}
