@@ -1,0 +1,181 @@
+package framework
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+// tokenLifetime is the lifetime of the service-account tokens RunBinary mints: longer than any
+// test run, since nothing refreshes them.
+const tokenLifetime = 24 * 60 * 60
+
+// ProcessSpec describes one of lobby's binaries run as the chart would run it, but as a local
+// process.
+type ProcessSpec struct {
+	// Name identifies the process; its log is LogDir/<Name>.log. Required, unique per cluster.
+	Name string
+	// Path is the executable (see Cluster.Build).
+	Path string
+	// Args are its arguments. $(POD_IP) in them is replaced by the process's address.
+	Args []string
+	// Env is added to the environment as NAME=value entries. $(POD_IP) in a value is
+	// replaced by the process's address.
+	Env []string
+	// ServiceAccount, as namespace/name, is the identity the process runs as: RunBinary mints
+	// a token for it with the TokenRequest API, writes a kubeconfig with it and sets
+	// KUBECONFIG, POD_NAMESPACE and POD_NAME, as a pod of that service account would have.
+	// The namespace and service account are created when missing; RBAC is the caller's. Empty:
+	// the process gets no KUBECONFIG.
+	ServiceAccount string
+	// Addr is the address the process binds; zero allocates a fresh 10.244.255.x on the
+	// namespace's loopback device. It is in the environment as POD_IP.
+	Addr netip.Addr
+}
+
+// RunBinary starts a process as spec describes; Stop ends it (or the cluster's Stop does).
+func (c *Cluster) RunBinary(ctx context.Context, spec ProcessSpec) (*Process, error) {
+	if spec.Name == "" || strings.ContainsAny(spec.Name, "/ ") {
+		return nil, fmt.Errorf("run binary: ProcessSpec.Name %q must be a non-empty name without '/' or spaces", spec.Name)
+	}
+	if spec.Path == "" {
+		return nil, fmt.Errorf("run binary %s: ProcessSpec.Path is empty", spec.Name)
+	}
+	addr := spec.Addr
+	if !addr.IsValid() {
+		var err error
+		if addr, err = c.AllocAddr(); err != nil {
+			return nil, fmt.Errorf("run binary %s: %w", spec.Name, err)
+		}
+	}
+	expand := func(s string) string { return strings.ReplaceAll(s, "$(POD_IP)", addr.String()) }
+	env := []string{"POD_IP=" + addr.String()}
+	if spec.ServiceAccount != "" {
+		ns, name, ok := strings.Cut(spec.ServiceAccount, "/")
+		if !ok || ns == "" || name == "" {
+			return nil, fmt.Errorf("run binary %s: ProcessSpec.ServiceAccount %q is not namespace/name", spec.Name, spec.ServiceAccount)
+		}
+		kubeconfig, err := c.serviceAccountKubeconfig(ctx, spec.Name, ns, name)
+		if err != nil {
+			return nil, fmt.Errorf("run binary %s: %w", spec.Name, err)
+		}
+		env = append(env, "KUBECONFIG="+kubeconfig, "POD_NAMESPACE="+ns, "POD_NAME="+spec.Name)
+	}
+	for _, e := range spec.Env {
+		if !strings.Contains(e, "=") {
+			return nil, fmt.Errorf("run binary %s: ProcessSpec.Env entry %q is not NAME=value", spec.Name, e)
+		}
+		env = append(env, expand(e))
+	}
+	args := make([]string, len(spec.Args))
+	for i, a := range spec.Args {
+		args[i] = expand(a)
+	}
+	p, err := startProcess(spec.Name, spec.Path, args, env, c.LogDir)
+	if err != nil {
+		return nil, fmt.Errorf("run binary: %w", err)
+	}
+	p.Addr = addr
+	c.addProcess(p)
+	return p, nil
+}
+
+// serviceAccountKubeconfig creates ns and the service account when missing, mints a token
+// for it and writes a kubeconfig that uses it.
+func (c *Cluster) serviceAccountKubeconfig(ctx context.Context, process, ns, name string) (string, error) {
+	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
+	if _, err := c.Kube.CoreV1().Namespaces().Create(ctx, nsObj, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("create namespace %s: %w", ns, err)
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+	if _, err := c.Kube.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("create service account %s/%s: %w", ns, name, err)
+	}
+	tr, err := c.Kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](tokenLifetime)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("request a token for service account %s/%s: %w", ns, name, err)
+	}
+	file := filepath.Join(c.Dir, process+".kubeconfig")
+	if err := c.writeKubeconfig(file, "system:serviceaccount:"+ns+":"+name, keyPair{}, tr.Status.Token); err != nil {
+		return "", err
+	}
+	return file, nil
+}
+
+// builds caches Build's results per package for the life of the test binary.
+var builds struct {
+	mu   sync.Mutex
+	dir  string
+	done map[string]*buildResult
+}
+
+type buildResult struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// Build compiles the main package pkg (an import path, or a path relative to the module root
+// such as ./interceptor) once per test binary run and returns the executable's path. The go
+// command's cache makes an unchanged package build in seconds.
+func (c *Cluster) Build(ctx context.Context, pkg string) (string, error) {
+	builds.mu.Lock()
+	if builds.done == nil {
+		dir, err := os.MkdirTemp("", "lobby-e2e-bin-")
+		if err != nil {
+			builds.mu.Unlock()
+			return "", fmt.Errorf("build %s: %w", pkg, err)
+		}
+		builds.dir, builds.done = dir, make(map[string]*buildResult)
+	}
+	r, ok := builds.done[pkg]
+	if !ok {
+		r = &buildResult{}
+		builds.done[pkg] = r
+	}
+	dir := builds.dir
+	builds.mu.Unlock()
+
+	r.once.Do(func() {
+		out := filepath.Join(dir, strings.NewReplacer("/", "_", ".", "_").Replace(strings.TrimPrefix(pkg, "./")))
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+		cmd.Dir = c.root
+		var stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stderr, &stderr
+		if err := cmd.Run(); err != nil {
+			r.err = fmt.Errorf("go build %s: %w\n%s", pkg, err, stderr.Bytes())
+			return
+		}
+		r.path = out
+	})
+	return r.path, r.err
+}
+
+// RemoveBuilds deletes the executables Build made; call it at the end of TestMain.
+func RemoveBuilds() error {
+	builds.mu.Lock()
+	defer builds.mu.Unlock()
+	if builds.dir == "" {
+		return nil
+	}
+	err := os.RemoveAll(builds.dir)
+	builds.dir, builds.done = "", nil
+	if err != nil {
+		return fmt.Errorf("remove built binaries: %w", err)
+	}
+	return nil
+}
