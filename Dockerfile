@@ -44,8 +44,7 @@ COPY --from=source /rootfs/ /
 USER 65532:65532
 WORKDIR /
 LABEL org.opencontainers.image.source="https://github.com/lobby-http/lobby" \
-      org.opencontainers.image.url="https://github.com/lobby-http/lobby" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.url="https://github.com/lobby-http/lobby"
 
 FROM base AS interceptor
 COPY --from=build-interceptor /out/interceptor /usr/local/bin/interceptor

@@ -201,7 +201,6 @@ func Image(bin, exe string, pl v1.Platform, version, revision string) (v1.Image,
 		"org.opencontainers.image.source":      "https://github.com/lobby-http/lobby",
 		"org.opencontainers.image.url":         "https://github.com/lobby-http/lobby",
 		"org.opencontainers.image.version":     version,
-		"org.opencontainers.image.licenses":    "Apache-2.0",
 		"org.opencontainers.image.created":     epoch.Format(time.RFC3339),
 	}
 	if revision != "" {
