@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -122,7 +123,11 @@ func tlsClient(caFile string, cert keyPair) (*http.Client, error) {
 }
 
 func (c *Cluster) start(name, binary string, args, env []string) (*Process, error) {
-	p, err := startProcess(name, filepath.Join(c.binDir, binary), args, env, c.LogDir)
+	path, err := binPath(c.binDir, binary)
+	if err != nil {
+		return nil, err
+	}
+	p, err := startProcess(name, path, args, env, c.LogDir)
 	if err != nil {
 		return nil, err
 	}
@@ -293,8 +298,12 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 // installCRDs applies lobby's and KEDA's CRDs with server-side apply (KEDA's are too large for
 // the last-applied annotation of client-side apply) and waits until they are established.
 func (c *Cluster) installCRDs(ctx context.Context) error {
+	kedaCRDs, err := c.kedaCRDDir()
+	if err != nil {
+		return err
+	}
 	var files []string
-	for _, dir := range []string{filepath.Join(c.root, "config", "crd"), filepath.Join(c.binDir, "..", "keda-crds")} {
+	for _, dir := range []string{filepath.Join(c.root, "config", "crd"), kedaCRDs} {
 		matches, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 		if err != nil || len(matches) == 0 {
 			return fmt.Errorf("find CRDs: no YAML file in %s", dir)
@@ -336,6 +345,22 @@ func (c *Cluster) installCRDs(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// kedaCRDDir returns the folder of KEDA's CRDs: keda-crds beside the bin folder, where
+// `make tools` copies them, else KEDA's module in the Go module cache.
+func (c *Cluster) kedaCRDDir() (string, error) {
+	dir := filepath.Join(c.binDir, "..", "keda-crds")
+	if m, _ := filepath.Glob(filepath.Join(dir, "*.yaml")); len(m) > 0 {
+		return dir, nil
+	}
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/kedacore/keda/v2")
+	cmd.Dir = filepath.Join(c.root, "e2e", "tools")
+	out, err := cmd.Output()
+	if mod := strings.TrimSpace(string(out)); err == nil && mod != "" {
+		return filepath.Join(mod, "config", "crd", "bases"), nil
+	}
+	return "", fmt.Errorf("find KEDA's CRDs: none in %s and KEDA's module is not downloaded; run `make tools`", dir)
 }
 
 // readManifests decodes every object in a (multi-document) YAML file.
@@ -531,13 +556,23 @@ func (c *Cluster) publishAdapter(ctx context.Context, addr netip.Addr, port int)
 	return nil
 }
 
-// startKubelet builds the sample apps and runs the process kubelet until Stop, then waits
+// appsBuild is the outcome of building the sample apps.
+type appsBuild struct {
+	images map[string]string
+	err    error
+	took   time.Duration
+}
+
+// startKubelet takes the sample apps' build and runs the process kubelet until Stop, then waits
 // for the node to be Ready.
-func (c *Cluster) startKubelet(ctx context.Context) error {
-	images, err := kubelet.BuildApps(ctx, filepath.Join(c.Dir, "apps"))
-	if err != nil {
-		return err
+func (c *Cluster) startKubelet(ctx context.Context, apps chan appsBuild) error {
+	b := <-apps
+	apps <- b
+	if b.err != nil {
+		return b.err
 	}
+	c.progress("sample apps built in %s", b.took.Round(time.Millisecond))
+	images := b.images
 	c.Images = images
 	logFile, err := os.OpenFile(filepath.Join(c.LogDir, "kubelet.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {

@@ -33,6 +33,7 @@ import (
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 
+	"github.com/lobby-http/lobby/e2e/kubelet"
 	"github.com/lobby-http/lobby/e2e/netns"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -148,6 +149,25 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 
+	// The sample apps build while the control plane starts.
+	var apps chan appsBuild
+	if !opts.WithoutKubelet {
+		apps = make(chan appsBuild, 1)
+		go func() {
+			t0 := time.Now()
+			images, err := kubelet.BuildApps(ctx, filepath.Join(c.Dir, "apps"))
+			apps <- appsBuild{images, err, time.Since(t0)}
+		}()
+		// On an early return, wait for the build before Stop removes its folder.
+		defer func() {
+			if err != nil {
+				if b, ok := <-apps; ok {
+					apps <- b
+				}
+			}
+		}()
+	}
+
 	if err := c.step("etcd", func() error { return c.startEtcd(ctx) }); err != nil {
 		return nil, err
 	}
@@ -155,35 +175,30 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 
-	// The controller manager and the CRDs need only the API server; start them side by side.
+	// Everything else needs only the API server: the controller manager, the CRDs and then
+	// KEDA, and the kubelet start side by side.
 	var wg sync.WaitGroup
-	var kcmErr, crdErr error
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		kcmErr = c.step("kube-controller-manager", func() error { return c.startControllerManager(ctx) })
-	}()
-	go func() {
-		defer wg.Done()
-		crdErr = c.step("CRDs (lobby, KEDA)", func() error { return c.installCRDs(ctx) })
-	}()
-	wg.Wait()
-	if err := errors.Join(kcmErr, crdErr); err != nil {
-		return nil, err
-	}
-
-	if !opts.WithoutKEDA {
-		if err := c.step("keda-operator", func() error { return c.startKEDAOperator(ctx) }); err != nil {
-			return nil, err
+	errs := make([]error, 3)
+	wg.Go(func() {
+		errs[0] = c.step("kube-controller-manager", func() error { return c.startControllerManager(ctx) })
+	})
+	wg.Go(func() {
+		if errs[1] = c.step("CRDs (lobby, KEDA)", func() error { return c.installCRDs(ctx) }); errs[1] != nil || opts.WithoutKEDA {
+			return
 		}
-		if err := c.step("keda-adapter (APIService available)", func() error { return c.startKEDAAdapter(ctx, adapterAddr) }); err != nil {
-			return nil, err
+		if errs[1] = c.step("keda-operator", func() error { return c.startKEDAOperator(ctx) }); errs[1] != nil {
+			return
 		}
-	}
+		errs[1] = c.step("keda-adapter (APIService available)", func() error { return c.startKEDAAdapter(ctx, adapterAddr) })
+	})
 	if !opts.WithoutKubelet {
-		if err := c.step("kubelet", func() error { return c.startKubelet(ctx) }); err != nil {
-			return nil, err
-		}
+		wg.Go(func() {
+			errs[2] = c.step("kubelet (node ready)", func() error { return c.startKubelet(ctx, apps) })
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	c.progress("cluster ready in %s (kubeconfig %s)", time.Since(started).Round(time.Millisecond), c.Kubeconfig)
 	return c, nil
@@ -271,27 +286,28 @@ type TB interface {
 // dumpLines is how many lines of each log DumpLogs prints.
 const dumpLines = 60
 
-// DumpLogs prints the last lines of every component's log. Call it from t.Cleanup when
-// t.Failed().
+// DumpLogs prints the last lines of every log in LogDir (components, lobby's processes, the
+// kubelet and its pods). Call it from t.Cleanup when t.Failed().
 func (c *Cluster) DumpLogs(t TB) {
 	t.Helper()
-	entries, err := os.ReadDir(c.LogDir)
-	if err != nil {
-		t.Logf("read log folder %s: %v", c.LogDir, err)
-		return
-	}
-	for _, e := range entries {
-		path := filepath.Join(c.LogDir, e.Name())
+	err := filepath.WalkDir(c.LogDir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
 		data, err := os.ReadFile(path)
 		if err != nil {
 			t.Logf("read %s: %v", path, err)
-			continue
+			return nil
 		}
 		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
 		if len(lines) > dumpLines {
 			lines = lines[len(lines)-dumpLines:]
 		}
 		t.Logf("--- last %d lines of %s ---\n%s", len(lines), path, strings.Join(lines, "\n"))
+		return nil
+	})
+	if err != nil {
+		t.Logf("read log folder %s: %v", c.LogDir, err)
 	}
 }
 
@@ -339,6 +355,20 @@ func moduleRoot() (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
+// binPath returns the path of binary name: in dir, or for etcd, which `make deps` installs
+// from Debian's etcd-server package, on PATH when dir lacks it.
+func binPath(dir, name string) (string, error) {
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err == nil || name != "etcd" {
+		return p, err
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%w: etcd is neither in %s nor on PATH; run `make deps`", ErrNoBinaries, dir)
+	}
+	return p, nil
+}
+
 // findBinDir returns the folder holding the control-plane binaries, checking that it holds
 // every one of need.
 func findBinDir(root, dir string, need []string) (string, error) {
@@ -365,6 +395,11 @@ func findBinDir(root, dir string, need []string) (string, error) {
 		dir = filepath.Join(cache, "k8s-"+v[0]+"-keda-"+v[1], "bin")
 	}
 	for _, b := range need {
+		if b == "etcd" {
+			if _, err := binPath(dir, b); err == nil {
+				continue
+			}
+		}
 		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
 			return "", fmt.Errorf("%w: %s missing in %s (from %s); run `make tools` (first build about 17 minutes on 2 cores)",
 				ErrNoBinaries, b, dir, source)
