@@ -53,7 +53,11 @@ var PodCIDR = netip.MustParsePrefix("10.244.0.0/16")
 // clients inside the namespace reach pods by their addresses.
 const ServiceCIDR = "10.96.0.0/16"
 
-// waitFor polls check until it reports done, the process p (if any) exits, or the timeout or
+// errGaveUp, wrapped in a check's error, makes waitFor return at once: waiting longer cannot
+// help.
+var errGaveUp = errors.New("gave up")
+
+// waitFor polls check until it reports done (or fails with errGaveUp), the process p (if any) exits, or the timeout or
 // ctx ends; the last check error is in the returned error.
 func waitFor(ctx context.Context, what string, p *Process, check func(context.Context) (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
@@ -63,6 +67,9 @@ func waitFor(ctx context.Context, what string, p *Process, check func(context.Co
 		done, err := check(ctx)
 		if done {
 			return nil
+		}
+		if errors.Is(err, errGaveUp) {
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		if err != nil {
 			last = err
@@ -606,7 +613,7 @@ func (c *Cluster) startKubelet(ctx context.Context, apps chan appsBuild) error {
 		select {
 		case err := <-done:
 			done <- err // for the stop function
-			return false, fmt.Errorf("kubelet stopped: %v", err)
+			return false, fmt.Errorf("%w: the kubelet stopped: %v", errGaveUp, err)
 		default:
 		}
 		node, err := c.Kube.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
