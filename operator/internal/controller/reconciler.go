@@ -114,6 +114,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (resu
 	}
 	for _, step := range steps {
 		if err := step(ctx, s); err != nil {
+			if s.failReason != "" {
+				// The step knows what went wrong; say so while the retry is pending.
+				r.setReady(s)
+			}
 			return reconcile.Result{}, err
 		}
 	}
