@@ -235,7 +235,11 @@ type grant struct {
 }
 
 func (g grant) String() string {
-	return fmt.Sprintf("%s may %s %s.%s in %s", g.sa, g.verb, g.resource, g.group, g.namespace)
+	group := g.group
+	if group == "" {
+		group = "core"
+	}
+	return fmt.Sprintf("%s may %s %s.%s in %s", g.sa, g.verb, g.resource, group, g.namespace)
 }
 
 // contractGrants are the permissions the configuration contract gives each binary, and nothing

@@ -26,7 +26,9 @@ import (
 )
 
 // kedaCRDDir is where e2e/tools/build.sh puts KEDA's CRDs: beside the binaries' folder.
-func kedaCRDDir(assets string) string { return filepath.Join(filepath.Dir(filepath.Clean(assets)), "keda-crds") }
+func kedaCRDDir(assets string) string {
+	return filepath.Join(filepath.Dir(filepath.Clean(assets)), "keda-crds")
+}
 
 // cluster is a real API server with the chart's RBAC applied, and clients for it.
 type cluster struct {
@@ -65,6 +67,8 @@ func startCluster(t *testing.T) *cluster {
 			t.Errorf("stop control plane: %v", err)
 		}
 	})
+	// Client-side rate limits would only slow the many small calls down.
+	cfg.QPS, cfg.Burst = 500, 1000
 	c.admin = cfg
 	if c.dyn, err = dynamic.NewForConfig(cfg); err != nil {
 		t.Fatal(err)
