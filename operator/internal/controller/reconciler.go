@@ -208,7 +208,10 @@ func (r *Reconciler) reconcileScaledObject(ctx context.Context, s *state) error 
 			r.Events.Eventf(hso, nil, corev1.EventTypeNormal, EventScaledObjectUpdated, "Update",
 				"Updated ScaledObject %s to match the HTTPScaledObject", hso.Name)
 		}
-		live = desired
+		if live == nil {
+			// KEDA has not seen it yet; once it reports, the watch brings the status here.
+			live = desired
+		}
 	}
 	r.mirrorKEDAConditions(hso, live)
 	return nil
