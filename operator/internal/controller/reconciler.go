@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -77,6 +78,11 @@ type Reconciler struct {
 	ScalerAddress string
 	// Log is the reconciler's logger; each reconcile adds the object's key.
 	Log logr.Logger
+
+	// written maps each object's key to the resourceVersion of the ScaledObject its last apply
+	// returned. An apply that changes nothing returns the same version, which tells a no-op apply
+	// after a stale cache read from a real change, so events are only emitted for the latter.
+	written sync.Map
 }
 
 // +kubebuilder:rbac:groups=http.keda.sh,resources=httpscaledobjects,verbs=get;list;watch;update;patch
@@ -92,7 +98,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (resu
 	log := r.Log.WithValues("httpScaledObject", req.String())
 	hso := &v1alpha1.HTTPScaledObject{}
 	if err := r.Client.Get(ctx, req.NamespacedName, hso); err != nil {
-		// Deleted: the garbage collector removes the ScaledObject through its owner reference.
+		if apierrors.IsNotFound(err) {
+			// Deleted: the garbage collector removes the ScaledObject through its owner reference.
+			r.written.Delete(req.NamespacedName)
+		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if !hso.DeletionTimestamp.IsZero() {
@@ -172,6 +181,7 @@ func (r *Reconciler) reconcileScaledObject(ctx context.Context, s *state) error 
 		if err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete ScaledObject %s: %w", req(hso), err)
 		}
+		r.written.Delete(client.ObjectKeyFromObject(hso))
 		r.Events.Eventf(hso, nil, corev1.EventTypeNormal, EventScaledObjectDeleted, "Delete",
 			"Deleted ScaledObject %s: the %s annotation is set", hso.Name, v1alpha1.SkipScaledObjectCreationAnnotation)
 		return nil
@@ -201,17 +211,20 @@ func (r *Reconciler) reconcileScaledObject(ctx context.Context, s *state) error 
 			s.fail(ReasonScaledObjectRejected, "apply ScaledObject %s: %v", hso.Name, err)
 			return fmt.Errorf("apply ScaledObject %s: %w", req(hso), err)
 		}
-		if live == nil {
+		// desired now holds the server's answer, status included.
+		version := desired.GetResourceVersion()
+		previous, _ := r.written.Swap(client.ObjectKeyFromObject(hso), version)
+		switch {
+		case previous == version:
+			// The cache had not caught up with the last apply; nothing changed.
+		case live == nil:
 			r.Events.Eventf(hso, nil, corev1.EventTypeNormal, EventScaledObjectCreated, "Create",
 				"Created ScaledObject %s scaling %s", hso.Name, hso.Status.TargetWorkload)
-		} else {
+		case live.GetResourceVersion() != version:
 			r.Events.Eventf(hso, nil, corev1.EventTypeNormal, EventScaledObjectUpdated, "Update",
 				"Updated ScaledObject %s to match the HTTPScaledObject", hso.Name)
 		}
-		if live == nil {
-			// KEDA has not seen it yet; once it reports, the watch brings the status here.
-			live = desired
-		}
+		live = desired
 	}
 	r.mirrorKEDAConditions(hso, live)
 	return nil
