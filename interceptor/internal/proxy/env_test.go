@@ -1,0 +1,250 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/lobby-http/lobby/interceptor/internal/counts"
+	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/interceptor/internal/proxy"
+	"github.com/lobby-http/lobby/interceptor/internal/routing"
+)
+
+// ns is the namespace of every test object.
+const ns = "ns"
+
+// podPort is the container port every test EndpointSlice announces.
+const podPort = 8080
+
+// env is a proxy chain wired as main wires it, with endpoints fed to a real Store the way the
+// informer feeds it, and a dialer that maps pod addresses to loopback backends.
+type env struct {
+	t      testing.TB
+	store  *endpoints.Store
+	counts *counts.Registry
+	prom   *prometheus.Registry
+	proxy  *httptest.Server
+	// client talks HTTP/1.1 to the proxy and keeps no idle connections.
+	client *http.Client
+
+	mu     sync.Mutex
+	routes map[string]*routing.Route // by host, for the fixed router
+	pods   map[string]string         // pod "ip:port" → loopback address
+	rv     int
+	// router, when set, replaces the fixed host → route map.
+	router proxy.Router
+}
+
+// routerFunc adapts a function to proxy.Router.
+type routerFunc func(*http.Request) *routing.Route
+
+func (f routerFunc) Route(r *http.Request) *routing.Route { return f(r) }
+
+func newEnv(t testing.TB, log logr.Logger) *env {
+	e := &env{
+		t:      t,
+		store:  endpoints.NewStore(log),
+		counts: counts.NewRegistry(nil, nil),
+		prom:   prometheus.NewPedanticRegistry(),
+		routes: map[string]*routing.Route{},
+		pods:   map[string]string{},
+	}
+	var dialer net.Dialer
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		e.mu.Lock()
+		real, ok := e.pods[addr]
+		e.mu.Unlock()
+		if !ok {
+			return nil, fmt.Errorf("test dialer: no backend for %s", addr)
+		}
+		return dialer.DialContext(ctx, network, real)
+	}
+	metrics, err := proxy.NewMetrics(e.prom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd, err := proxy.NewForwarder(proxy.ForwarderOptions{Dial: dial, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	router := routerFunc(func(r *http.Request) *routing.Route {
+		e.mu.Lock()
+		rt, custom := e.routes[r.Host], e.router
+		e.mu.Unlock()
+		if custom != nil {
+			return custom.Route(r)
+		}
+		return rt
+	})
+	e.proxy = httptest.NewUnstartedServer(proxy.Route(router, metrics, log, nil, proxy.Count(proxy.Wait(nil, fwd))))
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	e.proxy.Config.Protocols = &p
+	e.proxy.Start()
+	t.Cleanup(e.proxy.Close)
+	e.client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	return e
+}
+
+func newTestEnv(t *testing.T) *env { return newEnv(t, testr.New(t)) }
+
+// backend starts an HTTP server for h and makes it the pod ip:podPort. h2c servers also speak
+// HTTP/2 over clear text.
+func (e *env) backend(ip string, h http.Handler) *httptest.Server {
+	s := httptest.NewUnstartedServer(h)
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	s.Config.Protocols = &p
+	s.Start()
+	e.t.Cleanup(s.Close)
+	e.mapPod(ip, s.Listener.Addr().String())
+	return s
+}
+
+// refusing makes the pod ip:podPort an address where connections are refused.
+func (e *env) refusing(ip string) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	e.mapPod(ip, addr)
+}
+
+func (e *env) mapPod(ip, addr string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.pods[fmt.Sprintf("%s:%d", ip, podPort)] = addr
+}
+
+// target returns the Target of Service svc's port "http", declaring the Service with appProtocol
+// (empty: none).
+func (e *env) target(svc, appProtocol string) *endpoints.Target {
+	t := e.store.Target(ns, svc, 0, "http")
+	port := corev1.ServicePort{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}
+	if appProtocol != "" {
+		port.AppProtocol = &appProtocol
+	}
+	e.store.UpdateService(&corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: svc, ResourceVersion: e.nextRV()},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{port}},
+	})
+	return t
+}
+
+func (e *env) nextRV() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.rv++
+	return fmt.Sprint(e.rv)
+}
+
+// ready publishes the EndpointSlice of svc with the given ready pod IPs.
+func (e *env) ready(svc string, ips ...string) {
+	name, port, proto := "http", int32(podPort), corev1.ProtocolTCP
+	o := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: ns, Name: svc + "-1", ResourceVersion: e.nextRV(),
+			Labels: map[string]string{discoveryv1.LabelServiceName: svc},
+		},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: &name, Port: &port, Protocol: &proto}},
+	}
+	for _, ip := range ips {
+		o.Endpoints = append(o.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}})
+	}
+	e.store.UpdateSlice(o)
+}
+
+// route adds a route for host to Service svc, with the given changes to its defaults.
+func (e *env) route(host, svc string, change func(*routing.Route)) *routing.Route {
+	r := &routing.Route{
+		Key:                   ns + "/" + svc,
+		Namespace:             ns,
+		Name:                  svc,
+		Target:                e.target(svc, ""),
+		ColdStartTimeout:      10 * time.Second,
+		ResponseHeaderTimeout: 10 * time.Second,
+		MaxPending:            100,
+		Counts:                e.counts.Route(ns+"/"+svc, time.Minute, time.Second),
+	}
+	if change != nil {
+		change(r)
+	}
+	e.mu.Lock()
+	e.routes[host] = r
+	e.mu.Unlock()
+	return r
+}
+
+// get sends a GET for host to the proxy.
+func (e *env) get(ctx context.Context, host, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.proxy.URL+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Host = host
+	return e.client.Do(req)
+}
+
+// eventually polls cond until it holds, failing the test after 10s.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// countsOf returns the route's counts now.
+func countsOf(r *routing.Route) (held, inFlight, open int64) {
+	c := r.Counts.Counts(time.Now())
+	return c.Held, c.InFlight, c.Open
+}
+
+// idle reports whether the route's counters are back to zero.
+func idle(r *routing.Route) bool {
+	h, f, o := countsOf(r)
+	return h == 0 && f == 0 && o == 0 && !r.Counts.Busy()
+}
+
+// settleGoroutines waits until no more goroutines run than before, failing the test with their
+// stacks after 10s.
+func settleGoroutines(t *testing.T, before int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines still run, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// readAll returns the response body as a string.
+func readAll(resp *http.Response) string {
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}

@@ -1,0 +1,419 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/internal/server"
+)
+
+// maxAttempts bounds how many endpoints a request tries when connections fail.
+const maxAttempts = 3
+
+// ForwarderOptions configure a Forwarder.
+type ForwarderOptions struct {
+	// Dial opens connections to endpoints; nil means a net.Dialer with a 5s timeout.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TLSClientConfig is used for targets whose port speaks HTTPS; nil means Go's defaults
+	// (which verify the certificate against the pod IP).
+	TLSClientConfig *tls.Config
+	// MaxIdleConnsPerHost is the most idle connections kept per endpoint; 0 means 256.
+	MaxIdleConnsPerHost int
+	// IdleConnTimeout closes idle connections to endpoints after it; 0 means 90s.
+	IdleConnTimeout time.Duration
+	// Log receives retries at V(1).
+	Log logr.Logger
+}
+
+// Forwarder is the last stage of the chain: it forwards a request to a ready endpoint of the
+// target chosen by Wait, with one httputil.ReverseProxy and one transport per protocol (and
+// response-header timeout) built once, never per request.
+type Forwarder struct {
+	opts ForwarderOptions
+	rp   *httputil.ReverseProxy
+
+	mu sync.Mutex
+	// transports is copied on write; requests only load it.
+	transports atomic.Pointer[map[transportKey]*http.Transport]
+}
+
+// transportKind is how the transport speaks to endpoints.
+type transportKind uint8
+
+const (
+	kindHTTP1 transportKind = iota
+	kindH2C
+	kindHTTPS
+	// kindHTTPS1 is HTTPS without HTTP/2, for upgrade requests.
+	kindHTTPS1
+)
+
+// transportKey selects a transport. net/http applies the response-header timeout per transport,
+// at no cost per request, so routes that set their own get their own transport.
+type transportKey struct {
+	kind                  transportKind
+	responseHeaderTimeout time.Duration
+}
+
+var _ Handler = (*Forwarder)(nil)
+
+// NewForwarder returns a Forwarder.
+func NewForwarder(opts ForwarderOptions) (*Forwarder, error) {
+	if opts.Dial == nil {
+		opts.Dial = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
+	if opts.MaxIdleConnsPerHost < 0 || opts.IdleConnTimeout < 0 {
+		return nil, fmt.Errorf("create forwarder: MaxIdleConnsPerHost and IdleConnTimeout must not be negative")
+	}
+	if opts.MaxIdleConnsPerHost == 0 {
+		opts.MaxIdleConnsPerHost = 256
+	}
+	if opts.IdleConnTimeout == 0 {
+		opts.IdleConnTimeout = 90 * time.Second
+	}
+	f := &Forwarder{opts: opts}
+	f.transports.Store(&map[transportKey]*http.Transport{})
+	f.rp = &httputil.ReverseProxy{
+		Rewrite:        rewrite,
+		Transport:      roundTripper{f},
+		BufferPool:     newBufferPool(),
+		ModifyResponse: modifyResponse,
+		ErrorHandler:   f.errorHandler,
+		// Responses of unknown length and event streams are flushed as they arrive; others are
+		// flushed when the buffer fills, as a bare ReverseProxy does.
+		FlushInterval: 0,
+		ErrorLog:      server.ErrorLog(opts.Log),
+	}
+	return f, nil
+}
+
+// exchangeKey is the request-context key of the *forward, which carries what Rewrite,
+// RoundTrip and the error handler of the one shared ReverseProxy need.
+type exchangeKey struct{}
+
+// forward is the per-request state of the Forwarder. It is not pooled: transport goroutines may
+// outlive ServeExchange.
+type forward struct {
+	x         *Exchange
+	f         *Forwarder
+	transport *http.Transport
+	scheme    string
+	ep        *endpoints.Endpoint
+	tried     [maxAttempts]*endpoints.Endpoint
+	attempts  int
+	// client is the request's own context, to tell a client that went away from a timeout.
+	client context.Context
+	// deadline is the request-timeout context, nil when the route has none.
+	deadline context.Context
+	// body wraps the request body when there is one, so a failed connection does not close it
+	// and the request can be retried.
+	body *retryBody
+}
+
+// ServeExchange forwards the request to an endpoint of x's snapshot.
+func (f *Forwarder) ServeExchange(w http.ResponseWriter, r *http.Request, x *Exchange) {
+	kind := kindHTTP1
+	switch x.snap.Protocol {
+	case endpoints.H2C:
+		if !x.upgrade { // Upgrades need HTTP/1.1; h2c servers accept it too.
+			kind = kindH2C
+		}
+	case endpoints.HTTPS:
+		kind = kindHTTPS
+		if x.upgrade {
+			kind = kindHTTPS1
+		}
+	}
+	fw := &forward{
+		x:         x,
+		f:         f,
+		transport: f.transport(transportKey{kind: kind, responseHeaderTimeout: x.route.ResponseHeaderTimeout}),
+		scheme:    scheme(x.snap.Protocol),
+		client:    r.Context(),
+	}
+	fw.ep = pick(x.snap.Endpoints)
+	fw.tried[0] = fw.ep
+	fw.attempts = 1
+	fw.ep.Acquire()
+	defer func() { fw.ep.Release() }()
+
+	ctx := r.Context()
+	// An upgraded connection lives as long as the client keeps it: the request timeout bounds
+	// ordinary exchanges only.
+	if d := x.route.RequestTimeout; d > 0 && !x.upgrade {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+		fw.deadline = ctx
+	}
+	f.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, fw)))
+}
+
+// pick chooses the endpoint with fewer requests in flight of two picked at random.
+func pick(eps []*endpoints.Endpoint) *endpoints.Endpoint {
+	n := len(eps)
+	if n == 1 {
+		return eps[0]
+	}
+	i := rand.IntN(n)
+	j := rand.IntN(n - 1)
+	if j >= i {
+		j++
+	}
+	if eps[j].InFlight() < eps[i].InFlight() {
+		return eps[j]
+	}
+	return eps[i]
+}
+
+// another returns an endpoint of the snapshot that the request has not tried, or nil.
+func (fw *forward) another() *endpoints.Endpoint {
+	if fw.attempts >= maxAttempts {
+		return nil
+	}
+	eps := fw.x.snap.Endpoints
+	// The target may have gained endpoints since the request was admitted.
+	if cur := fw.x.target.Snapshot(); len(cur.Endpoints) > 0 {
+		eps = cur.Endpoints
+	}
+	start := rand.IntN(len(eps))
+	for k := range eps {
+		ep := eps[(start+k)%len(eps)]
+		tried := false
+		for _, t := range fw.tried[:fw.attempts] {
+			tried = tried || t == ep
+		}
+		if !tried {
+			return ep
+		}
+	}
+	return nil
+}
+
+// transport returns the transport for key, building it the first time.
+func (f *Forwarder) transport(key transportKey) *http.Transport {
+	if t := (*f.transports.Load())[key]; t != nil {
+		return t
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cur := *f.transports.Load()
+	if t := cur[key]; t != nil {
+		return t
+	}
+	t := f.newTransport(key)
+	next := make(map[transportKey]*http.Transport, len(cur)+1)
+	for k, v := range cur {
+		next[k] = v
+	}
+	next[key] = t
+	f.transports.Store(&next)
+	return t
+}
+
+func (f *Forwarder) newTransport(key transportKey) *http.Transport {
+	dial := f.opts.Dial
+	t := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, &dialError{err: err}
+			}
+			return c, nil
+		},
+		MaxIdleConns:          0, // No limit across endpoints; MaxIdleConnsPerHost bounds each.
+		MaxIdleConnsPerHost:   f.opts.MaxIdleConnsPerHost,
+		IdleConnTimeout:       f.opts.IdleConnTimeout,
+		ResponseHeaderTimeout: key.responseHeaderTimeout,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// A proxy passes encodings through; it must not ask for gzip and decode it itself.
+		DisableCompression: true,
+	}
+	var p http.Protocols
+	switch key.kind {
+	case kindH2C:
+		p.SetUnencryptedHTTP2(true)
+	case kindHTTPS:
+		p.SetHTTP1(true)
+		p.SetHTTP2(true)
+		t.TLSClientConfig = f.opts.TLSClientConfig.Clone()
+	case kindHTTPS1:
+		p.SetHTTP1(true)
+		t.TLSClientConfig = f.opts.TLSClientConfig.Clone()
+	default:
+		p.SetHTTP1(true)
+	}
+	t.Protocols = &p
+	return t
+}
+
+// rewrite points the outbound request at the chosen endpoint. Host is preserved;
+// X-Forwarded-For is appended to, and X-Forwarded-Host and -Proto are set unless an earlier
+// proxy (the ingress) set them, since it saw the client's host and scheme.
+func rewrite(pr *httputil.ProxyRequest) {
+	fw := pr.In.Context().Value(exchangeKey{}).(*forward)
+	out, in := pr.Out, pr.In
+	out.URL.Scheme = fw.scheme
+	out.URL.Host = fw.ep.Host
+	out.Host = in.Host
+	ip := clientIP(in.RemoteAddr)
+	if prior := in.Header["X-Forwarded-For"]; len(prior) > 0 {
+		v := prior[0]
+		for _, p := range prior[1:] {
+			v += ", " + p
+		}
+		out.Header["X-Forwarded-For"] = []string{v + ", " + ip}
+	} else {
+		out.Header["X-Forwarded-For"] = []string{ip}
+	}
+	if v := in.Header["X-Forwarded-Host"]; len(v) > 0 {
+		out.Header["X-Forwarded-Host"] = v
+	} else {
+		out.Header["X-Forwarded-Host"] = []string{in.Host}
+	}
+	if v := in.Header["X-Forwarded-Proto"]; len(v) > 0 {
+		out.Header["X-Forwarded-Proto"] = v
+	} else if in.TLS != nil {
+		out.Header["X-Forwarded-Proto"] = protoHTTPS
+	} else {
+		out.Header["X-Forwarded-Proto"] = protoHTTP
+	}
+	if out.Body != nil && out.Body != http.NoBody {
+		fw.body = &retryBody{r: out.Body}
+		out.Body = fw.body
+	}
+}
+
+var (
+	protoHTTP  = []string{"http"}
+	protoHTTPS = []string{"https"}
+)
+
+// roundTripper sends the request on the transport of its forward, and retries connection
+// failures on other endpoints.
+type roundTripper struct{ f *Forwarder }
+
+func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	fw := r.Context().Value(exchangeKey{}).(*forward)
+	for {
+		resp, err := fw.transport.RoundTrip(r)
+		if err == nil {
+			return resp, nil
+		}
+		var de *dialError
+		if !errors.As(err, &de) || fw.client.Err() != nil || (fw.body != nil && fw.body.read.Load()) {
+			return nil, err
+		}
+		next := fw.another()
+		if next == nil {
+			return nil, err
+		}
+		fw.x.metrics.upstreamError("connect")
+		fw.f.opts.Log.V(1).Info("retrying on another endpoint", "route", fw.x.metrics.key,
+			"failed", fw.ep.Host, "next", next.Host, "error", err.Error())
+		fw.ep.Release()
+		next.Acquire()
+		fw.ep = next
+		fw.tried[fw.attempts] = next
+		fw.attempts++
+		retry := *r
+		u := *r.URL
+		u.Host = next.Host
+		retry.URL = &u
+		r = &retry
+	}
+}
+
+// modifyResponse records the upstream's status code.
+func modifyResponse(resp *http.Response) error {
+	fw := resp.Request.Context().Value(exchangeKey{}).(*forward)
+	fw.x.code = resp.StatusCode
+	return nil
+}
+
+// errorHandler answers a request whose exchange with the upstream failed before its response
+// headers arrived.
+func (f *Forwarder) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	fw := r.Context().Value(exchangeKey{}).(*forward)
+	fw.x.fail(w, fw.classify(err), false)
+}
+
+// classify maps an error of the transport to one of the package's sentinel errors.
+func (fw *forward) classify(err error) error {
+	var de *dialError
+	var ne net.Error
+	switch {
+	case fw.client.Err() != nil:
+		return ErrClientGone
+	case errors.As(err, &de):
+		return fmt.Errorf("%w %s: %w", ErrUpstreamUnavailable, fw.ep.Host, de.err)
+	case fw.deadline != nil && fw.deadline.Err() != nil:
+		return fmt.Errorf("%w after %s", ErrRequestTimeout, fw.x.route.RequestTimeout)
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("%w after %s: %w", ErrResponseHeaderTimeout, fw.x.route.ResponseHeaderTimeout, err)
+	default:
+		return fmt.Errorf("%w %s: %w", ErrUpstream, fw.ep.Host, err)
+	}
+}
+
+// dialError marks a failure to open a connection, before any byte of the request was sent.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return "dial: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// retryBody passes the request body through but ignores Close, which the transport calls when a
+// connection fails, so that the body can be sent to another endpoint when none of it was read.
+// The server closes the real body when the handler returns.
+type retryBody struct {
+	r    io.ReadCloser
+	read atomic.Bool
+}
+
+func (b *retryBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if n > 0 {
+		b.read.Store(true)
+	}
+	return n, err
+}
+
+func (b *retryBody) Close() error { return nil }
+
+// bufferPool is an httputil.BufferPool over a buffered channel: a sync.Pool of []byte would
+// allocate on every Put to box the slice.
+type bufferPool chan []byte
+
+func newBufferPool() bufferPool { return make(bufferPool, 256) }
+
+// Get returns a 32 KiB buffer.
+func (p bufferPool) Get() []byte {
+	select {
+	case b := <-p:
+		return b
+	default:
+		return make([]byte, 32*1024)
+	}
+}
+
+// Put returns b to the pool, or drops it when the pool is full.
+func (p bufferPool) Put(b []byte) {
+	select {
+	case p <- b[:cap(b)]:
+	default:
+	}
+}

@@ -1,0 +1,144 @@
+package proxy
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the proxy's Prometheus metrics. The per-route children are looked up once per route
+// and cached, so the request path does no label lookups. Gauges of held and in-flight requests
+// are not here: the admin collector exports them from the counters.
+type Metrics struct {
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	coldStart   *prometheus.HistogramVec
+	rejections  *prometheus.CounterVec
+	upstream    *prometheus.CounterVec
+	clientGone  *prometheus.CounterVec
+	byRoute     sync.Map // route key → *routeMetrics
+	noRouteOnce sync.Once
+	noRoute     *routeMetrics
+}
+
+// NewMetrics builds the proxy's metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lobby_interceptor_requests_total",
+			Help: "Requests answered by the proxy, by route and status code (499: the client went away). Requests that match no route have an empty route.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "lobby_interceptor_request_duration_seconds",
+			Help:    "Time from the request's arrival to the end of its response, including any wait for a cold start.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"route"}),
+		coldStart: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "lobby_interceptor_cold_start_wait_seconds",
+			Help:    "Time requests were held waiting for a ready endpoint, whatever the outcome.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30, 60, 120},
+		}, []string{"route"}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lobby_interceptor_queue_rejections_total",
+			Help: "Requests refused because the route's hold queue was full.",
+		}, []string{"route"}),
+		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lobby_interceptor_upstream_errors_total",
+			Help: "Failed exchanges with app endpoints, by reason: connect (refused, reset or unreachable; counted per attempt), response_header_timeout, request_timeout, other.",
+		}, []string{"route", "reason"}),
+		clientGone: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lobby_interceptor_client_gone_total",
+			Help: "Requests whose client went away before the response headers were sent, held ones included.",
+		}, []string{"route"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.coldStart, m.rejections, m.upstream, m.clientGone} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register proxy metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// routeMetrics are one route's children of the metric vectors.
+type routeMetrics struct {
+	m          *Metrics
+	key        string
+	duration   prometheus.Observer
+	coldStart  prometheus.Observer
+	rejections prometheus.Counter
+	clientGone prometheus.Counter
+	// codes holds the request counters of the status codes seen so far, copied on write: a
+	// route sees few distinct codes, and a short scan beats a map keyed by an interface.
+	codes atomic.Pointer[[]codeCounter]
+	mu    sync.Mutex
+}
+
+type codeCounter struct {
+	code    int
+	counter prometheus.Counter
+}
+
+// route returns the cached metrics of the route keyed key.
+func (m *Metrics) route(key string) *routeMetrics {
+	if v, ok := m.byRoute.Load(key); ok {
+		return v.(*routeMetrics)
+	}
+	v, _ := m.byRoute.LoadOrStore(key, m.newRoute(key))
+	return v.(*routeMetrics)
+}
+
+// unrouted returns the metrics of requests that match no route.
+func (m *Metrics) unrouted() *routeMetrics {
+	m.noRouteOnce.Do(func() {
+		// Only the request count and duration apply to requests without a route.
+		m.noRoute = &routeMetrics{m: m, duration: m.duration.WithLabelValues("")}
+		m.noRoute.codes.Store(&[]codeCounter{})
+	})
+	return m.noRoute
+}
+
+func (m *Metrics) newRoute(key string) *routeMetrics {
+	rm := &routeMetrics{
+		m:          m,
+		key:        key,
+		duration:   m.duration.WithLabelValues(key),
+		coldStart:  m.coldStart.WithLabelValues(key),
+		rejections: m.rejections.WithLabelValues(key),
+		clientGone: m.clientGone.WithLabelValues(key),
+	}
+	rm.codes.Store(&[]codeCounter{})
+	return rm
+}
+
+// request counts one answered request with its status code.
+func (rm *routeMetrics) request(code int) {
+	for _, c := range *rm.codes.Load() {
+		if c.code == code {
+			c.counter.Inc()
+			return
+		}
+	}
+	rm.mu.Lock()
+	cur := *rm.codes.Load()
+	var counter prometheus.Counter
+	for _, c := range cur {
+		if c.code == code {
+			counter = c.counter
+		}
+	}
+	if counter == nil {
+		counter = rm.m.requests.WithLabelValues(rm.key, strconv.Itoa(code))
+		next := append(cur[:len(cur):len(cur)], codeCounter{code: code, counter: counter})
+		rm.codes.Store(&next)
+	}
+	rm.mu.Unlock()
+	counter.Inc()
+}
+
+// upstreamError counts one failed exchange with an upstream.
+func (rm *routeMetrics) upstreamError(reason string) {
+	rm.m.upstream.WithLabelValues(rm.key, reason).Inc()
+}
