@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -84,7 +85,8 @@ func startCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	log := testr.NewWithOptions(t, testr.Options{Verbosity: 1})
-	ctrl.SetLogger(log)
+	// The manager logs through log; the process-wide logger (envtest's) outlives each test.
+	ctrl.SetLogger(logr.Discard())
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
 		Scheme:  scheme,
 		Logger:  log,
