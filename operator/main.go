@@ -59,7 +59,7 @@ func run(signals context.Context) error {
 	if err != nil {
 		return err
 	}
-	mgr, err := build(signals, cfg, log, kube)
+	mgr, err := build(signals, cfg, log, kube, nil)
 	if err != nil {
 		return err
 	}
@@ -91,8 +91,9 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 }
 
 // build constructs the manager with the reconciler registered, without starting it. It fails
-// early, with what to do, when KEDA's ScaledObject CRD is not installed.
-func build(ctx context.Context, cfg Config, log logr.Logger, kube *rest.Config) (manager.Manager, error) {
+// early, with what to do, when KEDA's ScaledObject CRD is not installed. tweak, when not nil,
+// adjusts the manager's options; tests use it to run several managers in one process.
+func build(ctx context.Context, cfg Config, log logr.Logger, kube *rest.Config, tweak func(*manager.Options)) (manager.Manager, error) {
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return nil, fmt.Errorf("register Kubernetes types: %w", err)
@@ -114,6 +115,9 @@ func build(ctx context.Context, cfg Config, log logr.Logger, kube *rest.Config) 
 	}
 	if cfg.WatchNamespace != "" {
 		opts.Cache = cache.Options{DefaultNamespaces: map[string]cache.Config{cfg.WatchNamespace: {}}}
+	}
+	if tweak != nil {
+		tweak(&opts)
 	}
 	mgr, err := ctrl.NewManager(kube, opts)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -20,8 +21,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 	"github.com/lobby-http/lobby/operator/internal/resources"
@@ -43,6 +47,8 @@ func controlPlane(t *testing.T, withKEDA bool) *rest.Config {
 	if withKEDA {
 		dirs = append(dirs, filepath.Join(assets, "..", "keda-crds"))
 	}
+	// The manager logs through the logger build is given; envtest's process-wide one is dropped.
+	ctrl.SetLogger(logr.Discard())
 	env := &envtest.Environment{CRDDirectoryPaths: dirs, ErrorIfCRDPathMissing: true}
 	cfg, err := env.Start()
 	if err != nil {
@@ -54,6 +60,11 @@ func controlPlane(t *testing.T, withKEDA bool) *rest.Config {
 		}
 	})
 	return cfg
+}
+
+// repeatable lets a test build the manager more than once in a process (go test -count).
+func repeatable(o *manager.Options) {
+	o.Controller.SkipNameValidation = ptr.To(true)
 }
 
 // freeAddr returns a loopback address with a port nothing listens on right now.
@@ -109,7 +120,7 @@ func TestOperatorRunsAsMainWiresIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	mgr, err := build(ctx, cfg, testr.New(t), kube)
+	mgr, err := build(ctx, cfg, testr.New(t), kube, repeatable)
 	if err != nil {
 		cancel()
 		t.Fatalf("build: %v", err)
@@ -210,7 +221,7 @@ func TestOperatorRefusesToStartWithoutKEDA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = build(t.Context(), cfg, testr.New(t), kube)
+	_, err = build(t.Context(), cfg, testr.New(t), kube, repeatable)
 	if err == nil || !strings.Contains(err.Error(), "install KEDA before lobby") {
 		t.Errorf("build() without KEDA's CRDs = %v, want an error saying to install KEDA", err)
 	}
