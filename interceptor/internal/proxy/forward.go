@@ -104,9 +104,12 @@ func NewForwarder(opts ForwarderOptions) (*Forwarder, error) {
 // RoundTrip and the error handler of the one shared ReverseProxy need.
 type exchangeKey struct{}
 
-// forward is the per-request state of the Forwarder. It is not pooled: transport goroutines may
-// outlive ServeExchange.
+// forward is the per-request state of the Forwarder. It is the outbound request's context too
+// (the request's own context, plus itself as the value of exchangeKey), which saves the
+// allocation of a context.WithValue. It is not pooled: transport goroutines may outlive
+// ServeExchange.
 type forward struct {
+	context.Context
 	x         *Exchange
 	f         *Forwarder
 	transport *http.Transport
@@ -159,7 +162,16 @@ func (f *Forwarder) ServeExchange(w http.ResponseWriter, r *http.Request, x *Exc
 		defer cancel()
 		fw.deadline = ctx
 	}
-	f.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, fw)))
+	fw.Context = ctx
+	f.rp.ServeHTTP(w, r.WithContext(fw))
+}
+
+// Value returns the forward itself for exchangeKey, and asks the request's context otherwise.
+func (fw *forward) Value(key any) any {
+	if key == (exchangeKey{}) {
+		return fw
+	}
+	return fw.Context.Value(key)
 }
 
 // pick chooses the endpoint with fewer requests in flight of two picked at random.

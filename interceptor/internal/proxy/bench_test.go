@@ -1,0 +1,142 @@
+package proxy_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/lobby-http/lobby/interceptor/internal/routing"
+)
+
+// benchClients is the number of concurrent clients of the throughput benchmarks.
+const benchClients = 64
+
+// benchClient returns a client that keeps a warm connection per concurrent client.
+func benchClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{MaxIdleConns: 2 * benchClients, MaxIdleConnsPerHost: 2 * benchClients}}
+}
+
+// runParallel sends GETs for host to url from benchClients goroutines for b.N requests in all.
+func runParallel(b *testing.B, client *http.Client, target, host string) {
+	b.Helper()
+	b.SetParallelism((benchClients + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest(http.MethodGet, target, nil)
+			req.Host = host
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkProxy compares the whole chain with a bare httputil.ReverseProxy in front of the same
+// backend, with the same client and the same transport tuning, warm, from 64 goroutines.
+func BenchmarkProxy(b *testing.B) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("hello, world\n"))
+	}))
+	defer backend.Close()
+	backendURL, _ := url.Parse(backend.URL)
+
+	b.Run("bare", func(b *testing.B) {
+		rp := &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(backendURL)
+				pr.Out.Host = pr.In.Host
+				pr.SetXForwarded()
+			},
+			Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DisableCompression: true},
+		}
+		srv := httptest.NewServer(rp)
+		defer srv.Close()
+		runParallel(b, benchClient(), srv.URL, "app.test")
+	})
+
+	b.Run("chain", func(b *testing.B) {
+		e := newEnv(b, logr.Discard())
+		e.mapPod("10.0.0.1", backendURL.Host)
+		e.route("app.test", "app", nil)
+		e.ready("app", "10.0.0.1")
+		runParallel(b, benchClient(), e.proxy.URL, "app.test")
+	})
+}
+
+// BenchmarkWake measures the time from an EndpointSlice turning ready (fed to the Store as the
+// informer feeds it) to the answers of the requests held for it, through the whole chain. It
+// reports the p50 and p99 of that time over every request of every iteration, and the time until
+// the last request of an iteration was answered (worst over the iterations).
+func BenchmarkWake(b *testing.B) {
+	for _, held := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("held=%d", held), func(b *testing.B) {
+			e := newEnv(b, logr.Discard())
+			backend := httptest.NewServer(hello("app"))
+			defer backend.Close()
+			e.mapPod("10.0.0.1", backend.Listener.Addr().String())
+			e.client = &http.Client{Transport: &http.Transport{MaxIdleConns: 2 * held, MaxIdleConnsPerHost: 2 * held}}
+			var all []time.Duration
+			var worst time.Duration
+			b.ResetTimer()
+			for i := range b.N {
+				svc := fmt.Sprintf("app%d", i)
+				route := e.route(svc+".test", svc, func(r *routing.Route) {
+					r.MaxPending = int64(held)
+					r.ColdStartTimeout = time.Minute
+				})
+				done := make([]time.Time, held)
+				var wg sync.WaitGroup
+				for j := range held {
+					wg.Go(func() {
+						resp, err := e.get(b.Context(), svc+".test", "/")
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						done[j] = time.Now()
+						if resp.StatusCode != http.StatusOK {
+							b.Errorf("status %d", resp.StatusCode)
+						}
+					})
+				}
+				eventually(b, "every request is held", func() bool { h, _, _ := countsOf(route); return h == int64(held) })
+				start := time.Now()
+				e.ready(svc, "10.0.0.1")
+				wg.Wait()
+				var last time.Duration
+				for _, d := range done {
+					all = append(all, d.Sub(start))
+					last = max(last, d.Sub(start))
+				}
+				worst = max(worst, last)
+			}
+			b.StopTimer()
+			slices.Sort(all)
+			b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(all[(len(all)*99)/100].Microseconds())/1000, "p99-ms")
+			b.ReportMetric(float64(worst.Microseconds())/1000, "all-ms")
+		})
+	}
+}
