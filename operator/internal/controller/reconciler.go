@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -177,9 +178,9 @@ func (r *Reconciler) reconcileScaledObject(ctx context.Context, s *state) error 
 		if live == nil || !resources.IsControlledBy(live, hso) {
 			return nil
 		}
-		err := r.Client.Delete(ctx, live, client.Preconditions{UID: ptrTo(live.GetUID())})
+		err := r.Client.Delete(ctx, live, client.Preconditions{UID: ptr.To(live.GetUID())})
 		if err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("delete ScaledObject %s: %w", req(hso), err)
+			return fmt.Errorf("delete ScaledObject %s: %w", httpso.Key(hso), err)
 		}
 		r.written.Delete(client.ObjectKeyFromObject(hso))
 		r.Events.Eventf(hso, nil, corev1.EventTypeNormal, EventScaledObjectDeleted, "Delete",
@@ -209,7 +210,7 @@ func (r *Reconciler) reconcileScaledObject(ctx context.Context, s *state) error 
 			return nil
 		case err != nil:
 			s.fail(ReasonScaledObjectRejected, "apply ScaledObject %s: %v", hso.Name, err)
-			return fmt.Errorf("apply ScaledObject %s: %w", req(hso), err)
+			return fmt.Errorf("apply ScaledObject %s: %w", httpso.Key(hso), err)
 		}
 		// desired now holds the server's answer, status included.
 		version := desired.GetResourceVersion()
@@ -239,7 +240,7 @@ func (r *Reconciler) liveScaledObject(ctx context.Context, hso *v1alpha1.HTTPSca
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("get ScaledObject %s: %w", req(hso), err)
+		return nil, fmt.Errorf("get ScaledObject %s: %w", httpso.Key(hso), err)
 	}
 	return live, nil
 }
@@ -376,14 +377,11 @@ func (r *Reconciler) patchStatus(ctx context.Context, before, hso *v1alpha1.HTTP
 		return nil
 	}
 	if err := r.Client.Status().Patch(ctx, hso, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("patch status of HTTPScaledObject %s: %w", req(hso), err)
+		return fmt.Errorf("patch status of HTTPScaledObject %s: %w", httpso.Key(hso), err)
 	}
 	return nil
 }
 
-func req(hso *v1alpha1.HTTPScaledObject) string { return hso.Namespace + "/" + hso.Name }
-
-func ptrTo[T any](v T) *T { return &v }
 
 // SetupWithManager registers the reconciler and its watches, and the cache indexes they use.
 func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
