@@ -382,7 +382,6 @@ func (r *Reconciler) patchStatus(ctx context.Context, before, hso *v1alpha1.HTTP
 	return nil
 }
 
-
 // SetupWithManager registers the reconciler and its watches, and the cache indexes they use.
 func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	if err := addIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
