@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -326,5 +327,63 @@ func TestReconciler(t *testing.T) {
 			t.Fatal(err)
 		}
 		eventually(t, within, c.readyIs(t, thirdKey, metav1.ConditionTrue, ReasonReconciled))
+	})
+
+	t.Run("a ScaledObject the API server refuses is reported with its answer", func(t *testing.T) {
+		ns := c.namespace(t, "rejected")
+		c.service(t, ns, "app", "http=80")
+		c.create(t, &admissionregistrationv1.ValidatingAdmissionPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: "refuse-labelled-scaledobjects"},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+				FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+				MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+						Rule: admissionregistrationv1.Rule{APIGroups: []string{"keda.sh"}, APIVersions: []string{"v1alpha1"},
+							Resources: []string{"scaledobjects"}},
+					},
+				}}},
+				Validations: []admissionregistrationv1.Validation{{
+					Expression: `!has(object.metadata.labels) || !('refuse' in object.metadata.labels)`,
+					Message:    "ScaledObjects labelled refuse are not allowed here",
+				}},
+			},
+		})
+		c.create(t, &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "refuse-labelled-scaledobjects"},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+				PolicyName:        "refuse-labelled-scaledobjects",
+				ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			},
+		})
+		// The policy takes effect asynchronously; wait until it refuses a probe.
+		eventually(t, within, func() string {
+			probe := &unstructured.Unstructured{Object: map[string]any{
+				"metadata": map[string]any{"namespace": ns, "name": "probe", "labels": map[string]any{"refuse": "yes"}},
+				"spec": map[string]any{"scaleTargetRef": map[string]any{"name": "probe"},
+					"triggers": []any{map[string]any{"type": "cpu", "metadata": map[string]any{"value": "50"}}}},
+			}}
+			probe.SetGroupVersionKind(resources.ScaledObjectGVK)
+			if err := c.kube.Create(t.Context(), probe); err == nil {
+				_ = c.kube.Delete(t.Context(), probe)
+				return "the admission policy is not in force yet"
+			}
+			return ""
+		})
+
+		hso := newHTTPSO(ns, "refused", "refused.rejected.example.com", "app", 80)
+		hso.Labels = map[string]string{"refuse": "yes"}
+		c.create(t, hso)
+		key := client.ObjectKeyFromObject(hso)
+		eventually(t, within, c.readyIs(t, key, metav1.ConditionFalse, ReasonScaledObjectRejected,
+			"the API server rejected ScaledObject refused", "ScaledObjects labelled refuse are not allowed here"))
+		eventually(t, within, c.eventFor(t, key, ReasonScaledObjectRejected, "not allowed here"))
+		if so := c.scaledObject(t, key); so != nil {
+			t.Errorf("ScaledObject %s exists despite the policy", key)
+		}
+
+		c.update(t, key, func(h *v1alpha1.HTTPScaledObject) { h.Labels = nil })
+		eventually(t, within, c.readyIs(t, key, metav1.ConditionTrue, ReasonReconciled))
+		eventually(t, within, c.soIs(t, key, map[string]any{"scaleTargetRef.name": "refused"}))
 	})
 }
