@@ -10,6 +10,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -53,7 +54,8 @@ const (
 )
 
 // ColdStartHeader is the response header that tells how long a request was held waiting for a
-// cold start, as a Go duration ("1.532s"). Requests that did not wait do not get it.
+// cold start, as a Go duration ("1.532s"), whatever the answer (the app's, the failover's, the
+// placeholder or 504). Requests that did not wait do not get it.
 const ColdStartHeader = "X-Lobby-Cold-Start"
 
 // Exchange is the state of one request as it goes down the chain. Exchanges are pooled: a stage
@@ -239,12 +241,14 @@ func Wait(now func() time.Time, next Handler) Handler {
 		snap, target, err := wait(r, route)
 		x.waited = now().Sub(start)
 		x.metrics.coldStart.Observe(x.waited.Seconds())
+		if !errors.Is(err, ErrClientGone) {
+			w.Header().Set(ColdStartHeader, x.waited.Round(time.Microsecond).String())
+		}
 		if err != nil {
 			x.fail(w, err, true)
 			return
 		}
 		x.snap, x.target = snap, target
-		w.Header().Set(ColdStartHeader, x.waited.Round(time.Microsecond).String())
 		x.admit()
 		next.ServeExchange(w, r, x)
 	})

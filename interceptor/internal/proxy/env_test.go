@@ -55,7 +55,10 @@ type routerFunc func(*http.Request) *routing.Route
 
 func (f routerFunc) Route(r *http.Request) *routing.Route { return f(r) }
 
-func newEnv(t testing.TB, log logr.Logger) *env {
+func newEnv(t testing.TB, log logr.Logger) *env { return newEnvWith(t, log, proxy.ForwarderOptions{}) }
+
+// newEnvWith is newEnv with forwarder options (Dial and Log are the env's).
+func newEnvWith(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions) *env {
 	e := &env{
 		t:      t,
 		store:  endpoints.NewStore(log),
@@ -78,7 +81,8 @@ func newEnv(t testing.TB, log logr.Logger) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fwd, err := proxy.NewForwarder(proxy.ForwarderOptions{Dial: dial, Log: log})
+	opts.Dial, opts.Log = dial, log
+	fwd, err := proxy.NewForwarder(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

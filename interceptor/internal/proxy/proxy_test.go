@@ -3,16 +3,19 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/websocket"
 
@@ -126,7 +129,7 @@ func TestHeldThenTimeout(t *testing.T) {
 			if r.err != nil || r.code != tc.wantCode || r.body != tc.wantBody {
 				t.Fatalf("response = %d %q (%v), want %d %q", r.code, r.body, r.err, tc.wantCode, tc.wantBody)
 			}
-			if d, err := time.ParseDuration(r.header.Get(proxy.ColdStartHeader)); tc.wantCode == http.StatusOK && (err != nil || d < 50*time.Millisecond) {
+			if d, err := time.ParseDuration(r.header.Get(proxy.ColdStartHeader)); err != nil || d < 50*time.Millisecond {
 				t.Errorf("%s = %q, want at least the timeout", proxy.ColdStartHeader, r.header.Get(proxy.ColdStartHeader))
 			}
 			eventually(t, "the route is idle", func() bool { return idle(route) })
@@ -553,14 +556,34 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 func TestHTTPSTarget(t *testing.T) {
-	e := newTestEnv(t)
-	tlsSrv := newTLSBackend(t, hello("tls"))
-	e.mapPod("10.0.0.1", tlsSrv.Listener.Addr().String())
-	route := e.route("tls.test", "app", nil)
-	route.Target = e.target("app", "https")
-	e.ready("app", "10.0.0.1")
-	// Go's defaults verify the pod's certificate, which the test server's is not for.
-	if r := e.fetch(t.Context(), "tls.test"); r.code != http.StatusBadGateway {
-		t.Errorf("response = %d %q, want 502 for an unverifiable certificate", r.code, r.body)
+	tests := []struct {
+		name     string
+		tls      *tls.Config
+		wantCode int
+		wantBody string
+	}{
+		{name: "a certificate that does not name the pod IP fails verification with 502", wantCode: http.StatusBadGateway, wantBody: "bad gateway\n"},
+		{name: "with a TLS configuration that accepts it, the request goes through over HTTP/2",
+			tls: &tls.Config{InsecureSkipVerify: true}, wantCode: http.StatusOK, wantBody: "HTTP/2.0 over TLS"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnvWith(t, testr.New(t), proxy.ForwarderOptions{TLSClientConfig: tc.tls})
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.TLS != nil {
+					fmt.Fprintf(w, "%s over TLS", r.Proto)
+				}
+			}))
+			srv.EnableHTTP2 = true
+			srv.StartTLS()
+			t.Cleanup(srv.Close)
+			e.mapPod("10.0.0.1", srv.Listener.Addr().String())
+			route := e.route("tls.test", "app", nil)
+			route.Target = e.target("app", "https")
+			e.ready("app", "10.0.0.1")
+			if r := e.fetch(t.Context(), "tls.test"); r.code != tc.wantCode || r.body != tc.wantBody {
+				t.Errorf("response = %d %q, want %d %q", r.code, r.body, tc.wantCode, tc.wantBody)
+			}
+		})
 	}
 }
