@@ -29,9 +29,10 @@
 //     conditions (PodScheduled, PodReadyToStartContainers, Initialized, ContainersReady,
 //     Ready, honouring readiness gates), podIP(s), hostIP(s), startTime and container
 //     statuses (state, last state, ready, started, restartCount).
-//   - Deletion: SIGTERM to the container's process group, the deletion grace period, SIGKILL,
-//     then the pod is deleted with grace period 0 as the kubelet finalizes it. When Start's
-//     context ends, every container is stopped the same way and every address removed.
+//   - Deletion: SIGTERM to the container's process group, the deletion grace period (at least
+//     2s, as in the kubelet), SIGKILL, then the pod is deleted with grace period 0 as the
+//     kubelet finalizes it. When Start's context ends, every container is stopped the same way
+//     (Options.ShutdownGracePeriod may shorten the wait) and every address removed.
 //
 // # What it does not do
 //

@@ -363,7 +363,7 @@ func TestDeletionKillsAfterGracePeriod(t *testing.T) {
 	h := startKubelet(t)
 	// The app keeps serving for an hour after SIGTERM, so only SIGKILL ends it.
 	pod := echoPod("stubborn", corev1.EnvVar{Name: "SHUTDOWN_DELAY", Value: "1h"})
-	pod.Spec.TerminationGracePeriodSeconds = ptr.To[int64](1)
+	pod.Spec.TerminationGracePeriodSeconds = ptr.To[int64](2)
 	h.create(pod)
 	pod = h.waitPod("stubborn", 30*time.Second, "running", func(p *corev1.Pod) bool {
 		return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].State.Running != nil

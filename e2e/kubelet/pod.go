@@ -16,8 +16,13 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// retryStatus is how long the worker waits before writing a status the API server refused.
-const retryStatus = time.Second
+const (
+	// retryStatus is how long the worker waits before writing a status the API server refused.
+	retryStatus = time.Second
+	// minGracePeriod is the least time a deleted pod's containers get between SIGTERM and
+	// SIGKILL, as in the kubelet.
+	minGracePeriod = 2 * time.Second
+)
 
 // podWorker owns one pod on this node: its address, its containers, its status and its end.
 type podWorker struct {
@@ -223,6 +228,8 @@ func (w *podWorker) terminate(ctx context.Context, pod *corev1.Pod, gone bool) {
 	if pod.DeletionGracePeriodSeconds != nil {
 		grace = time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
 	}
+	// Like the kubelet, give even a force-deleted pod a moment to stop cleanly.
+	grace = max(grace, minGracePeriod)
 	w.logf("stopping gracePeriod=%s", grace)
 	w.stopContainers(grace)
 	w.releaseAddr()
@@ -238,6 +245,8 @@ func (w *podWorker) terminate(ctx context.Context, pod *corev1.Pod, gone bool) {
 	switch {
 	case err == nil, apierrors.IsNotFound(err), apierrors.IsConflict(err):
 		w.logf("stopped and deleted")
+	case ctx.Err() != nil:
+		w.logf("stopped; the kubelet stops before finalizing the deletion")
 	default:
 		w.logf("stopped; cannot finalize the deletion: %v", err)
 	}
