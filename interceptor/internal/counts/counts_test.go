@@ -309,9 +309,9 @@ func TestHandoverNeverLooksIdle(t *testing.T) {
 		r.BeginHeld(0)
 		r.EndInFlight()
 	}
-	r.EndHeld()
 	close(stop)
 	wg.Wait()
+	r.EndHeld()
 	if idleSeen.Load() {
 		t.Error("the route looked idle while a request was held or in flight")
 	}
