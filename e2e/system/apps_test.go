@@ -1,0 +1,262 @@
+//go:build e2e
+
+package system
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/lobby-http/lobby/internal/stream"
+	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+)
+
+// scaledObjectGVK is KEDA's ScaledObject.
+var scaledObjectGVK = schema.GroupVersionKind{Group: "keda.sh", Version: "v1alpha1", Kind: "ScaledObject"}
+
+// testNamespace creates a namespace for t, deleted (with everything in it) when t ends; on failure
+// the cluster's logs are printed first.
+func testNamespace(t *testing.T) string {
+	t.Helper()
+	c := suite.cluster
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	name := strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(t.Name(), "-"))
+	name = strings.Trim(name[:min(len(name), 40)], "-") + "-" + hex.EncodeToString(b)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := c.Client.Create(t.Context(), ns); err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.DumpLogs(t)
+		}
+		_ = c.Client.Delete(context.Background(), ns)
+	})
+	return name
+}
+
+// appSpec describes a sample app behind an HTTPScaledObject.
+type appSpec struct {
+	name string
+	// env of the echo container (STARTUP_DELAY, RESPONSE_DELAY, GRPC_PORT, ...).
+	env map[string]string
+	// replicas is the Deployment's initial replica count (0: scaled to zero).
+	replicas int32
+	// portName, when set, names the Service port (h2c or grpc for HTTP/2 apps).
+	portName string
+	// port is the container port the Service targets; 0 means 8080.
+	port int32
+	// hso fills in the routing and scaling of the HTTPScaledObject; scaleTargetRef is set.
+	hso v1alpha1.HTTPScaledObjectSpec
+}
+
+// app is a deployed sample app.
+type app struct {
+	ns, name string
+}
+
+// key is the app's route key, namespace/name.
+func (a *app) key() string { return a.ns + "/" + a.name }
+
+// deployApp creates the app's Deployment, Service and HTTPScaledObject in ns and waits until
+// every interceptor routes it and KEDA has taken the ScaledObject over (its HPA exists).
+func deployApp(t *testing.T, ns string, s appSpec) *app {
+	t.Helper()
+	ctx := t.Context()
+	c := suite.cluster
+	port := s.port
+	if port == 0 {
+		port = 8080
+	}
+	portName := s.portName
+	if portName == "" {
+		portName = "http"
+	}
+	labels := map[string]string{"app": s.name}
+	env := []corev1.EnvVar{
+		{Name: "PORT", Value: fmt.Sprint(port)},
+		{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+	}
+	for k, v := range s.env {
+		env = append(env, corev1.EnvVar{Name: k, Value: v})
+	}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(s.replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					TerminationGracePeriodSeconds: ptr.To[int64](10),
+					Containers: []corev1.Container{{
+						Name:  "echo",
+						Image: "lobby.test/echo",
+						Env:   env,
+						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: port}},
+						ReadinessProbe: &corev1.Probe{
+							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(port)}},
+							PeriodSeconds: 1,
+						},
+					}},
+				},
+			},
+		},
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: ns},
+		Spec: corev1.ServiceSpec{
+			Selector: labels,
+			Ports:    []corev1.ServicePort{{Name: portName, Port: 80, TargetPort: intstr.FromInt32(port)}},
+		},
+	}
+	spec := s.hso
+	spec.ScaleTargetRef = v1alpha1.ScaleTargetRef{Name: s.name, Kind: "Deployment", APIVersion: "apps/v1", Service: s.name, Port: 80}
+	if spec.Replicas == nil {
+		spec.Replicas = &v1alpha1.ReplicaStruct{Min: ptr.To[int32](0), Max: ptr.To[int32](3)}
+	}
+	if spec.CooldownPeriod == nil {
+		spec.CooldownPeriod = ptr.To[int32](300)
+	}
+	hso := &v1alpha1.HTTPScaledObject{ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: ns}, Spec: spec}
+	for _, o := range []client.Object{dep, svc, hso} {
+		if err := c.Client.Create(ctx, o); err != nil {
+			t.Fatalf("create %T %s: %v", o, s.name, err)
+		}
+	}
+	a := &app{ns: ns, name: s.name}
+	eventually(t, 30*time.Second, "every interceptor to route "+a.key(), func() error {
+		for _, in := range suite.lobby.Instances("interceptor") {
+			q, err := queue(in.URL("admin"))
+			if err != nil {
+				return err
+			}
+			if _, ok := q[a.key()]; !ok {
+				return fmt.Errorf("%s does not route %s yet", in.Process.Name, a.key())
+			}
+		}
+		return nil
+	})
+	eventually(t, 60*time.Second, "KEDA to create the HPA of "+a.key(), func() error {
+		var hpa unstructured.Unstructured
+		hpa.SetGroupVersionKind(schema.GroupVersionKind{Group: "autoscaling", Version: "v2", Kind: "HorizontalPodAutoscaler"})
+		return c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "keda-hpa-" + s.name}, &hpa)
+	})
+	return a
+}
+
+// replicas returns the app's Deployment replicas: desired and ready.
+func (a *app) replicas(ctx context.Context) (desired, ready int32, err error) {
+	var dep appsv1.Deployment
+	if err := suite.cluster.Client.Get(ctx, client.ObjectKey{Namespace: a.ns, Name: a.name}, &dep); err != nil {
+		return 0, 0, err
+	}
+	return ptr.Deref(dep.Spec.Replicas, 1), dep.Status.ReadyReplicas, nil
+}
+
+// queue reads an interceptor's /queue.
+func queue(adminURL string) (map[string]stream.RouteCounts, error) {
+	resp, err := http.Get(adminURL + "/queue")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s/queue: %s", adminURL, resp.Status)
+	}
+	q := map[string]stream.RouteCounts{}
+	if err := json.NewDecoder(resp.Body).Decode(&q); err != nil {
+		return nil, fmt.Errorf("decode %s/queue: %w", adminURL, err)
+	}
+	return q, nil
+}
+
+// eventually retries check until it returns nil or timeout passes, then fails t with its last
+// error.
+func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s: %v", timeout, what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// response is what a client got.
+type response struct {
+	code   int
+	body   string
+	header http.Header
+	err    error
+	at     time.Time
+}
+
+// client sends the suite's requests; it does not follow redirects and waits long enough for any
+// cold start.
+var httpClient = &http.Client{
+	Timeout:   90 * time.Second,
+	Transport: &http.Transport{MaxIdleConnsPerHost: 256},
+}
+
+// send sends one request through the ingress with the Host header host.
+func send(ctx context.Context, method, url, host string, header http.Header) response {
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		return response{err: err}
+	}
+	req.Host = host
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return response{err: err, at: time.Now()}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return response{code: resp.StatusCode, body: string(body), header: resp.Header, err: err, at: time.Now()}
+}
+
+// sendMany sends n concurrent requests and returns their responses.
+func sendMany(ctx context.Context, n int, url, host string) []response {
+	out := make([]response, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { out[i] = send(ctx, http.MethodGet, url, host, nil) })
+	}
+	wg.Wait()
+	return out
+}
+
+// echoed is the echo app's answer to /.
+type echoed struct {
+	Host    string              `json:"host"`
+	Path    string              `json:"path"`
+	Headers map[string][]string `json:"headers"`
+	PodName string              `json:"podName"`
+}

@@ -1,0 +1,153 @@
+//go:build e2e
+
+// Package system holds the end-to-end suite: lobby installed from its chart into the local cluster
+// (real kube-apiserver, kube-controller-manager, KEDA and the process kubelet), with nginx in front
+// as ingress-nginx configures it, and sample apps scaled from zero, out and back to zero.
+package system
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/lobby-http/lobby/e2e/deploy"
+	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/netns"
+)
+
+// suite is the cluster, the lobby release and the ingress every test of the package shares; each
+// test works in its own Kubernetes namespace.
+var suite struct {
+	cluster *framework.Cluster
+	lobby   *deploy.Lobby
+	ingress *ingress
+	err     error
+}
+
+func TestMain(m *testing.M) {
+	if netns.Inside() {
+		os.Exit(runInside(m))
+	}
+	os.Exit(netns.RunTestsInside(m))
+}
+
+// runInside starts the shared cluster, lobby and nginx, runs the tests, and stops it all.
+func runInside(m *testing.M) int {
+	if testing.Short() {
+		fmt.Println("skipping the end-to-end suite in short mode")
+		return 0
+	}
+	ctx := context.Background()
+	c, err := framework.Start(ctx, framework.Options{})
+	if err != nil {
+		if os.Getenv("CI") != "true" && strings.Contains(err.Error(), framework.ErrNoBinaries.Error()) {
+			fmt.Printf("skipping the end-to-end suite: %v\n", err)
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "FAIL: start the cluster: %v\n", err)
+		return 1
+	}
+	defer func() {
+		if err := c.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stop the cluster: %v\n", err)
+		}
+		_ = framework.RemoveBuilds()
+	}()
+	suite.cluster = c
+	start := time.Now()
+	suite.lobby, err = deploy.Install(ctx, c, deploy.Options{
+		ValuesFiles: []string{filepath.Join("testdata", "values.yaml")},
+		Replicas:    map[string]int{"interceptor": 2, "scaler": 2, "operator": 1},
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: install lobby: %v\n", err)
+		c.DumpLogs(stderrTB{})
+		return 1
+	}
+	fmt.Printf("lobby installed from the chart in %v\n", time.Since(start).Round(time.Millisecond))
+	suite.ingress, err = startIngress(ctx, c, suite.lobby)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: start nginx: %v\n", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// stderrTB prints DumpLogs' output outside a test.
+type stderrTB struct{}
+
+func (stderrTB) Helper()                    {}
+func (stderrTB) Logf(f string, args ...any) { fmt.Fprintf(os.Stderr, f+"\n", args...) }
+
+// ingress is nginx in front of the interceptors.
+type ingress struct {
+	// URL is where clients send requests: http://<addr>:80.
+	URL  string
+	dir  string
+	proc *framework.Process
+}
+
+// startIngress renders testdata/nginx.conf.tmpl with the interceptors' proxy addresses and runs
+// nginx with it.
+func startIngress(ctx context.Context, c *framework.Cluster, l *deploy.Lobby) (*ingress, error) {
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		if bin, err = exec.LookPath("/usr/sbin/nginx"); err != nil {
+			return nil, fmt.Errorf("find nginx (install the Debian package nginx: make deps): %w", err)
+		}
+	}
+	addr, err := c.AllocAddr()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(c.Dir, "nginx-")
+	if err != nil {
+		return nil, err
+	}
+	var upstreams []string
+	for _, in := range l.Instances("interceptor") {
+		upstreams = append(upstreams, netip.AddrPortFrom(in.Addr, uint16(in.Ports["http"])).String())
+	}
+	tmpl, err := template.ParseFiles(filepath.Join("testdata", "nginx.conf.tmpl"))
+	if err != nil {
+		return nil, err
+	}
+	var conf bytes.Buffer
+	listen := netip.AddrPortFrom(addr, 80).String()
+	if err := tmpl.Execute(&conf, map[string]any{"Dir": dir, "Listen": listen, "Upstreams": upstreams}); err != nil {
+		return nil, err
+	}
+	file := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(file, conf.Bytes(), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := c.RunBinary(ctx, framework.ProcessSpec{Name: "nginx", Path: bin, Args: []string{"-p", dir, "-c", file}, Addr: addr})
+	if err != nil {
+		return nil, err
+	}
+	in := &ingress{URL: "http://" + listen, dir: dir, proc: p}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(in.URL + "/")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return in, nil
+		}
+		if exited, _ := p.Exited(); exited || time.Now().After(deadline) {
+			log, _ := os.ReadFile(p.LogFile)
+			return nil, fmt.Errorf("nginx did not start listening on %s: %v\n%s", listen, err, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
