@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -470,6 +471,16 @@ func TestContainerConfiguration(t *testing.T) {
 		}
 	})
 
+	t.Run("a gRPC readiness probe passes against the app's health service", func(t *testing.T) {
+		pod := echoPod("grpc", corev1.EnvVar{Name: "GRPC_PORT", Value: "9091"})
+		pod.Spec.Containers[0].ReadinessProbe = &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 9091}},
+			PeriodSeconds: 1,
+		}
+		h.create(pod)
+		h.waitPod("grpc", 30*time.Second, "becoming Ready", podReady)
+	})
+
 	t.Run("a missing ConfigMap keeps the container waiting with a message naming it", func(t *testing.T) {
 		pod := echoPod("unconfigured", corev1.EnvVar{Name: "X", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
 			LocalObjectReference: corev1.LocalObjectReference{Name: "absent"}, Key: "k"}}})
@@ -516,7 +527,13 @@ func TestStopStopsEveryPod(t *testing.T) {
 	if pods[0].Status.PodIP == pods[1].Status.PodIP {
 		t.Fatalf("both pods got %s", pods[0].Status.PodIP)
 	}
+	if len(kubeletGoroutines()) == 0 {
+		t.Fatal("found none of the kubelet's goroutines while it runs; the leak check below would prove nothing")
+	}
 	h.stop()
+	if leaked := kubeletGoroutines(); len(leaked) > 0 {
+		t.Errorf("%d of the kubelet's goroutines outlived Start:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
+	}
 	for _, p := range pods {
 		if pid := pidOf(t, p); !processGone(pid) {
 			t.Errorf("pod %s: process %d still runs after Start returned", p.Name, pid)
@@ -525,6 +542,29 @@ func TestStopStopsEveryPod(t *testing.T) {
 			t.Errorf("pod %s: address %s is still on lo after Start returned", p.Name, p.Status.PodIP)
 		}
 	}
+}
+
+// kubeletGoroutines returns the stacks of goroutines running the kubelet's own code.
+func kubeletGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		for _, t := range []string{"(*Kubelet)", "(*podWorker)", "(*containerRunner)", "(*prober)"} {
+			if strings.Contains(g, "e2e/kubelet."+t) {
+				out = append(out, g)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // waitUntil polls cond until it holds, failing the test after timeout.
