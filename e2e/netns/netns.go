@@ -293,6 +293,26 @@ func RunTestsInside(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "skipping end-to-end tests: %v\n", err)
 		return 0
 	}
+	return reexec()
+}
+
+// RunInside is RunTestsInside for a program rather than a test binary: inside the namespace it
+// returns run's exit code; outside it re-executes the program in a fresh namespace, deletes the
+// namespace afterwards and returns the program's exit code. Where namespaces are unavailable it
+// says why and returns 1.
+func RunInside(run func() int) int {
+	if Inside() {
+		return run()
+	}
+	if err := Available(); err != nil {
+		fmt.Fprintf(os.Stderr, "cannot create a network namespace: %v\n", err)
+		return 1
+	}
+	return reexec()
+}
+
+// reexec runs this binary again, with the same arguments, inside a fresh namespace.
+func reexec() int {
 	code, err := runInside(os.Args[1:], os.Stdout, os.Stderr)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)

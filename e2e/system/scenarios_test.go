@@ -13,109 +13,14 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/lobby-http/lobby/internal/stream"
+	"github.com/lobby-http/lobby/e2e/coldstart"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
-
-// timeline records when each step of a cold start was first seen.
-type timeline struct {
-	mu    sync.Mutex
-	start time.Time
-	steps map[string]time.Time
-	order []string
-}
-
-func newTimeline() *timeline { return &timeline{start: time.Now(), steps: map[string]time.Time{}} }
-
-// mark records step at the time given, unless it was recorded already.
-func (tl *timeline) mark(step string, at time.Time) {
-	tl.mu.Lock()
-	defer tl.mu.Unlock()
-	if _, ok := tl.steps[step]; !ok {
-		tl.steps[step] = at
-		tl.order = append(tl.order, step)
-	}
-}
-
-// String prints the steps in time order with their offsets from the start.
-func (tl *timeline) String() string {
-	tl.mu.Lock()
-	defer tl.mu.Unlock()
-	steps := slices.Clone(tl.order)
-	slices.SortFunc(steps, func(a, b string) int { return tl.steps[a].Compare(tl.steps[b]) })
-	var b strings.Builder
-	for _, s := range steps {
-		fmt.Fprintf(&b, "  %10s  %s\n", tl.steps[s].Sub(tl.start).Round(time.Millisecond), s)
-	}
-	return b.String()
-}
-
-// watchColdStart marks on tl the moments an interceptor pushed the app's activation, the
-// Deployment was scaled up, its pod started and turned ready, until ctx ends.
-func watchColdStart(ctx context.Context, a *app, tl *timeline) {
-	for _, in := range suite.lobby.Instances("interceptor") {
-		go func() {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, in.URL("admin")+stream.Path, nil)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return
-			}
-			defer resp.Body.Close()
-			dec := stream.NewDecoder(resp.Body, stream.DefaultMaxFrameBytes)
-			for {
-				var f stream.Frame
-				if dec.Decode(&f) != nil {
-					return
-				}
-				if f.Kind != stream.KindActivate {
-					continue
-				}
-				for _, r := range f.Routes {
-					if r.Key == a.key() {
-						tl.mark("activation pushed by "+in.Process.Name, time.Now())
-					}
-				}
-			}
-		}()
-	}
-	go func() {
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			if desired, _, err := a.replicas(ctx); err == nil && desired > 0 {
-				tl.mark("KEDA scaled the Deployment to 1", time.Now())
-			}
-			var pods corev1.PodList
-			if suite.cluster.Client.List(ctx, &pods, client.InNamespace(a.ns)) != nil {
-				continue
-			}
-			for _, p := range pods.Items {
-				tl.mark("pod created", time.Now())
-				for _, cs := range p.Status.ContainerStatuses {
-					if cs.State.Running != nil {
-						tl.mark("pod started", time.Now())
-					}
-				}
-				for _, cond := range p.Status.Conditions {
-					if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
-						tl.mark("pod ready", time.Now())
-					}
-				}
-			}
-		}
-	}()
-}
 
 // checkAll fails t unless every response has the wanted code.
 func checkAll(t *testing.T, what string, got []response, code int) {
@@ -143,18 +48,21 @@ func TestColdStartThroughIngress(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	tl := newTimeline()
-	watchColdStart(ctx, a, tl)
-	time.Sleep(100 * time.Millisecond) // let the stream subscriptions connect
-	tl.start = time.Now()
-	tl.mark("50 requests sent to nginx", tl.start)
+	tl := coldstart.NewTimeline()
+	var admins []string
+	for _, in := range suite.lobby.Instances("interceptor") {
+		admins = append(admins, in.URL("admin"))
+	}
+	coldstart.Watch(ctx, suite.cluster.Client, admins, a.ns, a.name, tl)
+	time.Sleep(200 * time.Millisecond) // let the stream subscriptions connect
+	tl.Begin("50 requests sent to nginx")
 	got := sendMany(ctx, 50, suite.ingress.URL+"/", "cold.example.com")
 	for _, r := range got {
 		if r.err == nil && r.code == http.StatusOK {
-			tl.mark("first response", r.at)
+			tl.Mark("first response", r.at)
 		}
 	}
-	tl.mark("last response", slices.MaxFunc(got, func(a, b response) int { return a.at.Compare(b.at) }).at)
+	tl.Mark("last response", slices.MaxFunc(got, func(a, b response) int { return a.at.Compare(b.at) }).at)
 	t.Logf("cold start timeline:\n%s", tl)
 	checkAll(t, "cold start", got, http.StatusOK)
 	var e echoed

@@ -1,0 +1,261 @@
+// Command demo shows lobby holding a request while an app scales from zero, on a local control
+// plane: it starts the cluster of e2e/framework (kube-apiserver, kube-controller-manager, KEDA and
+// the process kubelet) in a private network namespace, installs lobby from its chart, deploys a
+// sample app at zero replicas with an HTTPScaledObject, sends one request, prints the timeline of
+// the cold start, waits for KEDA to scale the idle app back to zero, and stops everything.
+//
+// Run it with `make demo`, which builds what is missing first. Ctrl-C stops it cleanly at any
+// point. It needs root (network namespaces).
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/lobby-http/lobby/e2e/coldstart"
+	"github.com/lobby-http/lobby/e2e/deploy"
+	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/netns"
+	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+)
+
+// The sample app.
+const (
+	appNamespace = "demo"
+	appName      = "hello"
+	appHost      = "hello.example.com"
+	// cooldown is the app's scaledownPeriod: how long it stays up once idle.
+	cooldown = 15
+)
+
+func main() {
+	os.Exit(netns.RunInside(func() int {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := run(ctx, os.Stdout); err != nil {
+			if ctx.Err() != nil {
+				fmt.Println("\ninterrupted; everything the demo started has been stopped")
+				return 130
+			}
+			fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+			return 1
+		}
+		return 0
+	}))
+}
+
+// run is the demo, printing to out.
+func run(ctx context.Context, out io.Writer) (err error) {
+	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+	say("== starting a local Kubernetes control plane, KEDA and the process kubelet")
+	c, err := framework.Start(ctx, framework.Options{LogWriter: out})
+	if err != nil {
+		return fmt.Errorf("start the cluster: %w", err)
+	}
+	defer func() {
+		say("== stopping everything")
+		err = errors.Join(err, c.Stop(), framework.RemoveBuilds())
+	}()
+	// A failure prints the components' logs: they say why.
+	defer func() {
+		if err != nil && ctx.Err() == nil {
+			c.DumpLogs(printer{out})
+		}
+	}()
+
+	say("== installing lobby from charts/lobby (interceptor, scaler, operator as processes)")
+	start := time.Now()
+	l, err := deploy.Install(ctx, c, deploy.Options{
+		ValuesFiles: []string{filepath.Join(sourceDir(), "values.yaml")},
+		Replicas:    map[string]int{"interceptor": 1, "scaler": 1, "operator": 1},
+	})
+	if err != nil {
+		return err
+	}
+	interceptor := l.Instances("interceptor")[0]
+	say("   installed in %v; the interceptor's proxy is %s", time.Since(start).Round(time.Millisecond), interceptor.URL("http"))
+
+	say("== deploying the sample app %s/%s at zero replicas, with an HTTPScaledObject for host %s", appNamespace, appName, appHost)
+	if err := deployApp(ctx, c.Client); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, 60*time.Second, "lobby and KEDA to take the app over", func() error {
+		return ready(ctx, c.Client, interceptor.URL("admin"))
+	}); err != nil {
+		return err
+	}
+
+	say("== sending GET http://%s/ to the interceptor while nothing runs", appHost)
+	tl := coldstart.NewTimeline()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	coldstart.Watch(watchCtx, c.Client, []string{interceptor.URL("admin")}, appNamespace, appName, tl)
+	time.Sleep(200 * time.Millisecond) // the timeline's stream subscription connects
+	tl.Begin("request sent")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, interceptor.URL("http")+"/", nil)
+	if err != nil {
+		return err
+	}
+	req.Host = appHost
+	resp, err := (&http.Client{Timeout: 90 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("send the request: %w", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	tl.Mark(fmt.Sprintf("response %s", resp.Status), time.Now())
+	stopWatch()
+	say("   the request was held, then answered %s after a cold start of %s:", resp.Status, resp.Header.Get("X-Lobby-Cold-Start"))
+	say("%s", tl)
+	say("   the app answered: %.200s", body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the request got %s, want 200 OK", resp.Status)
+	}
+
+	say("== waiting for KEDA to scale the idle app back to zero (scaledownPeriod %ds, plus KEDA's polling interval)", cooldown)
+	idle := time.Now()
+	if err := waitFor(ctx, 3*time.Minute, "the app to scale back to zero", func() error {
+		var dep appsv1.Deployment
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: appNamespace, Name: appName}, &dep); err != nil {
+			return err
+		}
+		if n := ptr.Deref(dep.Spec.Replicas, 1); n != 0 {
+			return fmt.Errorf("%d replicas", n)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	say("   back to zero replicas %v after the last request", time.Since(idle).Round(time.Second))
+	return nil
+}
+
+// deployApp creates the sample app's namespace, Deployment (0 replicas), Service and
+// HTTPScaledObject.
+func deployApp(ctx context.Context, c client.Client) error {
+	labels := map[string]string{"app": appName}
+	objs := []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNamespace}},
+		&appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: appName, Namespace: appNamespace},
+			Spec: appsv1.DeploymentSpec{
+				Replicas: ptr.To[int32](0),
+				Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: labels},
+					Spec: corev1.PodSpec{
+						TerminationGracePeriodSeconds: ptr.To[int64](5),
+						Containers: []corev1.Container{{
+							Name:  "hello",
+							Image: "lobby.test/echo",
+							Env: []corev1.EnvVar{
+								{Name: "PORT", Value: "8080"},
+								{Name: "STARTUP_DELAY", Value: "1s"},
+								{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+							},
+							Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+							ReadinessProbe: &corev1.Probe{
+								ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
+								PeriodSeconds: 1,
+							},
+						}},
+					},
+				},
+			},
+		},
+		&corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: appName, Namespace: appNamespace},
+			Spec: corev1.ServiceSpec{
+				Selector: labels,
+				Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}},
+			},
+		},
+		&v1alpha1.HTTPScaledObject{
+			ObjectMeta: metav1.ObjectMeta{Name: appName, Namespace: appNamespace},
+			Spec: v1alpha1.HTTPScaledObjectSpec{
+				Hosts:          []string{appHost},
+				ScaleTargetRef: v1alpha1.ScaleTargetRef{Name: appName, Kind: "Deployment", APIVersion: "apps/v1", Service: appName, Port: 80},
+				Replicas:       &v1alpha1.ReplicaStruct{Min: ptr.To[int32](0), Max: ptr.To[int32](3)},
+				CooldownPeriod: ptr.To[int32](cooldown),
+			},
+		},
+	}
+	for _, o := range objs {
+		if err := c.Create(ctx, o); err != nil {
+			return fmt.Errorf("create %T %s: %w", o, o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// ready reports nil once the interceptor routes the app and KEDA has created its HPA.
+func ready(ctx context.Context, c client.Client, adminURL string) error {
+	resp, err := http.Get(adminURL + "/queue")
+	if err != nil {
+		return err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(b, []byte(`"`+appNamespace+"/"+appName+`"`)) {
+		return errors.New("the interceptor does not route the app yet")
+	}
+	var hso v1alpha1.HTTPScaledObject
+	if err := c.Get(ctx, client.ObjectKey{Namespace: appNamespace, Name: appName}, &hso); err != nil {
+		return err
+	}
+	for _, cond := range hso.Status.Conditions {
+		if cond.Type == v1alpha1.ConditionReady && cond.Status != metav1.ConditionTrue {
+			return fmt.Errorf("HTTPScaledObject not ready: %s", cond.Message)
+		}
+	}
+	var hpa = &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "autoscaling/v2", Kind: "HorizontalPodAutoscaler"}}
+	return c.Get(ctx, client.ObjectKey{Namespace: appNamespace, Name: "keda-hpa-" + appName}, hpa)
+}
+
+// waitFor retries check every 100 ms until it returns nil, ctx ends or timeout passes.
+func waitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("wait %v for %s: %w", timeout, what, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// printer lets DumpLogs print to a writer.
+type printer struct{ w io.Writer }
+
+func (printer) Helper()                           {}
+func (p printer) Logf(format string, args ...any) { fmt.Fprintf(p.w, format+"\n", args...) }
+
+// sourceDir is the folder of this file, where the demo's chart values live.
+func sourceDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(file)
+}
