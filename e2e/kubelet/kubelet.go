@@ -122,8 +122,13 @@ func (k *Kubelet) logf(format string, args ...any) {
 // Start registers the node, keeps its lease and status fresh, binds pending pods to it and runs
 // the pods bound to it, until ctx ends. Then it stops every container (SIGTERM, the grace
 // period, SIGKILL), removes the pod addresses and returns. It returns an error early only when
-// the node cannot be registered or the pod informer cannot sync.
+// it runs outside the network namespace of e2e/netns, the node cannot be registered, or the
+// pod informer cannot sync.
 func (k *Kubelet) Start(ctx context.Context) error {
+	if !netns.Inside() {
+		return errors.New("start kubelet: pods get addresses on the loopback device of a private network namespace; " +
+			"run inside one created by netns.RunTestsInside")
+	}
 	if err := k.registerNode(ctx); err != nil {
 		return err
 	}

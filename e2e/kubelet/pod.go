@@ -169,6 +169,7 @@ func (w *podWorker) setUpSandbox(ctx context.Context) bool {
 		w.mu.Unlock()
 		return true
 	}
+	lastErr := ""
 	for {
 		ip, err := w.k.ipam.allocate()
 		if err == nil {
@@ -187,7 +188,10 @@ func (w *podWorker) setUpSandbox(ctx context.Context) bool {
 			w.ip = netip.Addr{}
 			w.mu.Unlock()
 		}
-		w.logf("cannot set up the pod address: %v", err)
+		if err.Error() != lastErr { // once per distinct error, not once per retry
+			lastErr = err.Error()
+			w.logf("cannot set up the pod address: %v", err)
+		}
 		select {
 		case <-ctx.Done():
 			return false
