@@ -11,6 +11,12 @@ CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CO
 
 # Built binaries of the local control plane are cached here, keyed by version (git-ignored).
 TOOLS_CACHE ?= $(CURDIR)/.cache/tools
+export TOOLS_CACHE
+# The folder of kube-apiserver, etcd, kube-controller-manager and KEDA (built when missing).
+ASSETS = $$(bash e2e/tools/build.sh $(TOOLS_CACHE))
+
+# Packages that start a whole local cluster each; they run one at a time.
+E2E_PKGS := ./e2e/...
 
 .PHONY: all
 all: build
@@ -20,42 +26,66 @@ all: build
 build:
 	$(GO) build -o bin/ ./interceptor ./scaler ./operator
 
-## unit: fast tests (seconds to a minute): everything that needs no control plane.
+## unit: fast tests (well under two minutes): everything that needs no control plane.
 .PHONY: unit
 unit:
 	$(GO) test -short -count=1 ./...
 
-## generate: regenerate deepcopy functions.
+## generate: regenerate deepcopy functions and the ExternalScaler gRPC code.
 .PHONY: generate
 generate:
 	$(CONTROLLER_GEN) object paths=./operator/api/...
+	bash hack/protoc.sh
 
-## manifests: regenerate the HTTPScaledObject CRD.
+## manifests: regenerate the HTTPScaledObject CRD, the operator's RBAC, and the chart's CRD copy.
 .PHONY: manifests
 manifests:
 	$(CONTROLLER_GEN) crd paths=./operator/api/... output:crd:artifacts:config=config/crd
+	$(CONTROLLER_GEN) rbac:roleName=lobby-operator paths=./operator/... output:rbac:artifacts:config=config/rbac
+	bash hack/sync-chart-crds.sh
 
 ## verify: fail when generated files are stale or code is not gofmt/vet clean.
 .PHONY: verify
 verify: generate manifests
-	@if [ -n "$$(git status --porcelain -- operator/api config/crd)" ]; then \
-		git --no-pager diff -- operator/api config/crd; \
+	@if [ -n "$$(git status --porcelain -- operator/api config internal/externalscaler charts/lobby/crds)" ]; then \
+		git --no-pager diff -- operator/api config internal/externalscaler charts/lobby/crds; \
+		git status --short -- operator/api config internal/externalscaler charts/lobby/crds; \
 		echo "generated files are stale: run 'make generate manifests' and commit the result" >&2; exit 1; fi
 	@if [ -n "$$(gofmt -l $$(git ls-files '*.go'))" ]; then gofmt -l $$(git ls-files '*.go'); \
 		echo "files above are not gofmt-formatted: run 'gofmt -w'" >&2; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags e2e $(E2E_PKGS)
+	cd hack/images && $(GO) vet ./...
 
-## deps: install the Debian packages the local control plane uses (etcd).
+## deps: install the Debian packages the local cluster and the e2e suite use (etcd, iproute2, nginx, prometheus).
 .PHONY: deps
 deps:
-	@command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
+	@bash hack/install-packages.sh
 
-## tools: build kube-apiserver, kube-controller-manager and KEDA into $(TOOLS_CACHE) (first time ~15 min).
+## tools: build kube-apiserver, kube-controller-manager and KEDA into $(TOOLS_CACHE) (first time ~15-20 min on 2 cores).
 .PHONY: tools
 tools: deps
 	@bash e2e/tools/build.sh $(TOOLS_CACHE) >/dev/null
+	@bash hack/helm.sh >/dev/null
 
-## test: every test, the control-plane and end-to-end ones included.
+## test: every test: unit, against a real API server, and the end-to-end suite.
 .PHONY: test
 test: verify tools
-	KUBEBUILDER_ASSETS="$$(bash e2e/tools/build.sh $(TOOLS_CACHE))" $(GO) test -count=1 -timeout 40m ./...
+	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v /e2e/)
+	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -count=1 -timeout 60m -p 1 -tags e2e $(E2E_PKGS)
+	cd hack/images && $(GO) test -count=1 ./...
+
+## bench: the benchmarks, as ratios against baselines measured in the same run (see docs/benchmarks.md).
+.PHONY: bench
+bench: tools
+	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./...
+
+## demo: a local control plane with lobby and a sample app at zero: a request held through a cold start.
+.PHONY: demo
+demo: tools
+	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) run ./e2e/demo
+
+## images: OCI image tarballs of the three binaries in bin/images, built without a container engine.
+.PHONY: images
+images:
+	cd hack/images && $(GO) run . -out bin/images
