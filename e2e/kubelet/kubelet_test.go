@@ -414,6 +414,37 @@ func TestRestarts(t *testing.T) {
 		waitUntil(t, 5*time.Second, "the address leaves lo", func() bool { return !onLoopback(t, pod.Status.PodIP) })
 	})
 
+	t.Run("a startup probe holds off readiness until it passes", func(t *testing.T) {
+		pod := echoPod("slow", corev1.EnvVar{Name: "STARTUP_DELAY", Value: "1s"})
+		pod.Spec.Containers[0].StartupProbe = &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}},
+			PeriodSeconds:    1,
+			FailureThreshold: 20,
+		}
+		h.create(pod)
+		pod = h.waitPod("slow", 30*time.Second, "becoming Ready", podReady)
+		cs := pod.Status.ContainerStatuses[0]
+		if !ptr.Deref(cs.Started, false) || cs.RestartCount != 0 {
+			t.Errorf("container status = %+v, want started without restarts", cs)
+		}
+	})
+
+	t.Run("a startup probe that never passes restarts the container", func(t *testing.T) {
+		pod := echoPod("neverstarts")
+		pod.Spec.Containers[0].StartupProbe = &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/status/503", Port: intstr.FromInt32(8080)}},
+			PeriodSeconds:    1,
+			FailureThreshold: 2,
+		}
+		h.create(pod)
+		pod = h.waitPod("neverstarts", 30*time.Second, "a restart", func(p *corev1.Pod) bool {
+			return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount >= 1
+		})
+		if c := condition(pod, corev1.PodReady); c == nil || c.Status != corev1.ConditionFalse {
+			t.Errorf("Ready = %+v, want False while the startup probe fails", c)
+		}
+	})
+
 	t.Run("a failing liveness probe restarts the container", func(t *testing.T) {
 		pod := echoPod("unwell")
 		pod.Spec.Containers[0].LivenessProbe = &corev1.Probe{
