@@ -63,8 +63,8 @@ type appSpec struct {
 	replicas int32
 	// portName, when set, names the Service port (h2c or grpc for HTTP/2 apps).
 	portName string
-	// port is the container port the Service targets; 0 means 8080.
-	port int32
+	// targetPort is the container port the Service targets; 0 means the HTTP port, 8080.
+	targetPort int32
 	// hso fills in the routing and scaling of the HTTPScaledObject; scaleTargetRef is set.
 	hso v1alpha1.HTTPScaledObjectSpec
 }
@@ -83,9 +83,10 @@ func deployApp(t *testing.T, ns string, s appSpec) *app {
 	t.Helper()
 	ctx := t.Context()
 	c := suite.cluster
-	port := s.port
-	if port == 0 {
-		port = 8080
+	const port = 8080
+	target := s.targetPort
+	if target == 0 {
+		target = port
 	}
 	portName := s.portName
 	if portName == "" {
@@ -126,7 +127,7 @@ func deployApp(t *testing.T, ns string, s appSpec) *app {
 		ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: ns},
 		Spec: corev1.ServiceSpec{
 			Selector: labels,
-			Ports:    []corev1.ServicePort{{Name: portName, Port: 80, TargetPort: intstr.FromInt32(port)}},
+			Ports:    []corev1.ServicePort{{Name: portName, Port: 80, TargetPort: intstr.FromInt32(target)}},
 		},
 	}
 	spec := s.hso

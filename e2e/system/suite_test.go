@@ -31,7 +31,8 @@ var suite struct {
 	cluster *framework.Cluster
 	lobby   *deploy.Lobby
 	ingress *ingress
-	err     error
+	// prometheus is the URL of the Prometheus that scrapes lobby.
+	prometheus string
 }
 
 func TestMain(m *testing.M) {
@@ -80,6 +81,10 @@ func runInside(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "FAIL: start nginx: %v\n", err)
 		return 1
 	}
+	if suite.prometheus, err = startPrometheus(ctx, c, suite.lobby.Namespace); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: start prometheus: %v\n", err)
+		return 1
+	}
 	return m.Run()
 }
 
@@ -92,9 +97,11 @@ func (stderrTB) Logf(f string, args ...any) { fmt.Fprintf(os.Stderr, f+"\n", arg
 // ingress is nginx in front of the interceptors.
 type ingress struct {
 	// URL is where clients send requests: http://<addr>:80.
-	URL  string
-	dir  string
-	proc *framework.Process
+	URL    string
+	listen string
+	dir    string
+	conf   string
+	proc   *framework.Process
 }
 
 // startIngress renders testdata/nginx.conf.tmpl with the interceptors' proxy addresses and runs
@@ -114,28 +121,19 @@ func startIngress(ctx context.Context, c *framework.Cluster, l *deploy.Lobby) (*
 	if err != nil {
 		return nil, err
 	}
-	var upstreams []string
-	for _, in := range l.Instances("interceptor") {
-		upstreams = append(upstreams, netip.AddrPortFrom(in.Addr, uint16(in.Ports["http"])).String())
-	}
-	tmpl, err := template.ParseFiles(filepath.Join("testdata", "nginx.conf.tmpl"))
-	if err != nil {
-		return nil, err
-	}
-	var conf bytes.Buffer
 	listen := netip.AddrPortFrom(addr, 80).String()
-	if err := tmpl.Execute(&conf, map[string]any{"Dir": dir, "Listen": listen, "Upstreams": upstreams}); err != nil {
-		return nil, err
-	}
-	file := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(file, conf.Bytes(), 0o644); err != nil {
-		return nil, err
-	}
-	p, err := c.RunBinary(ctx, framework.ProcessSpec{Name: "nginx", Path: bin, Args: []string{"-p", dir, "-c", file}, Addr: addr})
+	in := &ingress{URL: "http://" + listen, listen: listen, dir: dir, conf: filepath.Join(dir, "nginx.conf")}
+	conf, err := in.render(l)
 	if err != nil {
 		return nil, err
 	}
-	in := &ingress{URL: "http://" + listen, dir: dir, proc: p}
+	if err := os.WriteFile(in.conf, conf, 0o644); err != nil {
+		return nil, err
+	}
+	in.proc, err = c.RunBinary(ctx, framework.ProcessSpec{Name: "nginx", Path: bin, Args: []string{"-p", dir, "-c", in.conf}, Addr: addr})
+	if err != nil {
+		return nil, err
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		resp, err := http.Get(in.URL + "/")
@@ -144,10 +142,27 @@ func startIngress(ctx context.Context, c *framework.Cluster, l *deploy.Lobby) (*
 			resp.Body.Close()
 			return in, nil
 		}
-		if exited, _ := p.Exited(); exited || time.Now().After(deadline) {
-			log, _ := os.ReadFile(p.LogFile)
+		if exited, _ := in.proc.Exited(); exited || time.Now().After(deadline) {
+			log, _ := os.ReadFile(in.proc.LogFile)
 			return nil, fmt.Errorf("nginx did not start listening on %s: %v\n%s", listen, err, log)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// render returns nginx's configuration with the current interceptors as upstreams.
+func (in *ingress) render(l *deploy.Lobby) ([]byte, error) {
+	var upstreams []string
+	for _, i := range l.Instances("interceptor") {
+		upstreams = append(upstreams, netip.AddrPortFrom(i.Addr, uint16(i.Ports["http"])).String())
+	}
+	tmpl, err := template.ParseFiles(filepath.Join("testdata", "nginx.conf.tmpl"))
+	if err != nil {
+		return nil, err
+	}
+	var conf bytes.Buffer
+	if err := tmpl.Execute(&conf, map[string]any{"Dir": in.dir, "Listen": in.listen, "Upstreams": upstreams}); err != nil {
+		return nil, err
+	}
+	return conf.Bytes(), nil
 }

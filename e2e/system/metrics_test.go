@@ -1,0 +1,163 @@
+//go:build e2e
+
+package system
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"text/template"
+	"time"
+
+	"k8s.io/utils/ptr"
+
+	"github.com/lobby-http/lobby/e2e/chart"
+	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+)
+
+// startPrometheus runs Prometheus (Debian package prometheus) with testdata/prometheus.yml.tmpl,
+// discovering lobby's admin endpoints through the API server, and returns its URL.
+func startPrometheus(ctx context.Context, c *framework.Cluster, namespace string) (string, error) {
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		return "", fmt.Errorf("find prometheus (install the Debian package prometheus: make deps): %w", err)
+	}
+	addr, err := c.AllocAddr()
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp(c.Dir, "prometheus-")
+	if err != nil {
+		return "", err
+	}
+	tmpl, err := template.ParseFiles(filepath.Join("testdata", "prometheus.yml.tmpl"))
+	if err != nil {
+		return "", err
+	}
+	var conf bytes.Buffer
+	if err := tmpl.Execute(&conf, map[string]any{"Kubeconfig": c.Kubeconfig, "Namespace": namespace}); err != nil {
+		return "", err
+	}
+	file := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(file, conf.Bytes(), 0o644); err != nil {
+		return "", err
+	}
+	listen := netip.AddrPortFrom(addr, 9090).String()
+	p, err := c.RunBinary(ctx, framework.ProcessSpec{Name: "prometheus", Path: bin, Addr: addr, Args: []string{
+		"--config.file=" + file, "--storage.tsdb.path=" + filepath.Join(dir, "data"),
+		"--web.listen-address=" + listen, "--storage.tsdb.retention.time=1h",
+	}})
+	if err != nil {
+		return "", err
+	}
+	u := "http://" + listen
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if resp, err := http.Get(u + "/-/ready"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return u, nil
+			}
+		}
+		if exited, _ := p.Exited(); exited || time.Now().After(deadline) {
+			log, _ := os.ReadFile(p.LogFile)
+			return "", fmt.Errorf("prometheus did not become ready on %s\n%s", listen, log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// promQuery runs an instant query and returns the number of series in its result.
+func promQuery(ctx context.Context, base, query string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/query?query="+url.QueryEscape(query), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result []json.RawMessage `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return 0, fmt.Errorf("decode the answer to %s: %w", query, err)
+	}
+	if r.Status != "success" {
+		return 0, fmt.Errorf("query %s: %s", query, r.Error)
+	}
+	return len(r.Data.Result), nil
+}
+
+func TestPrometheusSeesLobby(t *testing.T) {
+	if suite.prometheus == "" {
+		t.Fatal("Prometheus is not running")
+	}
+	ns := testNamespace(t)
+	a := deployApp(t, ns, appSpec{name: "watched", env: map[string]string{"STARTUP_DELAY": "2s"}, hso: v1alpha1.HTTPScaledObjectSpec{
+		Hosts: []string{"watched.example.com"}, ColdStart: &v1alpha1.ColdStartSpec{MaxPendingRequests: ptr.To[int32](2)}}})
+	ctx := t.Context()
+	// Two requests held through a cold start and two rejected by the queue bound, all through
+	// the same interceptor, give every panel of the dashboard something to show.
+	in := suite.lobby.Instances("interceptor")[0]
+	held := make(chan []response, 1)
+	go func() { held <- sendMany(ctx, 2, in.URL("http")+"/", "watched.example.com") }()
+	eventually(t, 10*time.Second, "two requests to be held", func() error {
+		q, err := queue(in.URL("admin"))
+		if err != nil {
+			return err
+		}
+		if q[a.key()].Held != 2 {
+			return fmt.Errorf("held = %d", q[a.key()].Held)
+		}
+		return nil
+	})
+	checkAll(t, "requests over the bound", sendMany(ctx, 2, in.URL("http")+"/", "watched.example.com"), http.StatusServiceUnavailable)
+	checkAll(t, "held requests", <-held, http.StatusOK)
+
+	for _, q := range []string{
+		fmt.Sprintf(`lobby_interceptor_requests_total{route=%q,code="200",namespace="lobby",service=~".+",pod=~".+"}`, a.key()),
+		fmt.Sprintf(`lobby_interceptor_requests_total{route=%q,code="503"}`, a.key()),
+		fmt.Sprintf(`lobby_interceptor_in_flight_requests{route=%q}`, a.key()),
+		fmt.Sprintf(`lobby_interceptor_held_requests{route=%q}`, a.key()),
+	} {
+		eventually(t, 15*time.Second, "Prometheus to have "+q, func() error {
+			n, err := promQuery(ctx, suite.prometheus, q)
+			if err == nil && n == 0 {
+				err = fmt.Errorf("no series")
+			}
+			return err
+		})
+	}
+
+	queries, err := chart.Dashboard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range queries {
+		expr := q.PromQL(a.key())
+		t.Run(q.Panel+" "+q.RefID, func(t *testing.T) {
+			eventually(t, 15*time.Second, "the dashboard query to return data: "+expr, func() error {
+				n, err := promQuery(ctx, suite.prometheus, expr)
+				if err == nil && n == 0 {
+					err = fmt.Errorf("no series")
+				}
+				return err
+			})
+		})
+	}
+}
