@@ -78,8 +78,11 @@ func (c Claim) String() string {
 	return s
 }
 
-// NormalizeHost lower-cases a host and removes a trailing dot.
+// NormalizeHost lower-cases a host and removes a trailing dot; "*" becomes "", the catch-all.
 func NormalizeHost(h string) string {
+	if h == "*" {
+		return "" // The add-on's spelling of the catch-all.
+	}
 	return strings.TrimSuffix(strings.ToLower(h), ".")
 }
 

@@ -230,11 +230,11 @@ type PlaceholderSpec struct {
 // HTTPScaledObjectSpec describes an app to route to and scale on HTTP demand.
 type HTTPScaledObjectSpec struct {
 	// Hosts routed to the target: exact names (matched case-insensitively, port ignored) or
-	// wildcards such as *.example.com. With no hosts the object is the catch-all for requests that
-	// match no host of any other object.
+	// wildcards such as *.example.com. With no hosts, or the host "*" (as the KEDA HTTP Add-on
+	// writes it), the object is the catch-all for requests that match no host of any other object.
 	// +kubebuilder:validation:MaxItems=256
 	// +kubebuilder:validation:items:MaxLength=253
-	// +kubebuilder:validation:items:Pattern=`^(\*\.)?([A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?\.)*[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?$`
+	// +kubebuilder:validation:items:Pattern=`^(\*|(\*\.)?([A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?\.)*[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)$`
 	// +optional
 	Hosts []string `json:"hosts,omitempty"`
 	// PathPrefixes routed to the target, matched on path segment boundaries; the longest wins.
