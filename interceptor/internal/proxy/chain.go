@@ -170,6 +170,10 @@ func (s *routeStage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := exchanges.Get().(*Exchange)
 	*x = Exchange{log: s.log}
 	defer func() {
+		if x.code == 0 {
+			// A handler that writes nothing answers 200, as net/http does.
+			x.code = http.StatusOK
+		}
 		x.metrics.request(x.code)
 		x.metrics.duration.Observe(s.now().Sub(start).Seconds())
 		*x = Exchange{}
@@ -183,10 +187,6 @@ func (s *routeStage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	x.metrics = s.metrics.route(x.route.Key)
 	s.next.ServeExchange(w, r, x)
-	if x.code == 0 {
-		// A handler that writes nothing answers 200, as net/http does.
-		x.code = http.StatusOK
-	}
 }
 
 // Count returns the stage that keeps the route's counters: it marks upgrade requests, lets the
