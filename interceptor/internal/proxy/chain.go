@@ -121,6 +121,7 @@ func (x *Exchange) fail(w http.ResponseWriter, err error, usePlaceholder bool) {
 		x.log.V(1).Info("client went away", "route", x.metrics.key, "held", x.state == held)
 		return
 	case usePlaceholder && x.route != nil && x.route.Placeholder != nil:
+		x.log.V(1).Info("answering with the placeholder", "route", x.metrics.key, "error", err.Error())
 		p := x.route.Placeholder
 		h := w.Header()
 		for k, v := range p.Header {
@@ -134,6 +135,8 @@ func (x *Exchange) fail(w http.ResponseWriter, err error, usePlaceholder bool) {
 	if reason := upstreamReason(err); reason != "" {
 		x.metrics.upstreamError(reason)
 		x.log.V(1).Info("forwarding failed", "route", x.metrics.key, "error", err.Error())
+	} else if code != http.StatusNotFound {
+		x.log.V(1).Info("request not forwarded", "route", x.metrics.key, "error", err.Error())
 	}
 	h := w.Header()
 	h.Del("Content-Length")
