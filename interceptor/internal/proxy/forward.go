@@ -76,7 +76,7 @@ func NewForwarder(opts ForwarderOptions) (*Forwarder, error) {
 		opts.Dial = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	}
 	if opts.MaxIdleConnsPerHost < 0 || opts.IdleConnTimeout < 0 {
-		return nil, fmt.Errorf("create forwarder: MaxIdleConnsPerHost and IdleConnTimeout must not be negative")
+		return nil, errors.New("create forwarder: MaxIdleConnsPerHost and IdleConnTimeout must not be negative")
 	}
 	if opts.MaxIdleConnsPerHost == 0 {
 		opts.MaxIdleConnsPerHost = 256
