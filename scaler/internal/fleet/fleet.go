@@ -430,7 +430,9 @@ func (f *Fleet) lose(p *pod) {
 	f.metrics.connected.Dec()
 	p.lostAt.Store(f.clock.Now().UnixNano())
 	keys := p.keys()
-	f.clock.AfterFunc(f.opts.Grace, func() { f.recompute(keys) })
+	// The callback starts a goroutine: a fake clock runs callbacks under its own lock, which
+	// recompute would take again through Now.
+	f.clock.AfterFunc(f.opts.Grace, func() { go f.recompute(keys) })
 }
 
 // subscribe reads one stream until it breaks. delivered reports whether a snapshot arrived.
