@@ -1,0 +1,54 @@
+package service
+
+import (
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+)
+
+func TestMetricFor(t *testing.T) {
+	obj := func(spec v1alpha1.HTTPScaledObjectSpec) *v1alpha1.HTTPScaledObject {
+		return &v1alpha1.HTTPScaledObject{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart"}, Spec: spec}
+	}
+	tests := []struct {
+		name string
+		spec v1alpha1.HTTPScaledObjectSpec
+		want Metric
+	}{
+		{"no metric at all is concurrency with target 100", v1alpha1.HTTPScaledObjectSpec{}, Metric{Target: 100}},
+		{"targetPendingRequests is the concurrency target when scalingMetric is absent",
+			v1alpha1.HTTPScaledObjectSpec{TargetPendingRequests: ptr.To[int32](7)}, Metric{Target: 7}},
+		{"scalingMetric.concurrency wins over targetPendingRequests",
+			v1alpha1.HTTPScaledObjectSpec{TargetPendingRequests: ptr.To[int32](7), ScalingMetric: &v1alpha1.ScalingMetricSpec{Concurrency: &v1alpha1.ConcurrencyMetricSpec{TargetValue: 30}}},
+			Metric{Target: 30}},
+		{"an unset concurrency target takes 100",
+			v1alpha1.HTTPScaledObjectSpec{ScalingMetric: &v1alpha1.ScalingMetricSpec{Concurrency: &v1alpha1.ConcurrencyMetricSpec{}}}, Metric{Target: 100}},
+		{"requestRate is the rate metric",
+			v1alpha1.HTTPScaledObjectSpec{ScalingMetric: &v1alpha1.ScalingMetricSpec{Rate: &v1alpha1.RateMetricSpec{TargetValue: 25}}}, Metric{Rate: true, Target: 25}},
+		{"an unset rate target takes 100",
+			v1alpha1.HTTPScaledObjectSpec{ScalingMetric: &v1alpha1.ScalingMetricSpec{Rate: &v1alpha1.RateMetricSpec{}}}, Metric{Rate: true, Target: 100}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.want.Name = "http-shop_002Fcart"
+			if got := MetricFor(obj(tt.spec)); got != tt.want {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMetricNameEscapesAsTheAddOnDoes(t *testing.T) {
+	for in, want := range map[[2]string]string{
+		{"default", "xkcd"}:       "http-default_002Fxkcd",
+		{"a-b", "c.d"}:            "http-a-b_002Fc.d",
+		{"Mixed0", "under_score"}: "http-Mixed0_002Funder_005Fscore",
+	} {
+		if got := MetricName(in[0], in[1]); got != want {
+			t.Errorf("MetricName(%q, %q) = %q, want %q", in[0], in[1], got, want)
+		}
+	}
+}
