@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,6 +91,32 @@ func addSlice(t *testing.T, kube kubernetes.Interface, name string, port int32) 
 // listeners, waits until its health service reports SERVING and returns a client playing KEDA.
 func startScaler(t *testing.T, kube kubernetes.Interface) externalscaler.ExternalScalerClient {
 	t.Helper()
+	r := runScaler(t, kube)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := r.health.Check(t.Context(), &healthpb.HealthCheckRequest{})
+		if err == nil && st.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the scaler's health is not SERVING after 10s: %v %v", st.GetStatus(), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return r.client
+}
+
+// runningScaler is a scaler started by runScaler.
+type runningScaler struct {
+	client    externalscaler.ExternalScalerClient
+	health    healthpb.HealthClient
+	adminAddr string
+}
+
+// runScaler builds the scaler as main does, with a fake Kubernetes client, and runs it on
+// loopback listeners.
+func runScaler(t *testing.T, kube kubernetes.Interface) *runningScaler {
+	t.Helper()
 	cfg, err := loadConfig(func(name string) (string, bool) {
 		v, ok := map[string]string{"LOBBY_INTERCEPTOR_SERVICE": testService, "POD_NAMESPACE": testNamespace}[name]
 		return v, ok
@@ -120,19 +148,11 @@ func startScaler(t *testing.T, kube kubernetes.Interface) externalscaler.Externa
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	hc := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		r, err := hc.Check(t.Context(), &healthpb.HealthCheckRequest{})
-		if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the scaler's health is not SERVING after 10s: %v %v", r.GetStatus(), err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	return &runningScaler{
+		client:    externalscaler.NewExternalScalerClient(conn),
+		health:    healthpb.NewHealthClient(conn),
+		adminAddr: s.admin.Listener.Addr().String(),
 	}
-	return externalscaler.NewExternalScalerClient(conn)
 }
 
 func ref(name string) *externalscaler.ScaledObjectRef {
@@ -391,7 +411,7 @@ func TestScalerRejectsBadReferencesWithClearCodes(t *testing.T) {
 				},
 			} {
 				err := call()
-				if st, _ := status.FromError(err); st.Code() != tt.code || !contains(st.Message(), tt.msg) {
+				if st, _ := status.FromError(err); st.Code() != tt.code || !strings.Contains(st.Message(), tt.msg) {
 					t.Errorf("%s: got %v, want code %v with %q in the message", method, err, tt.code, tt.msg)
 				}
 			}
@@ -418,11 +438,47 @@ func TestScalerRejectsBadReferencesWithClearCodes(t *testing.T) {
 	})
 }
 
-func contains(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
+func TestScalerIsNotReadyUntilAnInterceptorStreamDeliversASnapshot(t *testing.T) {
+	kube := fake.NewClientset()
+	r := runScaler(t, kube)
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + r.adminAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	eventually(t, "the informers to sync", func() bool {
+		_, body := get("/readyz")
+		return !strings.Contains(body, "not synced")
+	})
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "no interceptor stream has delivered a snapshot") {
+		t.Fatalf("/readyz = %d %q without any interceptor", code, body)
+	}
+	for _, svc := range []string{"", "externalscaler.ExternalScaler"} {
+		st, err := r.health.Check(t.Context(), &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || st.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Fatalf("health of %q = %v, %v without any interceptor, want NOT_SERVING", svc, st.GetStatus(), err)
 		}
 	}
-	return false
+	if code, _ := get("/livez"); code != http.StatusOK {
+		t.Fatalf("/livez = %d", code)
+	}
+
+	s := newStubInterceptor(t, "a")
+	addSlice(t, kube, "slice-a", s.port())
+	eventually(t, "health SERVING and /readyz 200", func() bool {
+		st, err := r.health.Check(t.Context(), &healthpb.HealthCheckRequest{})
+		code, _ := get("/readyz")
+		return err == nil && st.GetStatus() == healthpb.HealthCheckResponse_SERVING && code == http.StatusOK
+	})
+	_, metrics := get("/metrics")
+	for _, m := range []string{"lobby_scaler_interceptors 1", "lobby_scaler_interceptors_connected 1", "lobby_scaler_objects 2",
+		"lobby_scaler_stream_reconnects_total 0", "lobby_scaler_activations_total 0", `lobby_scaler_rpc_duration_seconds_count{code="OK",method="Check"}`} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("/metrics lacks %q", m)
+		}
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -222,7 +223,7 @@ func setup(ctx context.Context, c *framework.Cluster) error {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		for i := range objects {
-			if !containsString(string(b), `"`+appNamespace+"/"+objectName(i)+`"`) {
+			if !strings.Contains(string(b), `"`+appNamespace+"/"+objectName(i)+`"`) {
 				return false
 			}
 		}
@@ -245,15 +246,6 @@ func setup(ctx context.Context, c *framework.Cluster) error {
 	}
 	shared.scaler = externalscaler.NewExternalScalerClient(conn)
 	return nil
-}
-
-func containsString(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
 }
 
 // poll calls cond every 20ms until it is true or ctx ends.
