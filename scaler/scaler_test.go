@@ -115,10 +115,15 @@ type runningScaler struct {
 
 // runScaler builds the scaler as main does, with a fake Kubernetes client, and runs it on
 // loopback listeners.
-func runScaler(t *testing.T, kube kubernetes.Interface) *runningScaler {
+func runScaler(t *testing.T, kube kubernetes.Interface, env ...string) *runningScaler {
 	t.Helper()
+	vars := map[string]string{"LOBBY_INTERCEPTOR_SERVICE": testService, "POD_NAMESPACE": testNamespace}
+	for _, e := range env {
+		k, v, _ := strings.Cut(e, "=")
+		vars[k] = v
+	}
 	cfg, err := loadConfig(func(name string) (string, bool) {
-		v, ok := map[string]string{"LOBBY_INTERCEPTOR_SERVICE": testService, "POD_NAMESPACE": testNamespace}[name]
+		v, ok := vars[name]
 		return v, ok
 	})
 	if err != nil {
@@ -480,5 +485,31 @@ func TestScalerIsNotReadyUntilAnInterceptorStreamDeliversASnapshot(t *testing.T)
 		if !strings.Contains(metrics, m) {
 			t.Errorf("/metrics lacks %q", m)
 		}
+	}
+}
+
+func TestScalerAnswersUnavailableWhenNoInterceptorCountsRemain(t *testing.T) {
+	kube := fake.NewClientset()
+	s := newStubInterceptor(t, "a")
+	s.counts(stream.RouteCounts{Key: "shop/cart", Held: 1})
+	addSlice(t, kube, "slice-a", s.port())
+	r := runScaler(t, kube, "LOBBY_STREAM_GRACE=200ms")
+	eventually(t, "the held request to count", func() bool {
+		m, err := r.client.GetMetrics(t.Context(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref("cart")})
+		return err == nil && m.GetMetricValues()[0].GetMetricValueFloat() == 1
+	})
+
+	// The interceptor becomes unreachable but stays listed: after the grace period the scaler
+	// says it does not know, rather than that the app is idle.
+	s.srv.CloseClientConnections()
+	s.srv.Close()
+	eventually(t, "IsActive and GetMetrics to fail with Unavailable", func() bool {
+		_, err1 := r.client.IsActive(t.Context(), ref("cart"))
+		_, err2 := r.client.GetMetrics(t.Context(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref("cart")})
+		return status.Code(err1) == codes.Unavailable && status.Code(err2) == codes.Unavailable
+	})
+	_, err := r.client.IsActive(t.Context(), ref("cart"))
+	if !strings.Contains(status.Convert(err).Message(), "shop/cart") {
+		t.Fatalf("the Unavailable message does not name the object: %v", err)
 	}
 }

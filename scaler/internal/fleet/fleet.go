@@ -273,6 +273,8 @@ type Sum struct {
 	Active bool
 	// Interceptors is how many interceptors' counts are included.
 	Interceptors int
+	// Listed is how many interceptor pods are subscribed to, counted or not.
+	Listed int
 }
 
 // Concurrency is what the HPA scales on for the concurrency metric: in flight plus held.
@@ -281,8 +283,9 @@ func (s Sum) Concurrency() int64 { return s.InFlight + s.Held }
 // Sum returns the counts of key over every interceptor whose counts count now. It takes no lock.
 func (f *Fleet) Sum(key string) Sum {
 	now := f.clock.Now()
-	var s Sum
-	for _, p := range *f.pods.Load() {
+	pods := *f.pods.Load()
+	s := Sum{Listed: len(pods)}
+	for _, p := range pods {
 		routes, ok := f.counted(p, now)
 		if !ok {
 			continue

@@ -128,6 +128,19 @@ func (s *Server) resolve(ref *externalscaler.ScaledObjectRef) (string, *v1alpha1
 	return ref.GetNamespace() + "/" + name, o, nil
 }
 
+// sum returns the sums of key, or Unavailable when interceptor pods are listed but none of them
+// has counts that count: every stream has been down for longer than the grace period. KEDA does
+// not scale to zero on a scaler error, so a scaler cut off from the interceptors does not make
+// busy apps look idle.
+func (s *Server) sum(key string) (fleet.Sum, error) {
+	sum := s.counts.Sum(key)
+	if sum.Listed > 0 && sum.Interceptors == 0 {
+		return sum, status.Errorf(codes.Unavailable,
+			"no interceptor counts for %s: none of the %d interceptor pods has a stream up (or lost for less than the grace period)", key, sum.Listed)
+	}
+	return sum, nil
+}
+
 // IsActive reports whether the object has anything held, in flight or open on any interceptor,
 // or a non-zero request rate, whatever its scaling metric.
 func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.IsActiveResponse, error) {
@@ -135,7 +148,11 @@ func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef
 	if err != nil {
 		return nil, err
 	}
-	return &externalscaler.IsActiveResponse{Result: s.counts.Sum(key).Active}, nil
+	sum, err := s.sum(key)
+	if err != nil {
+		return nil, err
+	}
+	return &externalscaler.IsActiveResponse{Result: sum.Active}, nil
 }
 
 // StreamIsActive sends the object's current activity, then true on each idle→busy edge and false
@@ -218,7 +235,10 @@ func (s *Server) GetMetrics(_ context.Context, req *externalscaler.GetMetricsReq
 		return nil, err
 	}
 	m := MetricFor(o)
-	sum := s.counts.Sum(key)
+	sum, err := s.sum(key)
+	if err != nil {
+		return nil, err
+	}
 	v := float64(sum.Concurrency())
 	if m.Rate {
 		v = sum.Rate
