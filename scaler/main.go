@@ -156,7 +156,8 @@ func build(cfg Config, log logr.Logger, kube kubernetes.Interface, objectsInform
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	gs := grpc.NewServer(opts...)
-	service.Register(gs, service.New(objects, fl, log.WithName("service")), health)
+	svc := service.New(objects, fl, log.WithName("service"))
+	service.Register(gs, svc, health)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok\n") })
@@ -175,7 +176,8 @@ func build(cfg Config, log logr.Logger, kube kubernetes.Interface, objectsInform
 		discovery: disc,
 		objects:   objects,
 		health:    health,
-		grpc:      &service.GRPC{Server: gs, Addr: cfg.GRPCAddr, ShutdownTimeout: 5 * time.Second, Log: log.WithName("grpc")},
+		grpc: &service.GRPC{Server: gs, Addr: cfg.GRPCAddr, ShutdownTimeout: 5 * time.Second, BeforeStop: svc.Stop,
+			Log: log.WithName("grpc")},
 		admin: &server.Server{
 			HTTP: &http.Server{Addr: cfg.AdminAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second,
 				IdleTimeout: 90 * time.Second, ErrorLog: server.ErrorLog(log.WithName("admin"))},

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,6 +109,8 @@ func startScaler(t *testing.T, kube kubernetes.Interface) externalscaler.Externa
 
 // runningScaler is a scaler started by runScaler.
 type runningScaler struct {
+	// stop signals the scaler as SIGTERM does and waits until run has returned.
+	stop      func()
 	client    externalscaler.ExternalScalerClient
 	health    healthpb.HealthClient
 	adminAddr string
@@ -142,18 +145,23 @@ func runScaler(t *testing.T, kube kubernetes.Interface, env ...string) *runningS
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("scaler stopped with %v", err)
-		}
-	})
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("scaler stopped with %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	conn, err := grpc.NewClient(s.grpc.Listener.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	return &runningScaler{
+		stop:      stop,
 		client:    externalscaler.NewExternalScalerClient(conn),
 		health:    healthpb.NewHealthClient(conn),
 		adminAddr: s.admin.Listener.Addr().String(),
@@ -511,5 +519,25 @@ func TestScalerAnswersUnavailableWhenNoInterceptorCountsRemain(t *testing.T) {
 	_, err := r.client.IsActive(t.Context(), ref("cart"))
 	if !strings.Contains(status.Convert(err).Message(), "shop/cart") {
 		t.Fatalf("the Unavailable message does not name the object: %v", err)
+	}
+}
+
+func TestAStoppingScalerEndsActivityStreamsCleanly(t *testing.T) {
+	kube := fake.NewClientset()
+	s := newStubInterceptor(t, "a")
+	addSlice(t, kube, "slice-a", s.port())
+	r := runScaler(t, kube)
+	st, err := r.client.StreamIsActive(t.Context(), ref("cart"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	r.stop()
+	// A clean end of stream, not a connection cut by the end of the graceful stop: KEDA
+	// reconnects at once, to another replica.
+	if _, err := st.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("the stream ended with %v, want io.EOF", err)
 	}
 }

@@ -120,6 +120,8 @@ type GRPC struct {
 	Listener net.Listener
 	// ShutdownTimeout bounds the graceful stop; streams still open after it are cut.
 	ShutdownTimeout time.Duration
+	// BeforeStop, when set, is called as the graceful stop begins, to end long-lived streams.
+	BeforeStop func()
 	// Log receives lifecycle messages.
 	Log logr.Logger
 }
@@ -140,6 +142,9 @@ func (g *GRPC) Start(ctx context.Context) error {
 	case err := <-errc:
 		return fmt.Errorf("serve gRPC on %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
+	}
+	if g.BeforeStop != nil {
+		g.BeforeStop()
 	}
 	stopped := make(chan struct{})
 	go func() { g.Server.GracefulStop(); close(stopped) }()

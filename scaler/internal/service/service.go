@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc/codes"
@@ -49,13 +50,23 @@ type Server struct {
 	objects Objects
 	counts  Counts
 	log     logr.Logger
+	// stopping is closed by Stop: open streams end, so a graceful stop need not wait for KEDA to
+	// close them (it never does on its own).
+	stopping chan struct{}
+	stopOnce sync.Once
 }
 
 var _ externalscaler.ExternalScalerServer = (*Server)(nil)
 
 // New returns a Server answering from objects and counts.
 func New(objects Objects, counts Counts, log logr.Logger) *Server {
-	return &Server{objects: objects, counts: counts, log: log}
+	return &Server{objects: objects, counts: counts, log: log, stopping: make(chan struct{})}
+}
+
+// Stop ends every open StreamIsActive stream cleanly (the client sees the end of the stream and
+// reconnects, to another replica when this one is going away). Later streams end at once.
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() { close(s.stopping) })
 }
 
 // Metric is the scaling metric of one HTTPScaledObject.
@@ -165,6 +176,9 @@ func (s *Server) StreamIsActive(ref *externalscaler.ScaledObjectRef, srv externa
 	}
 	w := s.counts.Watch(key)
 	defer w.Close()
+	log := s.log.WithValues("object", key)
+	log.V(1).Info("activity stream opened")
+	defer log.V(1).Info("activity stream closed")
 	send := func(v bool) error {
 		if err := srv.Send(&externalscaler.IsActiveResponse{Result: v}); err != nil {
 			return fmt.Errorf("send activity of %s: %w", key, err)
@@ -180,6 +194,8 @@ func (s *Server) StreamIsActive(ref *externalscaler.ScaledObjectRef, srv externa
 	for {
 		select {
 		case <-srv.Context().Done():
+			return nil
+		case <-s.stopping:
 			return nil
 		case <-changed:
 		}
