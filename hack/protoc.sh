@@ -26,7 +26,7 @@ plugin() {
 	local dir="${cache}/${name}-${version}"
 	if [[ ! -x "${dir}/${name}" ]]; then
 		mkdir -p "${dir}"
-		GOBIN="${dir}" GOFLAGS=-mod=mod go install "${pkg}@${version}" >&2
+		GOBIN="${dir}" go install "${pkg}@${version}" >&2
 	fi
 	echo "${dir}/${name}"
 }
