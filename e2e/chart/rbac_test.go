@@ -226,7 +226,12 @@ func list(gvr schema.GroupVersionResource, ns string) call {
 
 func watch(gvr schema.GroupVersionResource, ns string) call {
 	return call{fmt.Sprintf("watch %s in %q", gvr.Resource, ns), func(ctx context.Context, d dynamic.Interface) error {
-		w, err := d.Resource(gvr).Namespace(ns).Watch(ctx, metav1.ListOptions{TimeoutSeconds: ptrTo(int64(1))})
+		// A watch list streams the current objects and a bookmark at once, so the server answers
+		// without waiting for a change; the authorizer has decided by then either way.
+		w, err := d.Resource(gvr).Namespace(ns).Watch(ctx, metav1.ListOptions{
+			SendInitialEvents: ptrTo(true), ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
+			AllowWatchBookmarks: true, TimeoutSeconds: ptrTo(int64(5)),
+		})
 		if err == nil {
 			w.Stop()
 		}
@@ -379,6 +384,7 @@ func (c *cluster) checkCalls(t *testing.T, release, ns, watchNS, appNS string) {
 			refused: []call{
 				patch(deployGVR, ns, release+"-operator"),
 				list(slicesGVR, appNS),
+				watch(slicesGVR, ""),
 				list(slicesGVR, ""),
 				list(servicesGVR, ns),
 				patch(httpsoGVR, appNS, "shop", "status"),
@@ -406,7 +412,8 @@ func (c *cluster) checkCalls(t *testing.T, release, ns, watchNS, appNS string) {
 	}
 	if watchNS != "" {
 		// Confined to the watched namespace: the same reads elsewhere are refused.
-		tests[0].refused = append(tests[0].refused, list(httpsoGVR, ""), list(servicesGVR, "elsewhere"), list(slicesGVR, ""))
+		tests[0].refused = append(tests[0].refused, list(httpsoGVR, ""), watch(httpsoGVR, ""), list(servicesGVR, "elsewhere"),
+			watch(slicesGVR, "elsewhere"))
 		tests[1].refused = append(tests[1].refused, list(httpsoGVR, ""), list(httpsoGVR, "elsewhere"))
 		tests[2].refused = append(tests[2].refused, list(httpsoGVR, ""), patch(httpsoGVR, "elsewhere", "shop"),
 			create(eventsGVR, "elsewhere", event("v1")))
