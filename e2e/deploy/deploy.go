@@ -41,15 +41,16 @@ import (
 	"github.com/lobby-http/lobby/e2e/framework"
 )
 
-// Components are lobby's binaries, in the order Install starts them.
-var Components = []string{"scaler", "interceptor", "operator"}
+// Components are lobby's binaries, in the order Install starts them: a scaler is ready only once
+// it has an interceptor's counts, so interceptors come first.
+var Components = []string{"interceptor", "scaler", "operator"}
 
 // fieldManager is the server-side apply field manager of everything deploy writes.
 const fieldManager = "lobby-e2e-deploy"
 
 // managedBy is the endpointslice.kubernetes.io/managed-by value of deploy's EndpointSlices, so the
 // EndpointSlice controller leaves them alone.
-const managedBy = "e2e.lobby.dev/deploy"
+const managedBy = "lobby-e2e-deploy"
 
 // Options says how to install lobby.
 type Options struct {
@@ -450,19 +451,20 @@ func setHosts(entries []hostEntry) error {
 	return nil
 }
 
-// bindMount bind-mounts file over target, refusing to when this process shares the host's mount
-// namespace (where the mount would change /etc/hosts for the whole machine).
+// bindMount bind-mounts file over target, refusing to when this process shares its parent's mount
+// namespace: netns re-executes the tests through `ip netns exec`, which gives them a mount
+// namespace of their own, so a shared one means the mount would change the machine's /etc/hosts.
 func bindMount(file, target string) error {
 	self, err := os.Readlink("/proc/self/ns/mnt")
 	if err != nil {
 		return err
 	}
-	host, err := os.Readlink("/proc/1/ns/mnt")
+	parent, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", os.Getppid()))
 	if err != nil {
 		return err
 	}
-	if self == host {
-		return errors.New("this process shares the host's mount namespace; run it under netns.RunTestsInside")
+	if self == parent {
+		return errors.New("this process shares its parent's mount namespace; run it under netns.RunTestsInside or netns.RunInside")
 	}
 	return syscall.Mount(file, target, "", syscall.MS_BIND, "")
 }

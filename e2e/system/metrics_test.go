@@ -17,7 +17,10 @@ import (
 	"text/template"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/lobby-http/lobby/e2e/chart"
 	"github.com/lobby-http/lobby/e2e/framework"
@@ -44,7 +47,11 @@ func startPrometheus(ctx context.Context, c *framework.Cluster, namespace string
 		return "", err
 	}
 	var conf bytes.Buffer
-	if err := tmpl.Execute(&conf, map[string]any{"Kubeconfig": c.Kubeconfig, "Namespace": namespace}); err != nil {
+	suite.promTargets = filepath.Join(dir, "targets.json")
+	if err := writeTargets(ctx, c, namespace); err != nil {
+		return "", err
+	}
+	if err := tmpl.Execute(&conf, map[string]any{"Targets": suite.promTargets}); err != nil {
 		return "", err
 	}
 	file := filepath.Join(dir, "prometheus.yml")
@@ -74,6 +81,56 @@ func startPrometheus(ctx context.Context, c *framework.Cluster, namespace string
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// writeTargets writes Prometheus' file_sd targets: every ready endpoint, on the port named admin,
+// of the Services labelled app.kubernetes.io/name=lobby in namespace, as a ServiceMonitor selects
+// them.
+func writeTargets(ctx context.Context, c *framework.Cluster, namespace string) error {
+	var svcs corev1.ServiceList
+	if err := c.Client.List(ctx, &svcs, client.InNamespace(namespace), client.MatchingLabels{"app.kubernetes.io/name": "lobby"}); err != nil {
+		return fmt.Errorf("list lobby's Services: %w", err)
+	}
+	type group struct {
+		Targets []string          `json:"targets"`
+		Labels  map[string]string `json:"labels"`
+	}
+	groups := []group{}
+	for _, svc := range svcs.Items {
+		var slices discoveryv1.EndpointSliceList
+		if err := c.Client.List(ctx, &slices, client.InNamespace(namespace), client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name}); err != nil {
+			return fmt.Errorf("list the EndpointSlices of %s: %w", svc.Name, err)
+		}
+		for _, sl := range slices.Items {
+			for _, p := range sl.Ports {
+				if p.Name == nil || *p.Name != "admin" || p.Port == nil {
+					continue
+				}
+				for _, ep := range sl.Endpoints {
+					if !ptr.Deref(ep.Conditions.Ready, true) || len(ep.Addresses) == 0 {
+						continue
+					}
+					labels := map[string]string{
+						"namespace": namespace, "service": svc.Name,
+						"component": svc.Labels["app.kubernetes.io/component"],
+					}
+					if ep.TargetRef != nil {
+						labels["pod"] = ep.TargetRef.Name
+					}
+					groups = append(groups, group{Targets: []string{fmt.Sprintf("%s:%d", ep.Addresses[0], *p.Port)}, Labels: labels})
+				}
+			}
+		}
+	}
+	b, err := json.Marshal(groups)
+	if err != nil {
+		return err
+	}
+	tmp := suite.promTargets + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, suite.promTargets)
 }
 
 // promQuery runs an instant query and returns the number of series in its result.
@@ -106,6 +163,10 @@ func promQuery(ctx context.Context, base, query string) (int, error) {
 func TestPrometheusSeesLobby(t *testing.T) {
 	if suite.prometheus == "" {
 		t.Fatal("Prometheus is not running")
+	}
+	// Earlier tests may have replaced an interceptor: scrape the current ones.
+	if err := writeTargets(t.Context(), suite.cluster, suite.lobby.Namespace); err != nil {
+		t.Fatal(err)
 	}
 	ns := testNamespace(t)
 	a := deployApp(t, ns, appSpec{name: "watched", env: map[string]string{"STARTUP_DELAY": "2s"}, hso: v1alpha1.HTTPScaledObjectSpec{

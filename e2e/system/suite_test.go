@@ -8,6 +8,7 @@ package system
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -33,9 +34,12 @@ var suite struct {
 	ingress *ingress
 	// prometheus is the URL of the Prometheus that scrapes lobby.
 	prometheus string
+	// promTargets is Prometheus' file_sd targets file.
+	promTargets string
 }
 
 func TestMain(m *testing.M) {
+	flag.Parse()
 	if netns.Inside() {
 		os.Exit(runInside(m))
 	}
