@@ -67,6 +67,9 @@ type appSpec struct {
 	targetPort int32
 	// hso fills in the routing and scaling of the HTTPScaledObject; scaleTargetRef is set.
 	hso v1alpha1.HTTPScaledObjectSpec
+	// plain deploys the app without an HTTPScaledObject (a failover Service, say), and waits
+	// for its replicas to be ready.
+	plain bool
 }
 
 // app is a deployed sample app.
@@ -139,12 +142,26 @@ func deployApp(t *testing.T, ns string, s appSpec) *app {
 		spec.CooldownPeriod = ptr.To[int32](300)
 	}
 	hso := &v1alpha1.HTTPScaledObject{ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: ns}, Spec: spec}
-	for _, o := range []client.Object{dep, svc, hso} {
+	objs := []client.Object{dep, svc, hso}
+	if s.plain {
+		objs = objs[:2]
+	}
+	for _, o := range objs {
 		if err := c.Client.Create(ctx, o); err != nil {
 			t.Fatalf("create %T %s: %v", o, s.name, err)
 		}
 	}
 	a := &app{ns: ns, name: s.name}
+	if s.plain {
+		eventually(t, 60*time.Second, "the replicas of "+a.key()+" to be ready", func() error {
+			_, ready, err := a.replicas(ctx)
+			if err == nil && ready < s.replicas {
+				err = fmt.Errorf("%d of %d ready", ready, s.replicas)
+			}
+			return err
+		})
+		return a
+	}
 	eventually(t, 30*time.Second, "every interceptor to route "+a.key(), func() error {
 		for _, in := range suite.lobby.Instances("interceptor") {
 			q, err := queue(in.URL("admin"))

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"text/template"
 	"time"
@@ -133,6 +134,18 @@ func writeTargets(ctx context.Context, c *framework.Cluster, namespace string) e
 	return os.Rename(tmp, suite.promTargets)
 }
 
+// labelValues matches Grafana's label_values(metric, label) variable query.
+var labelValues = regexp.MustCompile(`^label_values\(\s*(.+?)\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)$`)
+
+// promQL turns a Grafana query into PromQL with the same data: label_values(m, l), a Grafana
+// function, becomes count by (l) (m), one series per value of l.
+func promQL(expr string) string {
+	if m := labelValues.FindStringSubmatch(expr); m != nil {
+		return "count by (" + m[2] + ") (" + m[1] + ")"
+	}
+	return expr
+}
+
 // promQuery runs an instant query and returns the number of series in its result.
 func promQuery(ctx context.Context, base, query string) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/query?query="+url.QueryEscape(query), nil)
@@ -210,7 +223,7 @@ func TestPrometheusSeesLobby(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, q := range queries {
-		expr := q.PromQL(a.key())
+		expr := promQL(q.PromQL(a.key()))
 		t.Run(q.Panel+" "+q.RefID, func(t *testing.T) {
 			eventually(t, 15*time.Second, "the dashboard query to return data: "+expr, func() error {
 				n, err := promQuery(ctx, suite.prometheus, expr)

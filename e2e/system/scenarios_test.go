@@ -15,6 +15,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -123,7 +124,8 @@ func TestColdStartTimeout(t *testing.T) {
 	ns := testNamespace(t)
 	// The apps never become ready within the timeouts: they start after a minute.
 	slow := map[string]string{"STARTUP_DELAY": "60s"}
-	deployApp(t, ns, appSpec{name: "failover-target", replicas: 1, hso: v1alpha1.HTTPScaledObjectSpec{Hosts: []string{"failover-target.example.com"}}})
+	// A failover Service is not scaled to zero: it is what answers while the app is.
+	deployApp(t, ns, appSpec{name: "failover-target", replicas: 1, plain: true})
 	deployApp(t, ns, appSpec{name: "plain", env: slow, hso: v1alpha1.HTTPScaledObjectSpec{
 		Hosts: []string{"plain.example.com"}, Timeouts: &v1alpha1.HTTPScaledObjectTimeoutsSpec{ConditionWait: duration(2 * time.Second)}}})
 	deployApp(t, ns, appSpec{name: "failover", env: slow, hso: v1alpha1.HTTPScaledObjectSpec{
@@ -246,11 +248,15 @@ func TestEditAndDelete(t *testing.T) {
 	a := deployApp(t, ns, appSpec{name: "edited", replicas: 1, hso: v1alpha1.HTTPScaledObjectSpec{Hosts: []string{"before.example.com"}}})
 	ctx := t.Context()
 	var hso v1alpha1.HTTPScaledObject
-	if err := suite.cluster.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: a.name}, &hso); err != nil {
-		t.Fatal(err)
-	}
-	hso.Spec.Hosts = []string{"after.example.com"}
-	if err := suite.cluster.Client.Update(ctx, &hso); err != nil {
+	// The operator writes the status meanwhile: retry on conflicts, as kubectl edit would.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := suite.cluster.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: a.name}, &hso); err != nil {
+			return err
+		}
+		hso.Spec.Hosts = []string{"after.example.com"}
+		return suite.cluster.Client.Update(ctx, &hso)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the edited host to route and the old one to stop", func() error {

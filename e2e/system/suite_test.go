@@ -170,3 +170,26 @@ func (in *ingress) render(l *deploy.Lobby) ([]byte, error) {
 	}
 	return conf.Bytes(), nil
 }
+
+// TestNoForbiddenErrors runs last: lobby's processes ran all along with the tokens of the chart's
+// ServiceAccounts, so a missing permission in the chart's RBAC shows up in their logs.
+func TestNoForbiddenErrors(t *testing.T) {
+	logs, err := filepath.Glob(filepath.Join(suite.cluster.LogDir, suite.lobby.Release+"-*.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(logs) < 3 {
+		t.Fatalf("found %d logs of lobby's processes in %s, want one per process", len(logs), suite.cluster.LogDir)
+	}
+	for _, file := range logs {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if l := strings.ToLower(line); strings.Contains(l, "forbidden") || strings.Contains(l, "unauthorized") {
+				t.Errorf("%s: %s", filepath.Base(file), line)
+			}
+		}
+	}
+}
