@@ -93,6 +93,11 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
+// errNamespaceTerminating means the object's namespace is being deleted, so the API server refuses
+// new objects (the ScaledObject, events) in it; the reconcile stops without an error, a status
+// write or an event.
+var errNamespaceTerminating = errors.New("namespace is being deleted")
+
 // Reconcile brings one HTTPScaledObject's ScaledObject and status up to date. It returns errors
 // only for what a retry can fix; an invalid spec becomes a Ready=False condition instead.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (result reconcile.Result, err error) {
@@ -110,6 +115,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (resu
 	}
 	before := hso.DeepCopy()
 	defer func() {
+		if errors.Is(err, errNamespaceTerminating) {
+			// The namespace and everything in it are going away: nothing left to report on.
+			log.V(1).Info("namespace is being deleted; not reconciling")
+			err = nil
+			return
+		}
 		if perr := r.patchStatus(ctx, before, hso); perr != nil {
 			err = errors.Join(err, perr)
 		}
@@ -124,6 +135,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (resu
 	}
 	for _, step := range steps {
 		if err := step(ctx, s); err != nil {
+			if errors.Is(err, errNamespaceTerminating) {
+				return reconcile.Result{}, err
+			}
 			if s.failReason != "" {
 				// The step knows what went wrong; say so while the retry is pending.
 				r.setReady(s)
@@ -204,6 +218,8 @@ func (r *Reconciler) reconcileScaledObject(ctx context.Context, s *state) error 
 		err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(desired),
 			client.FieldOwner(FieldManager), client.ForceOwnership)
 		switch {
+		case apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause):
+			return errNamespaceTerminating
 		case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
 			// A retry would be refused the same way; the spec has to change first.
 			s.fail(ReasonScaledObjectRejected, "the API server rejected ScaledObject %s: %v", hso.Name, err)
