@@ -57,7 +57,8 @@ func (f routerFunc) Route(r *http.Request) *routing.Route { return f(r) }
 
 func newEnv(t testing.TB, log logr.Logger) *env { return newEnvWith(t, log, proxy.ForwarderOptions{}) }
 
-// newEnvWith is newEnv with forwarder options (Dial and Log are the env's).
+// newEnvWith is newEnv with forwarder options. Log is the env's; Dial, when set, is called with
+// the loopback address the pod address maps to.
 func newEnvWith(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions) *env {
 	e := &env{
 		t:      t,
@@ -67,7 +68,10 @@ func newEnvWith(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions) *env
 		routes: map[string]*routing.Route{},
 		pods:   map[string]string{},
 	}
-	var dialer net.Dialer
+	next := opts.Dial
+	if next == nil {
+		next = (&net.Dialer{}).DialContext
+	}
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		e.mu.Lock()
 		real, ok := e.pods[addr]
@@ -75,7 +79,7 @@ func newEnvWith(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions) *env
 		if !ok {
 			return nil, fmt.Errorf("test dialer: no backend for %s", addr)
 		}
-		return dialer.DialContext(ctx, network, real)
+		return next(ctx, network, real)
 	}
 	metrics, err := proxy.NewMetrics(e.prom)
 	if err != nil {

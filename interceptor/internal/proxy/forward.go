@@ -23,6 +23,15 @@ import (
 // maxAttempts bounds how many endpoints a request tries when connections fail.
 const maxAttempts = 3
 
+// dialSlotWait bounds how long a new connection waits for one of its endpoint's dial slots;
+// past it the dial goes ahead without one, so that pacing never fails a request, and delays one
+// by at most this much when dials to the endpoint are slow.
+const dialSlotWait = time.Second
+
+// errDialNotNeeded abandons a dial that waited for a slot while its request was served on a
+// connection that another request had freed.
+var errDialNotNeeded = errors.New("dial not needed: the request was served on another connection")
+
 // ForwarderOptions configure a Forwarder.
 type ForwarderOptions struct {
 	// Dial opens connections to endpoints; nil means a net.Dialer with a 5s timeout.
@@ -34,6 +43,11 @@ type ForwarderOptions struct {
 	MaxIdleConnsPerHost int
 	// IdleConnTimeout closes idle connections to endpoints after it; 0 means 90s.
 	IdleConnTimeout time.Duration
+	// MaxDialsPerHost is the most connections being opened to one endpoint at once; further
+	// requests wait for one of those or for a connection another request frees, whichever comes
+	// first. It paces the dial storm of requests released together, and does not bound the
+	// connections to an endpoint. 0 means 16.
+	MaxDialsPerHost int
 	// Log receives retries at V(1).
 	Log logr.Logger
 }
@@ -42,8 +56,9 @@ type ForwarderOptions struct {
 // target chosen by Wait, with one httputil.ReverseProxy and one transport per protocol (and
 // response-header timeout) built once, never per request.
 type Forwarder struct {
-	opts ForwarderOptions
-	rp   *httputil.ReverseProxy
+	opts  ForwarderOptions
+	rp    *httputil.ReverseProxy
+	gates dialGates
 
 	mu sync.Mutex
 	// transports is copied on write; requests only load it.
@@ -75,8 +90,11 @@ func NewForwarder(opts ForwarderOptions) (*Forwarder, error) {
 	if opts.Dial == nil {
 		opts.Dial = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	}
-	if opts.MaxIdleConnsPerHost < 0 || opts.IdleConnTimeout < 0 {
-		return nil, errors.New("create forwarder: MaxIdleConnsPerHost and IdleConnTimeout must not be negative")
+	if opts.MaxIdleConnsPerHost < 0 || opts.IdleConnTimeout < 0 || opts.MaxDialsPerHost < 0 {
+		return nil, errors.New("create forwarder: MaxIdleConnsPerHost, IdleConnTimeout and MaxDialsPerHost must not be negative")
+	}
+	if opts.MaxDialsPerHost == 0 {
+		opts.MaxDialsPerHost = 16
 	}
 	if opts.MaxIdleConnsPerHost == 0 {
 		opts.MaxIdleConnsPerHost = 256
@@ -84,7 +102,7 @@ func NewForwarder(opts ForwarderOptions) (*Forwarder, error) {
 	if opts.IdleConnTimeout == 0 {
 		opts.IdleConnTimeout = 90 * time.Second
 	}
-	f := &Forwarder{opts: opts}
+	f := &Forwarder{opts: opts, gates: dialGates{limit: opts.MaxDialsPerHost, gates: map[string]*dialGate{}}}
 	f.transports.Store(&map[transportKey]*http.Transport{})
 	f.rp = &httputil.ReverseProxy{
 		Rewrite:        rewrite,
@@ -124,6 +142,9 @@ type forward struct {
 	// body wraps the request body when there is one, so a failed connection does not close it
 	// and the request can be retried.
 	body *retryBody
+	// settled is set when the request no longer waits for a connection, so that a dial still
+	// waiting for a slot on its behalf is abandoned.
+	settled atomic.Bool
 }
 
 // ServeExchange forwards the request to an endpoint of x's snapshot.
@@ -237,15 +258,8 @@ func (f *Forwarder) transport(key transportKey) *http.Transport {
 }
 
 func (f *Forwarder) newTransport(key transportKey) *http.Transport {
-	dial := f.opts.Dial
 	t := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dial(ctx, network, addr)
-			if err != nil {
-				return nil, &dialError{err: err}
-			}
-			return c, nil
-		},
+		DialContext:           f.dial,
 		MaxIdleConns:          0, // No limit across endpoints; MaxIdleConnsPerHost bounds each.
 		MaxIdleConnsPerHost:   f.opts.MaxIdleConnsPerHost,
 		IdleConnTimeout:       f.opts.IdleConnTimeout,
@@ -271,6 +285,83 @@ func (f *Forwarder) newTransport(key transportKey) *http.Transport {
 	}
 	t.Protocols = &p
 	return t
+}
+
+// dial opens a connection to addr once one of the endpoint's dial slots is free. The transport
+// dials on behalf of a request and, while the dial is on its way, also hands that request the
+// first connection another request frees; so when a dial had to wait for its slot and its
+// request has been served meanwhile, the dial is dropped instead of adding a connection nobody
+// waits for.
+func (f *Forwarder) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	g := f.gates.enter(addr)
+	defer f.gates.leave(addr, g)
+	slot := true
+	select {
+	case g.slots <- struct{}{}:
+	default:
+		timer := time.NewTimer(dialSlotWait)
+		select {
+		case g.slots <- struct{}{}:
+			timer.Stop()
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, &dialError{err: ctx.Err()}
+		case <-timer.C:
+			slot = false
+		}
+		if fw, _ := ctx.Value(exchangeKey{}).(*forward); fw != nil && fw.settled.Load() {
+			if slot {
+				<-g.slots
+			}
+			return nil, &dialError{err: errDialNotNeeded}
+		}
+	}
+	c, err := f.opts.Dial(ctx, network, addr)
+	if slot {
+		<-g.slots
+	}
+	if err != nil {
+		return nil, &dialError{err: err}
+	}
+	return c, nil
+}
+
+// dialGates holds the dial slots of the endpoints being dialed; an endpoint's entry lives only
+// while dials to it wait or run.
+type dialGates struct {
+	limit int
+
+	mu    sync.Mutex
+	gates map[string]*dialGate
+}
+
+// dialGate is one endpoint's dial slots: a token in slots for each dial in progress.
+type dialGate struct {
+	slots chan struct{}
+	// users counts the dials holding or waiting for a slot; guarded by dialGates.mu.
+	users int
+}
+
+// enter returns the gate of addr, counting the caller as its user.
+func (d *dialGates) enter(addr string) *dialGate {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	g := d.gates[addr]
+	if g == nil {
+		g = &dialGate{slots: make(chan struct{}, d.limit)}
+		d.gates[addr] = g
+	}
+	g.users++
+	return g
+}
+
+// leave ends the caller's use of g, forgetting it when nobody else uses it.
+func (d *dialGates) leave(addr string, g *dialGate) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if g.users--; g.users == 0 {
+		delete(d.gates, addr)
+	}
 }
 
 // rewrite points the outbound request at the chosen endpoint. Host is preserved;
@@ -321,6 +412,7 @@ type roundTripper struct{ f *Forwarder }
 
 func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	fw := r.Context().Value(exchangeKey{}).(*forward)
+	defer fw.settled.Store(true)
 	for {
 		resp, err := fw.transport.RoundTrip(r)
 		if err == nil {

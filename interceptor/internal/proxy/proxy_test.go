@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -585,5 +586,103 @@ func TestHTTPSTarget(t *testing.T) {
 				t.Errorf("response = %d %q, want %d %q", r.code, r.body, tc.wantCode, tc.wantBody)
 			}
 		})
+	}
+}
+
+// pacedDialer opens connections after a delay and records how many it opened and how many were
+// being opened at once at most.
+type pacedDialer struct {
+	delay time.Duration
+
+	mu                 sync.Mutex
+	now, most, dialled int
+}
+
+func (d *pacedDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	d.mu.Lock()
+	d.now++
+	d.dialled++
+	d.most = max(d.most, d.now)
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.now--
+		d.mu.Unlock()
+	}()
+	time.Sleep(d.delay)
+	return (&net.Dialer{}).DialContext(ctx, network, addr)
+}
+
+func (d *pacedDialer) counts() (most, dialled int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.most, d.dialled
+}
+
+// getAll sends n GETs for host at once and fails t unless every one is answered 200.
+func getAll(t *testing.T, e *env, host string, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			resp, err := e.get(t.Context(), host, "/")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("status %d", resp.StatusCode)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestDialsToOneEndpointArePacedWithoutCappingItsConnections(t *testing.T) {
+	d := &pacedDialer{delay: 20 * time.Millisecond}
+	e := newEnvWith(t, testr.New(t), proxy.ForwarderOptions{Dial: d.dial, MaxDialsPerHost: 2})
+	// Every request stays at the app until all ten are there, so each needs a connection of its
+	// own: pacing must delay dials, never refuse them or bound the connections.
+	var arrived sync.WaitGroup
+	arrived.Add(10)
+	e.backend("10.0.0.1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived.Done()
+		arrived.Wait()
+	}))
+	e.route("app.test", "app", nil)
+	e.ready("app", "10.0.0.1")
+	getAll(t, e, "app.test", 10)
+	if most, dialled := d.counts(); most > 2 || dialled != 10 {
+		t.Errorf("%d dials at most at once and %d in all; want at most 2 at once and 10 in all", most, dialled)
+	}
+}
+
+func TestRequestsReleasedTogetherShareConnectionsAsTheyFree(t *testing.T) {
+	d := &pacedDialer{delay: 50 * time.Millisecond}
+	e := newEnvWith(t, testr.New(t), proxy.ForwarderOptions{Dial: d.dial, MaxDialsPerHost: 1})
+	e.backend("10.0.0.1", hello("app"))
+	route := e.route("app.test", "app", nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		getAll(t, e, "app.test", 20)
+	}()
+	eventually(t, "every request is held", func() bool { h, _, _ := countsOf(route); return h == 20 })
+	e.ready("app", "10.0.0.1")
+	<-done
+	// The first connection answers the others long before a second dial could finish; the dials
+	// that waited for their slot meanwhile are dropped.
+	if _, dialled := d.counts(); dialled >= 20 {
+		t.Errorf("%d connections opened for 20 requests released together, want fewer", dialled)
+	}
+}
+
+func TestNegativeForwarderOptionsAreRefused(t *testing.T) {
+	for _, opts := range []proxy.ForwarderOptions{{MaxDialsPerHost: -1}, {MaxIdleConnsPerHost: -1}, {IdleConnTimeout: -time.Second}} {
+		if _, err := proxy.NewForwarder(opts); err == nil || !strings.Contains(err.Error(), "must not be negative") {
+			t.Errorf("NewForwarder(%+v) = %v, want an error naming the negative option", opts, err)
+		}
 	}
 }
