@@ -1,15 +1,11 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"os"
-	"strconv"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/validation"
-
+	"github.com/lobby-http/lobby/internal/env"
 	"github.com/lobby-http/lobby/internal/logging"
 )
 
@@ -72,161 +68,45 @@ type Config struct {
 // loadConfig reads the configuration through lookup (os.LookupEnv outside tests), applying
 // defaults and validating every value. The error names each variable that is wrong.
 func loadConfig(lookup func(string) (string, bool)) (Config, error) {
-	l := loader{lookup: lookup}
+	l := env.NewLoader(lookup)
 	c := Config{
-		ProxyAddr:      l.addr("LOBBY_PROXY_ADDR", ":8080"),
-		AdminAddr:      l.addr("LOBBY_ADMIN_ADDR", ":9090"),
-		WatchNamespace: l.namespace("LOBBY_WATCH_NAMESPACE"),
+		ProxyAddr:      l.Addr("LOBBY_PROXY_ADDR", ":8080"),
+		AdminAddr:      l.Addr("LOBBY_ADMIN_ADDR", ":9090"),
+		WatchNamespace: l.Namespace("LOBBY_WATCH_NAMESPACE"),
 
-		ColdStartTimeout:      l.duration("LOBBY_COLD_START_TIMEOUT", 30*time.Second, positive),
-		ResponseHeaderTimeout: l.duration("LOBBY_RESPONSE_HEADER_TIMEOUT", 60*time.Second, positive),
-		RequestTimeout:        l.duration("LOBBY_REQUEST_TIMEOUT", 0, nonNegative),
-		MaxPendingRequests:    int64(l.integer("LOBBY_MAX_PENDING_REQUESTS", 1000, 1)),
+		ColdStartTimeout:      l.Duration("LOBBY_COLD_START_TIMEOUT", 30*time.Second, env.Positive),
+		ResponseHeaderTimeout: l.Duration("LOBBY_RESPONSE_HEADER_TIMEOUT", 60*time.Second, env.Positive),
+		RequestTimeout:        l.Duration("LOBBY_REQUEST_TIMEOUT", 0, env.NonNegative),
+		MaxPendingRequests:    int64(l.Int("LOBBY_MAX_PENDING_REQUESTS", 1000, 1)),
 
-		StreamInterval:     l.duration("LOBBY_STREAM_INTERVAL", time.Second, atLeast(10*time.Millisecond)),
-		StreamWriteTimeout: l.duration("LOBBY_STREAM_WRITE_TIMEOUT", 10*time.Second, positive),
+		StreamInterval:     l.Duration("LOBBY_STREAM_INTERVAL", time.Second, env.AtLeast(10*time.Millisecond)),
+		StreamWriteTimeout: l.Duration("LOBBY_STREAM_WRITE_TIMEOUT", 10*time.Second, env.Positive),
 
-		DrainDelay:   l.duration("LOBBY_DRAIN_DELAY", 5*time.Second, nonNegative),
-		DrainTimeout: l.duration("LOBBY_DRAIN_TIMEOUT", 40*time.Second, positive),
+		DrainDelay:   l.Duration("LOBBY_DRAIN_DELAY", 5*time.Second, env.NonNegative),
+		DrainTimeout: l.Duration("LOBBY_DRAIN_TIMEOUT", 40*time.Second, env.Positive),
 
-		MaxHeaderBytes:    l.integer("LOBBY_MAX_HEADER_BYTES", 1<<20, 4096),
-		ReadHeaderTimeout: l.duration("LOBBY_READ_HEADER_TIMEOUT", 10*time.Second, positive),
-		IdleTimeout:       l.duration("LOBBY_IDLE_TIMEOUT", 90*time.Second, positive),
+		MaxHeaderBytes:    l.Int("LOBBY_MAX_HEADER_BYTES", 1<<20, 4096),
+		ReadHeaderTimeout: l.Duration("LOBBY_READ_HEADER_TIMEOUT", 10*time.Second, env.Positive),
+		IdleTimeout:       l.Duration("LOBBY_IDLE_TIMEOUT", 90*time.Second, env.Positive),
 
-		PodName:    l.str("POD_NAME", ""),
-		Kubeconfig: l.str("KUBECONFIG", ""),
+		PodName:    l.String("POD_NAME", ""),
+		Kubeconfig: l.String("KUBECONFIG", ""),
 	}
-	c.LogLevel = parse(&l, "LOBBY_LOG_LEVEL", logging.LevelInfo, logging.ParseLevel)
-	c.LogFormat = parse(&l, "LOBBY_LOG_FORMAT", logging.FormatJSON, logging.ParseFormat)
+	c.LogLevel = env.Parse(l, "LOBBY_LOG_LEVEL", logging.LevelInfo, logging.ParseLevel)
+	c.LogFormat = env.Parse(l, "LOBBY_LOG_FORMAT", logging.FormatJSON, logging.ParseFormat)
 
 	if c.ProxyAddr == c.AdminAddr && c.ProxyAddr != "" {
-		l.fail("LOBBY_ADMIN_ADDR", fmt.Errorf("must differ from LOBBY_PROXY_ADDR (%q): the admin port is never exposed with the proxy", c.ProxyAddr))
+		l.Fail("LOBBY_ADMIN_ADDR", fmt.Errorf("must differ from LOBBY_PROXY_ADDR (%q): the admin port is never exposed with the proxy", c.ProxyAddr))
 	}
 	if c.PodName == "" {
 		h, err := os.Hostname()
 		if err != nil {
-			l.fail("POD_NAME", fmt.Errorf("unset, and the host name is unknown: %w", err))
+			l.Fail("POD_NAME", fmt.Errorf("unset, and the host name is unknown: %w", err))
 		}
 		c.PodName = h
 	}
-	if err := errors.Join(l.errs...); err != nil {
-		return Config{}, fmt.Errorf("load configuration: %w", err)
+	if err := l.Err(); err != nil {
+		return Config{}, err
 	}
 	return c, nil
-}
-
-// loader reads variables and collects their errors, so that one start reports every mistake.
-type loader struct {
-	lookup func(string) (string, bool)
-	errs   []error
-}
-
-func (l *loader) fail(name string, err error) {
-	l.errs = append(l.errs, fmt.Errorf("%s: %w", name, err))
-}
-
-// get returns the variable's value, or ok false when it is unset or empty (an empty variable is
-// how Helm renders an unset value, so it means "default" too).
-func (l *loader) get(name string) (string, bool) {
-	v, ok := l.lookup(name)
-	return v, ok && v != ""
-}
-
-func (l *loader) str(name, def string) string {
-	if v, ok := l.get(name); ok {
-		return v
-	}
-	return def
-}
-
-func (l *loader) addr(name, def string) string {
-	v := l.str(name, def)
-	if _, port, err := net.SplitHostPort(v); err != nil {
-		l.fail(name, fmt.Errorf("parse address %q: want host:port or :port: %w", v, err))
-	} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		l.fail(name, fmt.Errorf("parse address %q: port must be a number from 1 to 65535", v))
-	}
-	return v
-}
-
-func (l *loader) namespace(name string) string {
-	v := l.str(name, "")
-	if v == "" {
-		return ""
-	}
-	if msgs := validation.IsDNS1123Label(v); len(msgs) > 0 {
-		l.fail(name, fmt.Errorf("invalid namespace %q: %s", v, msgs[0]))
-	}
-	return v
-}
-
-// durationCheck returns why d is not acceptable, or "".
-type durationCheck func(d time.Duration) string
-
-func positive(d time.Duration) string {
-	if d <= 0 {
-		return "must be positive"
-	}
-	return ""
-}
-
-func nonNegative(d time.Duration) string {
-	if d < 0 {
-		return "must not be negative"
-	}
-	return ""
-}
-
-func atLeast(min time.Duration) durationCheck {
-	return func(d time.Duration) string {
-		if d < min {
-			return "must be at least " + min.String()
-		}
-		return ""
-	}
-}
-
-func (l *loader) duration(name string, def time.Duration, check durationCheck) time.Duration {
-	v, ok := l.get(name)
-	if !ok {
-		return def
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		l.fail(name, fmt.Errorf("parse duration %q: want a Go duration such as 30s or 1m30s", v))
-		return def
-	}
-	if why := check(d); why != "" {
-		l.fail(name, fmt.Errorf("%s, got %s", why, v))
-	}
-	return d
-}
-
-func (l *loader) integer(name string, def, min int) int {
-	v, ok := l.get(name)
-	if !ok {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		l.fail(name, fmt.Errorf("parse integer %q", v))
-		return def
-	}
-	if n < min {
-		l.fail(name, fmt.Errorf("must be at least %d, got %d", min, n))
-	}
-	return n
-}
-
-func parse[T any](l *loader, name string, def T, p func(string) (T, error)) T {
-	v, ok := l.get(name)
-	if !ok {
-		return def
-	}
-	t, err := p(v)
-	if err != nil {
-		l.fail(name, err)
-		return def
-	}
-	return t
 }

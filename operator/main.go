@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -18,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -27,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/lobby-http/lobby/internal/kube"
 	"github.com/lobby-http/lobby/internal/logging"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 	"github.com/lobby-http/lobby/operator/internal/controller"
@@ -55,11 +54,11 @@ func run(signals context.Context) error {
 	log := logging.New(logging.Options{Level: cfg.LogLevel, Format: cfg.LogFormat})
 	klog.SetLogger(log.WithName("client-go"))
 	ctrl.SetLogger(log)
-	kube, err := restConfig(cfg.Kubeconfig)
+	restCfg, err := kube.RESTConfig(cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}
-	mgr, err := build(signals, cfg, log, kube, nil)
+	mgr, err := build(signals, cfg, log, restCfg, nil)
 	if err != nil {
 		return err
 	}
@@ -70,24 +69,6 @@ func run(signals context.Context) error {
 	}
 	log.Info("stopped")
 	return nil
-}
-
-// restConfig returns the API server configuration from the kubeconfig path list, or the
-// in-cluster one when it is empty.
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		c, err := rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("load in-cluster configuration (set KUBECONFIG outside a cluster): %w", err)
-		}
-		return c, nil
-	}
-	rules := &clientcmd.ClientConfigLoadingRules{Precedence: filepath.SplitList(kubeconfig)}
-	c, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
-	}
-	return c, nil
 }
 
 // build constructs the manager with the reconciler registered, without starting it. It fails

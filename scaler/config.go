@@ -3,13 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"strconv"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/lobby-http/lobby/internal/env"
 	"github.com/lobby-http/lobby/internal/logging"
 )
 
@@ -59,54 +58,54 @@ type Config struct {
 // loadConfig reads the configuration through lookup (os.LookupEnv outside tests), applying
 // defaults and validating every value. The error names each variable that is wrong.
 func loadConfig(lookup func(string) (string, bool)) (Config, error) {
-	l := loader{lookup: lookup}
+	l := env.NewLoader(lookup)
 	c := Config{
-		GRPCAddr:             l.addr("LOBBY_GRPC_ADDR", ":9090"),
-		AdminAddr:            l.addr("LOBBY_ADMIN_ADDR", ":9091"),
-		InterceptorService:   l.str("LOBBY_INTERCEPTOR_SERVICE", ""),
-		InterceptorNamespace: l.str("LOBBY_INTERCEPTOR_NAMESPACE", l.str("POD_NAMESPACE", "")),
-		InterceptorPortName:  l.str("LOBBY_INTERCEPTOR_PORT_NAME", "admin"),
-		WatchNamespace:       l.str("LOBBY_WATCH_NAMESPACE", ""),
-		StreamGrace:          l.duration("LOBBY_STREAM_GRACE", 10*time.Second),
-		TLSCertFile:          l.str("LOBBY_TLS_CERT_FILE", ""),
-		TLSKeyFile:           l.str("LOBBY_TLS_KEY_FILE", ""),
-		TLSClientCAFile:      l.str("LOBBY_TLS_CLIENT_CA_FILE", ""),
-		Kubeconfig:           l.str("KUBECONFIG", ""),
-		PodName:              l.str("POD_NAME", ""),
+		GRPCAddr:             l.Addr("LOBBY_GRPC_ADDR", ":9090"),
+		AdminAddr:            l.Addr("LOBBY_ADMIN_ADDR", ":9091"),
+		InterceptorService:   l.String("LOBBY_INTERCEPTOR_SERVICE", ""),
+		InterceptorNamespace: l.String("LOBBY_INTERCEPTOR_NAMESPACE", l.String("POD_NAMESPACE", "")),
+		InterceptorPortName:  l.String("LOBBY_INTERCEPTOR_PORT_NAME", "admin"),
+		WatchNamespace:       l.String("LOBBY_WATCH_NAMESPACE", ""),
+		StreamGrace:          env.Parse(l, "LOBBY_STREAM_GRACE", 10*time.Second, parseGrace),
+		TLSCertFile:          l.String("LOBBY_TLS_CERT_FILE", ""),
+		TLSKeyFile:           l.String("LOBBY_TLS_KEY_FILE", ""),
+		TLSClientCAFile:      l.String("LOBBY_TLS_CLIENT_CA_FILE", ""),
+		Kubeconfig:           l.String("KUBECONFIG", ""),
+		PodName:              l.String("POD_NAME", ""),
 	}
-	c.LogLevel = parse(&l, "LOBBY_LOG_LEVEL", logging.LevelInfo, logging.ParseLevel)
-	c.LogFormat = parse(&l, "LOBBY_LOG_FORMAT", logging.FormatJSON, logging.ParseFormat)
+	c.LogLevel = env.Parse(l, "LOBBY_LOG_LEVEL", logging.LevelInfo, logging.ParseLevel)
+	c.LogFormat = env.Parse(l, "LOBBY_LOG_FORMAT", logging.FormatJSON, logging.ParseFormat)
 
 	switch {
 	case c.InterceptorService == "":
-		l.fail("LOBBY_INTERCEPTOR_SERVICE", errors.New("required: the name of the interceptor admin Service"))
+		l.Fail("LOBBY_INTERCEPTOR_SERVICE", errors.New("required: the name of the interceptor admin Service"))
 	default:
 		if msgs := validation.IsDNS1035Label(c.InterceptorService); len(msgs) > 0 {
-			l.fail("LOBBY_INTERCEPTOR_SERVICE", fmt.Errorf("invalid Service name %q: %s", c.InterceptorService, msgs[0]))
+			l.Fail("LOBBY_INTERCEPTOR_SERVICE", fmt.Errorf("invalid Service name %q: %s", c.InterceptorService, msgs[0]))
 		}
 	}
 	if c.InterceptorNamespace == "" {
-		l.fail("LOBBY_INTERCEPTOR_NAMESPACE", errors.New("required (or POD_NAMESPACE): the namespace of the interceptor admin Service"))
+		l.Fail("LOBBY_INTERCEPTOR_NAMESPACE", errors.New("required (or POD_NAMESPACE): the namespace of the interceptor admin Service"))
 	} else {
-		l.checkNamespace("LOBBY_INTERCEPTOR_NAMESPACE", c.InterceptorNamespace)
+		l.CheckNamespace("LOBBY_INTERCEPTOR_NAMESPACE", c.InterceptorNamespace)
 	}
 	if c.WatchNamespace != "" {
-		l.checkNamespace("LOBBY_WATCH_NAMESPACE", c.WatchNamespace)
+		l.CheckNamespace("LOBBY_WATCH_NAMESPACE", c.WatchNamespace)
 	}
 	if msgs := validation.IsValidPortName(c.InterceptorPortName); len(msgs) > 0 {
-		l.fail("LOBBY_INTERCEPTOR_PORT_NAME", fmt.Errorf("invalid port name %q: %s", c.InterceptorPortName, msgs[0]))
+		l.Fail("LOBBY_INTERCEPTOR_PORT_NAME", fmt.Errorf("invalid port name %q: %s", c.InterceptorPortName, msgs[0]))
 	}
 	if c.StreamGrace <= 0 {
-		l.fail("LOBBY_STREAM_GRACE", fmt.Errorf("must be positive, got %s", c.StreamGrace))
+		l.Fail("LOBBY_STREAM_GRACE", fmt.Errorf("must be positive, got %s", c.StreamGrace))
 	}
 	if c.GRPCAddr == c.AdminAddr {
-		l.fail("LOBBY_ADMIN_ADDR", fmt.Errorf("must differ from LOBBY_GRPC_ADDR (%q)", c.GRPCAddr))
+		l.Fail("LOBBY_ADMIN_ADDR", fmt.Errorf("must differ from LOBBY_GRPC_ADDR (%q)", c.GRPCAddr))
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		l.fail("LOBBY_TLS_KEY_FILE", errors.New("LOBBY_TLS_CERT_FILE and LOBBY_TLS_KEY_FILE are set together or not at all"))
+		l.Fail("LOBBY_TLS_KEY_FILE", errors.New("LOBBY_TLS_CERT_FILE and LOBBY_TLS_KEY_FILE are set together or not at all"))
 	}
 	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
-		l.fail("LOBBY_TLS_CLIENT_CA_FILE", errors.New("needs LOBBY_TLS_CERT_FILE and LOBBY_TLS_KEY_FILE: client certificates are verified only over TLS"))
+		l.Fail("LOBBY_TLS_CLIENT_CA_FILE", errors.New("needs LOBBY_TLS_CERT_FILE and LOBBY_TLS_KEY_FILE: client certificates are verified only over TLS"))
 	}
 	for _, v := range []struct{ name, path string }{
 		{"LOBBY_TLS_CERT_FILE", c.TLSCertFile}, {"LOBBY_TLS_KEY_FILE", c.TLSKeyFile}, {"LOBBY_TLS_CLIENT_CA_FILE", c.TLSClientCAFile},
@@ -115,72 +114,20 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 			continue
 		}
 		if _, err := os.Stat(v.path); err != nil {
-			l.fail(v.name, fmt.Errorf("read %s: %w", v.path, err))
+			l.Fail(v.name, fmt.Errorf("read %s: %w", v.path, err))
 		}
 	}
-	if err := errors.Join(l.errs...); err != nil {
-		return Config{}, fmt.Errorf("load configuration: %w", err)
+	if err := l.Err(); err != nil {
+		return Config{}, err
 	}
 	return c, nil
 }
 
-// loader reads variables and collects their errors, so that one start reports every mistake.
-type loader struct {
-	lookup func(string) (string, bool)
-	errs   []error
-}
-
-func (l *loader) fail(name string, err error) {
-	l.errs = append(l.errs, fmt.Errorf("%s: %w", name, err))
-}
-
-// str returns the variable's value, or def when it is unset or empty (an empty variable is how
-// Helm renders an unset value).
-func (l *loader) str(name, def string) string {
-	if v, ok := l.lookup(name); ok && v != "" {
-		return v
-	}
-	return def
-}
-
-func (l *loader) addr(name, def string) string {
-	v := l.str(name, def)
-	if _, port, err := net.SplitHostPort(v); err != nil {
-		l.fail(name, fmt.Errorf("parse address %q: want host:port or :port: %w", v, err))
-	} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		l.fail(name, fmt.Errorf("parse address %q: port must be a number from 1 to 65535", v))
-	}
-	return v
-}
-
-func (l *loader) checkNamespace(name, v string) {
-	if msgs := validation.IsDNS1123Label(v); len(msgs) > 0 {
-		l.fail(name, fmt.Errorf("invalid namespace %q: %s", v, msgs[0]))
-	}
-}
-
-func (l *loader) duration(name string, def time.Duration) time.Duration {
-	v := l.str(name, "")
-	if v == "" {
-		return def
-	}
+// parseGrace reads LOBBY_STREAM_GRACE; whether it is positive is checked with the other rules.
+func parseGrace(v string) (time.Duration, error) {
 	d, err := time.ParseDuration(v)
 	if err != nil {
-		l.fail(name, fmt.Errorf("parse duration %q: want a Go duration such as 10s or 1m", v))
-		return def
+		return 0, fmt.Errorf("parse duration %q: want a Go duration such as 10s or 1m", v)
 	}
-	return d
-}
-
-func parse[T any](l *loader, name string, def T, p func(string) (T, error)) T {
-	v := l.str(name, "")
-	if v == "" {
-		return def
-	}
-	t, err := p(v)
-	if err != nil {
-		l.fail(name, err)
-		return def
-	}
-	return t
+	return d, nil
 }

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -24,12 +23,11 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/lobby-http/lobby/internal/httpso"
+	"github.com/lobby-http/lobby/internal/kube"
 	"github.com/lobby-http/lobby/internal/logging"
 	"github.com/lobby-http/lobby/internal/server"
 	"github.com/lobby-http/lobby/scaler/internal/fleet"
@@ -54,15 +52,15 @@ func run(ctx context.Context) error {
 	}
 	log := logging.New(logging.Options{Level: cfg.LogLevel, Format: cfg.LogFormat})
 	klog.SetLogger(log.WithName("client-go"))
-	kube, err := restConfig(cfg.Kubeconfig)
+	restCfg, err := kube.RESTConfig(cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}
-	kubeClient, err := kubernetes.NewForConfig(kube)
+	kubeClient, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
-	hsoClient, err := httpso.NewClient(kube)
+	hsoClient, err := httpso.NewClient(restCfg)
 	if err != nil {
 		return err
 	}
@@ -75,24 +73,6 @@ func run(ctx context.Context) error {
 	log.Info("starting", "grpcAddr", cfg.GRPCAddr, "adminAddr", cfg.AdminAddr, "interceptorService",
 		cfg.InterceptorNamespace+"/"+cfg.InterceptorService, "watchNamespace", cfg.WatchNamespace, "tls", cfg.TLSCertFile != "")
 	return s.run(ctx)
-}
-
-// restConfig returns the API server configuration from the kubeconfig path list, or the
-// in-cluster one when it is empty.
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		c, err := rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("load in-cluster configuration (set KUBECONFIG outside a cluster): %w", err)
-		}
-		return c, nil
-	}
-	rules := &clientcmd.ClientConfigLoadingRules{Precedence: filepath.SplitList(kubeconfig)}
-	c, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
-	}
-	return c, nil
 }
 
 // scaler is the wired scaler, ready to run.
