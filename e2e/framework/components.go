@@ -80,12 +80,23 @@ func waitFor(ctx context.Context, what string, p *Process, check func(context.Co
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("%s: %s exited: %w (log: %s)", what, p.Name, exitErr(p.waitErr), p.LogFile)
+			// The cluster's folder goes when Start fails, so the error carries the log's end.
+			return fmt.Errorf("%s: %s exited: %w; the end of its log %s:\n%s", what, p.Name, exitErr(p.waitErr), p.LogFile, logTail(p.LogFile, 20))
 		case <-ctx.Done():
 			return fmt.Errorf("%s: not ready within %s: %w (last check: %v)", what, readyTimeout, ctx.Err(), last)
 		case <-time.After(pollInterval):
 		}
 	}
+}
+
+// logTail returns the last n lines of the file, or why it could not be read.
+func logTail(file string, n int) string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
 }
 
 // httpReady returns a check that GETs url with client and wants 200.
