@@ -1,0 +1,370 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/netns"
+	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+)
+
+// appPort is the port of every app Service and of the backend the EndpointSlices point at.
+const appPort = 8080
+
+// suite is the shared setup: one cluster, the binaries, and a backend.
+type suite struct {
+	cluster     *framework.Cluster
+	kube        kubernetes.Interface // an admin clientset without client-side throttling
+	interceptor string               // the interceptor binary
+	bare        string               // the baseline binary (internal/bare)
+	backend     netip.Addr           // the backend's address; it serves on appPort
+	nofile      uint64               // this process's RLIMIT_NOFILE, which the processes it starts inherit
+	setupErr    error
+}
+
+var shared suite
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		shared.setupErr = errors.New("skipping the process benchmarks in short mode: they start a control plane")
+		os.Exit(m.Run())
+	}
+	if err := netns.Available(); err != nil {
+		shared.setupErr = fmt.Errorf("skipping the process benchmarks: %w", err)
+		os.Exit(m.Run())
+	}
+	if !netns.Inside() {
+		os.Exit(netns.RunTestsInside(m))
+	}
+	os.Exit(runInside(m))
+}
+
+func runInside(m *testing.M) int {
+	ctx := context.Background()
+	// 10,000 held requests need 10,000 descriptors on each side, and more for the backend: the
+	// soft limit goes up to the hard one (raising that needs CAP_SYS_RESOURCE), and the processes
+	// started below inherit it. BenchmarkHeldMemory checks that it is enough.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: read RLIMIT_NOFILE: %v\n", err)
+		return 1
+	}
+	lim.Cur = lim.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: raise RLIMIT_NOFILE to %d: %v\n", lim.Max, err)
+		return 1
+	}
+	shared.nofile = lim.Cur
+	c, err := framework.Start(ctx, framework.Options{WithoutKEDA: true, WithoutKubelet: true, KeepDir: os.Getenv("LOBBY_E2E_KEEP") != ""})
+	if err != nil {
+		if errors.Is(err, framework.ErrNoBinaries) && os.Getenv("CI") != "true" {
+			shared.setupErr = err
+			return m.Run()
+		}
+		fmt.Fprintf(os.Stderr, "FAIL: start the local cluster: %v\n", err)
+		return 1
+	}
+	shared.cluster = c
+	if err := setup(ctx, c); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: set up the benchmarks: %v\n", err)
+		c.DumpLogs(stderrTB{})
+		_ = c.Stop()
+		return 1
+	}
+	code := m.Run()
+	if err := c.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: stop the local cluster: %v\n", err)
+		code = 1
+	}
+	if err := framework.RemoveBuilds(); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+		code = 1
+	}
+	return code
+}
+
+// stderrTB lets DumpLogs print outside a test.
+type stderrTB struct{}
+
+func (stderrTB) Helper() {}
+func (stderrTB) Logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+}
+
+func setup(ctx context.Context, c *framework.Cluster) error {
+	cfg := *c.RESTConfig
+	// The routes benchmark creates thousands of objects; the API server is the only limit.
+	cfg.QPS, cfg.Burst = 5000, 5000
+	kube, err := kubernetes.NewForConfig(&cfg)
+	if err != nil {
+		return fmt.Errorf("admin clientset: %w", err)
+	}
+	shared.kube = kube
+	if shared.interceptor, err = c.Build(ctx, "./interceptor"); err != nil {
+		return err
+	}
+	if shared.bare, err = c.Build(ctx, "./e2e/bench/internal/bare"); err != nil {
+		return err
+	}
+	if shared.backend, err = c.AllocAddr(); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(shared.backend, appPort).String())
+	if err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "hello, world\n")
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return nil
+}
+
+func need(tb testing.TB) {
+	tb.Helper()
+	if shared.setupErr != nil {
+		tb.Skip(shared.setupErr)
+	}
+}
+
+// pinned wraps a command in `taskset -c cpu` when taskset is there, so the process and every
+// thread it starts run on that core only. The process id stays the command's: taskset execs it.
+func pinned(cpu int, path string, args ...string) (string, []string, bool) {
+	ts, err := exec.LookPath("taskset")
+	if err != nil {
+		return path, args, false
+	}
+	return ts, append([]string{"-c", strconv.Itoa(cpu), path}, args...), true
+}
+
+// pinSelf moves every thread of this process to cpus (a taskset list such as "0" or "0,1").
+func pinSelf(cpus string) error {
+	out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, strconv.Itoa(os.Getpid())).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("taskset -a -p -c %s: %w: %s", cpus, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// interceptor starts the interceptor binary as the chart configures it, with extra settings,
+// optionally pinned to core 1, and waits until its /queue lists every key of want.
+func startInterceptor(ctx context.Context, tb testing.TB, name string, pin bool, extra []string, want func(map[string]queueCounts) bool) (*framework.Process, string, string) {
+	tb.Helper()
+	addr, err := shared.cluster.AllocAddr()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	path, args := shared.interceptor, []string(nil)
+	if pin {
+		path, args, _ = pinned(1, path)
+	}
+	env := append([]string{"KUBECONFIG=" + shared.cluster.Kubeconfig, "LOBBY_LOG_FORMAT=console",
+		"POD_NAME=" + name, "POD_NAMESPACE=lobby",
+		"LOBBY_PROXY_ADDR=$(POD_IP):8080", "LOBBY_ADMIN_ADDR=$(POD_IP):9090", "LOBBY_DRAIN_DELAY=0s"}, extra...)
+	p, err := shared.cluster.RunBinary(ctx, framework.ProcessSpec{Name: name, Path: path, Args: args, Addr: addr, Env: env})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = p.Stop() })
+	admin := "http://" + net.JoinHostPort(addr.String(), "9090")
+	if err := poll(ctx, 2*time.Minute, "the interceptor to route every HTTPScaledObject", func() bool {
+		q, err := queue(ctx, admin)
+		return err == nil && want(q)
+	}); err != nil {
+		tb.Fatalf("%v (log: %s)", err, p.LogFile)
+	}
+	return p, net.JoinHostPort(addr.String(), "8080"), admin
+}
+
+// queueCounts is the part of an interceptor /queue entry the benchmarks read.
+type queueCounts struct {
+	Held int64 `json:"held"`
+}
+
+func queue(ctx context.Context, admin string) (map[string]queueCounts, error) {
+	var q map[string]queueCounts
+	err := getJSON(ctx, admin+"/queue", &q)
+	return q, err
+}
+
+// startBare starts the baseline binary with args, named name, on a fresh address, optionally
+// pinned to core 1, and returns it with its address.
+func startBare(ctx context.Context, tb testing.TB, name string, pin bool, args ...string) (*framework.Process, netip.Addr) {
+	tb.Helper()
+	addr, err := shared.cluster.AllocAddr()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	path := shared.bare
+	if pin {
+		path, args, _ = pinned(1, path, args...)
+	}
+	p, err := shared.cluster.RunBinary(ctx, framework.ProcessSpec{Name: name, Path: path, Args: args, Addr: addr})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = p.Stop() })
+	return p, addr
+}
+
+// waitListening waits until something accepts connections on addr.
+func waitListening(ctx context.Context, tb testing.TB, addr string) {
+	tb.Helper()
+	if err := poll(ctx, 30*time.Second, addr+" to listen", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// route creates the HTTPScaledObject name (host name.test) in ns, its Service, and an
+// EndpointSlice whose one endpoint is the backend, ready or not.
+func route(ctx context.Context, kube kubernetes.Interface, ns, name string, ready bool) error {
+	o := &v1alpha1.HTTPScaledObject{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1alpha1.HTTPScaledObjectSpec{
+			Hosts:          []string{name + ".test"},
+			ScaleTargetRef: v1alpha1.ScaleTargetRef{Name: name, Kind: "Deployment", APIVersion: "apps/v1", Service: name, Port: appPort},
+		},
+	}
+	if err := shared.cluster.Client.Create(ctx, o); err != nil {
+		return fmt.Errorf("create HTTPScaledObject %s/%s: %w", ns, name, err)
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: appPort}}},
+	}
+	if _, err := kube.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create Service %s/%s: %w", ns, name, err)
+	}
+	if _, err := kube.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice(ns, name, name, ready, shared.backend.String()), metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create EndpointSlice %s/%s: %w", ns, name, err)
+	}
+	return nil
+}
+
+// slice is an EndpointSlice of Service svc with one endpoint per address, each ready or not.
+func slice(ns, name, svc string, ready bool, addrs ...string) *discoveryv1.EndpointSlice {
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+			Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](appPort)}},
+	}
+	for i, a := range addrs {
+		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{
+			Addresses:  []string{a},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready)},
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: svc + "-" + strconv.Itoa(i)},
+		})
+	}
+	return s
+}
+
+func namespace(ctx context.Context, ns string) error {
+	_, err := shared.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("create namespace %s: %w", ns, err)
+	}
+	return nil
+}
+
+// rss returns the resident set size of process pid, from VmRSS in /proc/<pid>/status.
+func rss(pid int) (int64, error) { return procStatus(pid, "VmRSS:") }
+
+// procStatus returns a field of /proc/<pid>/status counted in kB (VmRSS:, VmHWM:), in bytes.
+func procStatus(pid int, field string) (int64, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse %s of process %d: %q", field, pid, v)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
+// poll calls cond every 50ms until it is true, or fails after within.
+func poll(ctx context.Context, within time.Duration, what string, cond func() bool) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s: %w", what, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// percentile returns the q quantile of sorted durations, in milliseconds.
+func percentile(sorted []time.Duration, q float64) float64 {
+	d := sorted[min(len(sorted)-1, int(q*float64(len(sorted))))]
+	return float64(d) / float64(time.Millisecond)
+}
+
+func sorted(d []time.Duration) []time.Duration {
+	d = slices.Clone(d)
+	slices.Sort(d)
+	return d
+}
+
+// getJSON decodes the JSON answer of GET url into v.
+func getJSON(ctx context.Context, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// seq numbers the objects and processes of successive benchmark runs, so that none reuses a name.
+var seq atomic.Int64
+
+func next(prefix string) string { return prefix + "-" + strconv.FormatInt(seq.Add(1), 10) }
