@@ -2,9 +2,11 @@ package proxy_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -83,6 +85,8 @@ type wakeSide interface {
 	awaitHeld(i, n int) error
 	// release lets the requests of round i go.
 	release(i int) error
+	// dials returns how many connections to the backend the proxy has opened so far.
+	dials() (int64, error)
 }
 
 // runWake sends held requests per round through s and reports how long after release they were
@@ -92,6 +96,10 @@ func runWake(b *testing.B, s wakeSide, backend *httptest.Server, held int) {
 	defer client.CloseIdleConnections()
 	var all []time.Duration
 	var worst time.Duration
+	dialled, err := s.dials()
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.ResetTimer()
 	for i := range b.N {
 		if err := s.prepare(i); err != nil {
@@ -131,6 +139,11 @@ func runWake(b *testing.B, s wakeSide, backend *httptest.Server, held int) {
 	}
 	b.StopTimer()
 	report(b, all, worst)
+	n, err := s.dials()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(n-dialled)/float64(b.N), "conns/round")
 }
 
 func wakeHost(i int) string    { return fmt.Sprintf("app%d.test", i) }
@@ -140,19 +153,32 @@ func wakePod(i int) string     { return fmt.Sprintf("10.%d.%d.%d", 1+i>>16&0xff,
 // newWakeSide returns the proxy side named side in front of the backend: "lobby" (the chain with
 // its defaults), "lobby-unpaced" (the chain with dial pacing off) or "bare".
 func newWakeSide(t testing.TB, side, backend string, held int) wakeSide {
+	c := &dialCounter{}
 	switch side {
 	case "bare":
-		return newBareWake(t, backend)
+		return newBareWake(t, backend, c)
 	case "lobby-unpaced":
-		opts := proxy.ForwarderOptions{MaxDialsPerHost: 1 << 20}
-		return &lobbyWake{e: newEnvWith(t, logr.Discard(), opts), backend: backend, held: held}
+		opts := proxy.ForwarderOptions{Dial: c.dial, MaxDialsPerHost: 1 << 20}
+		return &lobbyWake{dialCounter: c, e: newEnvWith(t, logr.Discard(), opts), backend: backend, held: held}
 	default:
-		return &lobbyWake{e: newEnv(t, logr.Discard()), backend: backend, held: held}
+		opts := proxy.ForwarderOptions{Dial: c.dial}
+		return &lobbyWake{dialCounter: c, e: newEnvWith(t, logr.Discard(), opts), backend: backend, held: held}
 	}
 }
 
+// dialCounter opens connections and counts them.
+type dialCounter struct{ n atomic.Int64 }
+
+func (c *dialCounter) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c.n.Add(1)
+	return (&net.Dialer{}).DialContext(ctx, network, addr)
+}
+
+func (c *dialCounter) dials() (int64, error) { return c.n.Load(), nil }
+
 // lobbyWake holds requests in the whole chain until the round's EndpointSlice turns ready.
 type lobbyWake struct {
+	*dialCounter
 	e       *env
 	backend string
 	held    int
@@ -181,14 +207,15 @@ func (l *lobbyWake) release(i int) error {
 
 // bareWake is an httputil.ReverseProxy behind a handler that holds requests on a channel.
 type bareWake struct {
+	*dialCounter
 	srv       *httptest.Server
 	transport *http.Transport
 	gate      atomic.Pointer[chan struct{}]
 	arrived   atomic.Int64
 }
 
-func newBareWake(t testing.TB, backend string) *bareWake {
-	w := &bareWake{transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DisableCompression: true}}
+func newBareWake(t testing.TB, backend string, c *dialCounter) *bareWake {
+	w := &bareWake{dialCounter: c, transport: &http.Transport{DialContext: c.dial, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DisableCompression: true}}
 	target := &url.URL{Scheme: "http", Host: backend}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -313,6 +340,12 @@ func TestWakeProxyProcess(t *testing.T) {
 			err = s.awaitHeld(i, n)
 		case "release":
 			err = s.release(i)
+		case "dials":
+			var d int64
+			if d, err = s.dials(); err == nil {
+				fmt.Fprintln(stdout, "ok", d)
+				continue
+			}
 		default:
 			err = fmt.Errorf("unknown command %q", verb)
 		}
@@ -365,24 +398,46 @@ func startWakeProcess(b *testing.B, side, backend string, held int) *wakeProcess
 	return p
 }
 
-func (p *wakeProcess) call(format string, args ...any) error {
+// call sends a command and returns what follows the "ok" of its answer.
+func (p *wakeProcess) call(format string, args ...any) (string, error) {
 	if _, err := fmt.Fprintf(p.in, format+"\n", args...); err != nil {
-		return err
+		return "", err
 	}
 	line, err := p.out.ReadString('\n')
 	if err != nil {
-		return fmt.Errorf("proxy process: %w", err)
+		return "", fmt.Errorf("proxy process: %w", err)
 	}
-	if line != "ok\n" {
-		return fmt.Errorf("proxy process: %s", strings.TrimSpace(line))
+	rest, ok := strings.CutPrefix(strings.TrimSpace(line), "ok")
+	if !ok {
+		return "", fmt.Errorf("proxy process: %s", strings.TrimSpace(line))
 	}
-	return nil
+	return strings.TrimSpace(rest), nil
 }
 
-func (p *wakeProcess) url() string              { return p.proxy }
-func (p *wakeProcess) prepare(i int) error      { return p.call("prepare %d", i) }
-func (p *wakeProcess) awaitHeld(i, n int) error { return p.call("held %d %d", i, n) }
-func (p *wakeProcess) release(i int) error      { return p.call("release %d", i) }
+func (p *wakeProcess) url() string { return p.proxy }
+
+func (p *wakeProcess) prepare(i int) error {
+	_, err := p.call("prepare %d", i)
+	return err
+}
+
+func (p *wakeProcess) awaitHeld(i, n int) error {
+	_, err := p.call("held %d %d", i, n)
+	return err
+}
+
+func (p *wakeProcess) release(i int) error {
+	_, err := p.call("release %d", i)
+	return err
+}
+
+func (p *wakeProcess) dials() (int64, error) {
+	n, err := p.call("dials")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(n, 10, 64)
+}
 
 // pinSelf pins every thread of this process to cpu, with GOMAXPROCS=1, and returns the function
 // that undoes it. It skips b when the machine has fewer than two cores or no taskset.
