@@ -205,7 +205,9 @@ func TestStreamNotifyNeverBlocks(t *testing.T) {
 }
 
 func TestStreamStuckSubscriber(t *testing.T) {
-	f := newStreamFixture(t, StreamOptions{WriteTimeout: 200 * time.Millisecond, Buffer: 2})
+	// The write timeout must be long enough for the healthy subscriber to take a megabyte frame
+	// under the race detector, which slows encoding and decoding several times.
+	f := newStreamFixture(t, StreamOptions{WriteTimeout: time.Second, Buffer: 2})
 	// Frames of about a megabyte fill the stuck subscriber's socket buffers quickly.
 	routes := make([]stream.RouteCounts, 10000)
 	for i := range routes {
