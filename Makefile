@@ -75,10 +75,11 @@ test: verify tools
 	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -count=1 -timeout 60m -p 1 -tags e2e $(E2E_PKGS)
 	cd hack/images && $(GO) test -count=1 ./...
 
-## bench: the benchmarks, as ratios against baselines measured in the same run (see docs/benchmarks.md).
+## bench: the benchmarks, as ratios against baselines measured in the same run (see docs/benchmarks.md);
+## one package at a time, so that no benchmark shares the cores with another.
 .PHONY: bench
 bench: tools
-	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./...
+	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -p 1 -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./...
 
 ## demo: a local control plane with lobby and a sample app at zero: a request held through a cold start.
 .PHONY: demo
