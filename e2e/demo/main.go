@@ -25,10 +25,10 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/lobby-http/lobby/e2e/apps"
 	"github.com/lobby-http/lobby/e2e/coldstart"
 	"github.com/lobby-http/lobby/e2e/deploy"
 	"github.com/lobby-http/lobby/e2e/framework"
@@ -150,43 +150,14 @@ func run(ctx context.Context, out io.Writer) (err error) {
 // deployApp creates the sample app's namespace, Deployment (0 replicas), Service and
 // HTTPScaledObject.
 func deployApp(ctx context.Context, c client.Client) error {
-	labels := map[string]string{"app": appName}
+	dep, svc := apps.Echo{
+		Namespace: appNamespace, Name: appName, GracePeriodSeconds: 5,
+		Env: map[string]string{"STARTUP_DELAY": "1s"},
+	}.Objects()
 	objs := []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNamespace}},
-		&appsv1.Deployment{
-			ObjectMeta: metav1.ObjectMeta{Name: appName, Namespace: appNamespace},
-			Spec: appsv1.DeploymentSpec{
-				Replicas: ptr.To[int32](0),
-				Selector: &metav1.LabelSelector{MatchLabels: labels},
-				Template: corev1.PodTemplateSpec{
-					ObjectMeta: metav1.ObjectMeta{Labels: labels},
-					Spec: corev1.PodSpec{
-						TerminationGracePeriodSeconds: ptr.To[int64](5),
-						Containers: []corev1.Container{{
-							Name:  "hello",
-							Image: "lobby.test/echo",
-							Env: []corev1.EnvVar{
-								{Name: "PORT", Value: "8080"},
-								{Name: "STARTUP_DELAY", Value: "1s"},
-								{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
-							},
-							Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-							ReadinessProbe: &corev1.Probe{
-								ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
-								PeriodSeconds: 1,
-							},
-						}},
-					},
-				},
-			},
-		},
-		&corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: appName, Namespace: appNamespace},
-			Spec: corev1.ServiceSpec{
-				Selector: labels,
-				Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}},
-			},
-		},
+		dep,
+		svc,
 		&v1alpha1.HTTPScaledObject{
 			ObjectMeta: metav1.ObjectMeta{Name: appName, Namespace: appNamespace},
 			Spec: v1alpha1.HTTPScaledObjectSpec{

@@ -21,10 +21,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/lobby-http/lobby/e2e/apps"
 	"github.com/lobby-http/lobby/internal/stream"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -86,53 +86,10 @@ func deployApp(t *testing.T, ns string, s appSpec) *app {
 	t.Helper()
 	ctx := t.Context()
 	c := suite.cluster
-	const port = 8080
-	target := s.targetPort
-	if target == 0 {
-		target = port
-	}
-	portName := s.portName
-	if portName == "" {
-		portName = "http"
-	}
-	labels := map[string]string{"app": s.name}
-	env := []corev1.EnvVar{
-		{Name: "PORT", Value: fmt.Sprint(port)},
-		{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
-	}
-	for k, v := range s.env {
-		env = append(env, corev1.EnvVar{Name: k, Value: v})
-	}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: ns},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(s.replicas),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					TerminationGracePeriodSeconds: ptr.To[int64](10),
-					Containers: []corev1.Container{{
-						Name:  "echo",
-						Image: "lobby.test/echo",
-						Env:   env,
-						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: port}},
-						ReadinessProbe: &corev1.Probe{
-							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(port)}},
-							PeriodSeconds: 1,
-						},
-					}},
-				},
-			},
-		},
-	}
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: ns},
-		Spec: corev1.ServiceSpec{
-			Selector: labels,
-			Ports:    []corev1.ServicePort{{Name: portName, Port: 80, TargetPort: intstr.FromInt32(target)}},
-		},
-	}
+	dep, svc := apps.Echo{
+		Namespace: ns, Name: s.name, Replicas: s.replicas, Env: s.env,
+		ServicePortName: s.portName, TargetPort: s.targetPort,
+	}.Objects()
 	spec := s.hso
 	spec.ScaleTargetRef = v1alpha1.ScaleTargetRef{Name: s.name, Kind: "Deployment", APIVersion: "apps/v1", Service: s.name, Port: 80}
 	if spec.Replicas == nil {
