@@ -40,11 +40,30 @@ func NewClient(cfg *rest.Config) (rest.Interface, error) {
 }
 
 // NewInformer returns an informer of the HTTPScaledObjects in namespace (all namespaces when
-// empty). Its objects are *v1alpha1.HTTPScaledObject.
+// empty). Its objects are *v1alpha1.HTTPScaledObject, reduced by Trim before they are cached.
 func NewInformer(client rest.Interface, namespace string, resync time.Duration) cache.SharedIndexInformer {
 	lw := cache.NewListWatchFromClient(client, v1alpha1.Resource, namespace, fields.Everything())
-	return cache.NewSharedIndexInformer(lw, &v1alpha1.HTTPScaledObject{}, resync,
+	inf := cache.NewSharedIndexInformer(lw, &v1alpha1.HTTPScaledObject{}, resync,
 		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	// SetTransform fails only once the informer has started; this one has not.
+	_ = inf.SetTransform(Trim)
+	return inf
+}
+
+// Trim is the informer's transform: it drops what no lobby binary reads from a cached
+// HTTPScaledObject (managed fields, annotations such as kubectl's last-applied copy of the whole
+// object, labels and status), keeping the name, namespace, UID, resource version, generation,
+// creation time and the spec. Other objects pass unchanged.
+func Trim(obj any) (any, error) {
+	o, ok := obj.(*v1alpha1.HTTPScaledObject)
+	if !ok {
+		return obj, nil
+	}
+	o.ManagedFields = nil
+	o.Annotations = nil
+	o.Labels = nil
+	o.Status = v1alpha1.HTTPScaledObjectStatus{}
+	return o, nil
 }
 
 // Key returns the "namespace/name" key lobby uses for an object everywhere: routes, counts, the

@@ -100,3 +100,41 @@ func TestResolve(t *testing.T) {
 		})
 	}
 }
+
+func TestTrimKeepsWhatTheBinariesReadAndDropsTheRest(t *testing.T) {
+	value := "v"
+	o := &v1alpha1.HTTPScaledObject{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "app", Namespace: "ns", UID: "u-1", ResourceVersion: "7", Generation: 3,
+			CreationTimestamp: metav1.Unix(100, 0),
+			Annotations:       map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{…}"},
+			Labels:            map[string]string{"team": "a"},
+			ManagedFields:     []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+		},
+		Spec: v1alpha1.HTTPScaledObjectSpec{
+			Hosts:   []string{"a.example.com"},
+			Headers: []v1alpha1.Header{{Name: "X-Env", Value: &value}},
+		},
+		Status: v1alpha1.HTTPScaledObjectStatus{TargetService: "app:80"},
+	}
+	spec := *o.Spec.DeepCopy()
+	got, err := Trim(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := got.(*v1alpha1.HTTPScaledObject)
+	if h.Name != "app" || h.Namespace != "ns" || h.UID != "u-1" || h.ResourceVersion != "7" || h.Generation != 3 ||
+		!h.CreationTimestamp.Equal(&o.CreationTimestamp) {
+		t.Errorf("identity, version, generation or creation time lost: %+v", h.ObjectMeta)
+	}
+	if !reflect.DeepEqual(h.Spec, spec) {
+		t.Errorf("spec changed: got %+v, want %+v", h.Spec, spec)
+	}
+	if h.Annotations != nil || h.Labels != nil || h.ManagedFields != nil || h.Status.TargetService != "" {
+		t.Errorf("unread fields kept: %+v, status %+v", h.ObjectMeta, h.Status)
+	}
+	other := "not an HTTPScaledObject"
+	if got, err := Trim(other); err != nil || got != other {
+		t.Errorf("Trim(%q) = %v, %v; want it unchanged", other, got, err)
+	}
+}
