@@ -77,7 +77,7 @@ func TestDiscoveryListsTheAdminPortOfEveryEndpointOfTheService(t *testing.T) {
 		}
 		return false
 	})
-	if !d.HasSynced() {
-		t.Fatal("HasSynced is false after the targets were listed")
-	}
+	// The informer counts as synced once its initial list has been handed out, which can be a
+	// moment after the handler saw the targets.
+	waitFor(t, "HasSynced after the targets were listed", d.HasSynced)
 }
