@@ -60,7 +60,7 @@ func (i *Informer) Start(ctx context.Context) error {
 	slices := cache.NewReflectorWithOptions(cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector = discoveryv1.LabelServiceName
-			return i.client.DiscoveryV1().EndpointSlices(ns).List(ctx, o)
+			return i.listSlices(ctx, o, nil)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector = discoveryv1.LabelServiceName
@@ -69,7 +69,7 @@ func (i *Informer) Start(ctx context.Context) error {
 	}, i.client), &discoveryv1.EndpointSlice{}, sliceSink{i}, cache.ReflectorOptions{Name: "endpointslices", Logger: &log})
 	services := cache.NewReflectorWithOptions(cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return i.client.CoreV1().Services(ns).List(ctx, o)
+			return i.listServices(ctx, o, nil)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			return i.client.CoreV1().Services(ns).Watch(ctx, o)
@@ -126,12 +126,16 @@ func (i *Informer) fetchLoop(ctx context.Context) {
 // fetch lists the Services and EndpointSlices of keys and applies them to the Store.
 func (i *Informer) fetch(ctx context.Context, keys []serviceKey) error {
 	if len(keys) > bulkFetch {
-		svcs, err := i.client.CoreV1().Services(i.namespace).List(ctx, metav1.ListOptions{})
+		want := make(map[serviceKey]struct{}, len(keys))
+		for _, k := range keys {
+			want[k] = struct{}{}
+		}
+		wanted := func(ns, name string) bool { _, ok := want[serviceKey{ns, name}]; return ok }
+		svcs, err := i.listServices(ctx, metav1.ListOptions{}, wanted)
 		if err != nil {
 			return fmt.Errorf("list services: %w", err)
 		}
-		sls, err := i.client.DiscoveryV1().EndpointSlices(i.namespace).List(ctx,
-			metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName})
+		sls, err := i.listSlices(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName}, wanted)
 		if err != nil {
 			return fmt.Errorf("list endpoint slices: %w", err)
 		}
@@ -159,6 +163,104 @@ func (i *Informer) fetch(ctx context.Context, keys []serviceKey) error {
 		i.store.applyFetch(keys[n:n+1], svcs, sls)
 	}
 	return nil
+}
+
+// listServices lists the Services of the watched namespace in pages of listPage (unless o sets
+// its own limit), keeping of each only what the Store reads (see trimService), and only those
+// for which wanted is true (all when wanted is nil). The list has the first page's resource
+// version: the pages of one list are one snapshot.
+func (i *Informer) listServices(ctx context.Context, o metav1.ListOptions, wanted func(ns, name string) bool) (*corev1.ServiceList, error) {
+	out := &corev1.ServiceList{}
+	err := pages(ctx, o, func(ctx context.Context, o metav1.ListOptions) (string, error) {
+		l, err := i.client.CoreV1().Services(i.namespace).List(ctx, o)
+		if err != nil {
+			return "", err
+		}
+		if out.ResourceVersion == "" {
+			out.ResourceVersion = l.ResourceVersion
+		}
+		for n := range l.Items {
+			if s := &l.Items[n]; wanted == nil || wanted(s.Namespace, s.Name) {
+				out.Items = append(out.Items, trimService(s))
+			}
+		}
+		return l.Continue, nil
+	})
+	return out, err
+}
+
+// listSlices is listServices for EndpointSlices (see trimSlice); wanted is given the name of the
+// slice's Service.
+func (i *Informer) listSlices(ctx context.Context, o metav1.ListOptions, wanted func(ns, name string) bool) (*discoveryv1.EndpointSliceList, error) {
+	out := &discoveryv1.EndpointSliceList{}
+	err := pages(ctx, o, func(ctx context.Context, o metav1.ListOptions) (string, error) {
+		l, err := i.client.DiscoveryV1().EndpointSlices(i.namespace).List(ctx, o)
+		if err != nil {
+			return "", err
+		}
+		if out.ResourceVersion == "" {
+			out.ResourceVersion = l.ResourceVersion
+		}
+		for n := range l.Items {
+			if s := &l.Items[n]; wanted == nil || wanted(s.Namespace, s.Labels[discoveryv1.LabelServiceName]) {
+				out.Items = append(out.Items, trimSlice(s))
+			}
+		}
+		return l.Continue, nil
+	})
+	return out, err
+}
+
+// listPage is the page size of the Informer's lists: each page is reduced to what the Store
+// reads before the next one is fetched, so listing the whole cluster holds one page of whole
+// objects at a time, not all of them.
+const listPage = 500
+
+// pages calls page with o, then with each continue token page returns, until it returns none.
+// A request for any version (resource version "0", the reflectors' first list) asks for the
+// latest instead, and continued requests carry no resource version of their own, as the API
+// requires.
+func pages(ctx context.Context, o metav1.ListOptions, page func(context.Context, metav1.ListOptions) (string, error)) error {
+	if o.Limit == 0 {
+		o.Limit = listPage
+	}
+	if o.ResourceVersion == "0" {
+		// "Any version" is answered from the API server's cache in one piece, ignoring the limit;
+		// the latest version is answered in pages.
+		o.ResourceVersion, o.ResourceVersionMatch = "", ""
+	}
+	for {
+		next, err := page(ctx, o)
+		if err != nil || next == "" {
+			return err
+		}
+		o.Continue, o.ResourceVersion, o.ResourceVersionMatch = next, "", ""
+	}
+}
+
+// trimService copies what the Store reads of a Service: its identity, resource version and
+// ports.
+func trimService(s *corev1.Service) corev1.Service {
+	return corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, ResourceVersion: s.ResourceVersion},
+		Spec:       corev1.ServiceSpec{Ports: s.Spec.Ports},
+	}
+}
+
+// trimSlice copies what the Store reads of an EndpointSlice: its identity, resource version,
+// Service label, address type, ports, and each endpoint's addresses and conditions.
+func trimSlice(s *discoveryv1.EndpointSlice) discoveryv1.EndpointSlice {
+	eps := make([]discoveryv1.Endpoint, len(s.Endpoints))
+	for n, e := range s.Endpoints {
+		eps[n] = discoveryv1.Endpoint{Addresses: e.Addresses, Conditions: e.Conditions}
+	}
+	return discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, ResourceVersion: s.ResourceVersion,
+			Labels: map[string]string{discoveryv1.LabelServiceName: s.Labels[discoveryv1.LabelServiceName]}},
+		AddressType: s.AddressType,
+		Endpoints:   eps,
+		Ports:       s.Ports,
+	}
 }
 
 // takePending returns the Services waiting to be fetched and clears the set.

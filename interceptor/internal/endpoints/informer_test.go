@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // eventually polls cond until it holds or a few seconds have passed.
@@ -111,5 +113,83 @@ func TestFetchResultsOlderThanEventsAreIgnored(t *testing.T) {
 	}
 	if svcState := s.services[serviceKey{"ns", "app"}]; svcState.fetching || svcState.sliceTombs != nil {
 		t.Errorf("the service is still marked as being fetched")
+	}
+}
+
+func TestListsFollowPagesAndKeepOnlyWhatTheStoreReads(t *testing.T) {
+	var objs []runtime.Object
+	for i := range 7 {
+		name := fmt.Sprintf("app-%d", i)
+		sl := newSlice("ns", name, name+"-1", map[string]int32{"": 8080}, ep{addr: fmt.Sprintf("10.0.0.%d", i+1)})
+		sl.Annotations = map[string]string{"big": "annotation"}
+		sl.Labels["other"] = "label"
+		sl.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "controller"}}
+		sl.Endpoints[0].TargetRef = &corev1.ObjectReference{Kind: "Pod", Name: name}
+		objs = append(objs, sl)
+	}
+	client := fake.NewClientset(objs...)
+	// The fake ignores limits: serve pages of two, with the offset of the next as the token.
+	var requests []metav1.ListOptions
+	client.PrependReactor("list", "endpointslices", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		o := a.(k8stesting.ListActionImpl).ListOptions
+		requests = append(requests, o)
+		from := 0
+		if o.Continue != "" {
+			from, _ = strconv.Atoi(o.Continue)
+		}
+		l := &discoveryv1.EndpointSliceList{ListMeta: metav1.ListMeta{ResourceVersion: fmt.Sprint(100 + len(requests))}}
+		for n := from; n < len(objs) && n < from+int(o.Limit); n++ {
+			l.Items = append(l.Items, *objs[n].(*discoveryv1.EndpointSlice))
+		}
+		if next := from + int(o.Limit); next < len(objs) {
+			l.Continue = strconv.Itoa(next)
+		}
+		return true, l, nil
+	})
+	inf := NewInformer(NewStore(logr.Discard()), client, "", logr.Discard())
+
+	got, err := inf.listSlices(t.Context(), metav1.ListOptions{Limit: 2, ResourceVersion: "0"},
+		func(ns, svc string) bool { return svc != "app-3" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(requests) != 4 {
+		t.Errorf("%d list requests, want 4 pages of at most 2", len(requests))
+	}
+	for n, o := range requests[1:] {
+		if o.Continue == "" || o.ResourceVersion != "" {
+			t.Errorf("request %d: continue %q, resource version %q; want a token and no version", n+2, o.Continue, o.ResourceVersion)
+		}
+	}
+	if requests[0].ResourceVersion != "" || requests[0].Limit != 2 {
+		t.Errorf("first request: resource version %q, limit %d; want the latest version (any is answered unpaged) and limit 2",
+			requests[0].ResourceVersion, requests[0].Limit)
+	}
+	if got.ResourceVersion != "101" {
+		t.Errorf("list version %q, want the first page's, 101", got.ResourceVersion)
+	}
+	if len(got.Items) != 6 {
+		t.Fatalf("%d slices, want the 6 of wanted services", len(got.Items))
+	}
+	for _, s := range got.Items {
+		if s.Labels[discoveryv1.LabelServiceName] == "app-3" {
+			t.Errorf("slice %s of an unwanted service kept", s.Name)
+		}
+		if len(s.Labels) != 1 || s.Annotations != nil || s.ManagedFields != nil || s.Endpoints[0].TargetRef != nil {
+			t.Errorf("slice %s keeps what the store does not read: %+v", s.Name, s)
+		}
+		want := compact(objs[0].(*discoveryv1.EndpointSlice))
+		if c := compact(&s); len(c.ports) != 1 || c.ports[0] != want.ports[0] || len(c.ready) != 1 {
+			t.Errorf("slice %s lost what the store reads: %+v", s.Name, c)
+		}
+	}
+
+	// Without a limit of its own a list asks for pages of listPage.
+	requests = nil
+	if _, err := inf.listSlices(t.Context(), metav1.ListOptions{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(requests) != 1 || requests[0].Limit != listPage {
+		t.Errorf("requests %+v, want one with limit %d", requests, listPage)
 	}
 }
