@@ -132,7 +132,8 @@ func runScaler(t *testing.T, kube kubernetes.Interface, env ...string) *runningS
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := build(cfg, testr.New(t), kube, objectsInformer(testObjects()), prometheus.NewRegistry())
+	objects := objectsInformer(testObjects())
+	s, err := build(cfg, testr.New(t), kube, objects, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,6 +156,14 @@ func runScaler(t *testing.T, kube kubernetes.Interface, env ...string) *runningS
 		})
 	}
 	t.Cleanup(stop)
+	// Like KEDA, the tests talk to a scaler that has listed the HTTPScaledObjects; until then it
+	// answers Unavailable (see TestAStartingScalerAnswersUnavailable).
+	for deadline := time.Now().Add(5 * time.Second); !objects.HasSynced(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the HTTPScaledObject informer did not sync within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	conn, err := grpc.NewClient(s.grpc.Listener.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

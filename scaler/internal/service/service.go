@@ -31,6 +31,9 @@ const DefaultTargetValue = 100
 type Objects interface {
 	// Get returns the object namespace/name, or false when there is none.
 	Get(namespace, name string) (*v1alpha1.HTTPScaledObject, bool)
+	// HasSynced reports whether the objects have been listed once; before that, a missing
+	// object may just not be known yet.
+	HasSynced() bool
 }
 
 // Counts gives the sums over the interceptors; *fleet.Fleet implements it.
@@ -133,6 +136,11 @@ func (s *Server) resolve(ref *externalscaler.ScaledObjectRef) (string, *v1alpha1
 			MetadataKey, ref.GetNamespace(), ref.GetNamespace(), ref.GetName())
 	}
 	o, ok := s.objects.Get(ref.GetNamespace(), name)
+	if !ok && !s.objects.HasSynced() {
+		// A scaler that has just started has not listed the objects yet: KEDA retries
+		// Unavailable, and NotFound would be a false answer.
+		return "", nil, status.Errorf(codes.Unavailable, "scaler is starting: HTTPScaledObjects are not listed yet (looking for %s/%s)", ref.GetNamespace(), name)
+	}
 	if !ok {
 		return "", nil, status.Errorf(codes.NotFound, "HTTPScaledObject %s/%s not found", ref.GetNamespace(), name)
 	}

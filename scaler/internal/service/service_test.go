@@ -1,11 +1,16 @@
 package service
 
 import (
+	"strings"
 	"testing"
 
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/lobby-http/lobby/internal/externalscaler"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -50,5 +55,47 @@ func TestMetricNameEscapesAsTheAddOnDoes(t *testing.T) {
 		if got := MetricName(in[0], in[1]); got != want {
 			t.Errorf("MetricName(%q, %q) = %q, want %q", in[0], in[1], got, want)
 		}
+	}
+}
+
+// objectsFake is a fixed set of objects that has or has not been listed yet.
+type objectsFake struct {
+	objs   map[string]*v1alpha1.HTTPScaledObject
+	synced bool
+}
+
+func (o objectsFake) Get(namespace, name string) (*v1alpha1.HTTPScaledObject, bool) {
+	h, ok := o.objs[namespace+"/"+name]
+	return h, ok
+}
+
+func (o objectsFake) HasSynced() bool { return o.synced }
+
+func TestAStartingScalerAnswersUnavailable(t *testing.T) {
+	known := map[string]*v1alpha1.HTTPScaledObject{"shop/cart": {}}
+	ref := func(name string) *externalscaler.ScaledObjectRef {
+		return &externalscaler.ScaledObjectRef{Name: name, Namespace: "shop", ScalerMetadata: map[string]string{MetadataKey: name}}
+	}
+	for _, tc := range []struct {
+		name    string
+		synced  bool
+		object  string
+		want    codes.Code
+		message string
+	}{
+		{"An object not listed yet is Unavailable while the objects are being listed.", false, "cart-2", codes.Unavailable, "scaler is starting"},
+		{"An unknown object is NotFound once the objects are listed.", true, "cart-2", codes.NotFound, "shop/cart-2 not found"},
+		{"A known object is found even before the list has finished.", false, "cart", codes.OK, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New(objectsFake{objs: known, synced: tc.synced}, nil, logr.Discard())
+			_, _, err := s.resolve(ref(tc.object))
+			if got := status.Code(err); got != tc.want {
+				t.Fatalf("resolve = %v (code %v), want code %v", err, got, tc.want)
+			}
+			if err != nil && !strings.Contains(err.Error(), tc.message) {
+				t.Fatalf("resolve = %v, want a message containing %q", err, tc.message)
+			}
+		})
 	}
 }
