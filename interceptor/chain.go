@@ -4,22 +4,17 @@ import (
 	"net/http"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 
+	"github.com/lobby-http/lobby/interceptor/internal/counts"
 	"github.com/lobby-http/lobby/interceptor/internal/proxy"
 	"github.com/lobby-http/lobby/interceptor/internal/routing"
 )
 
 // newProxyHandler returns the proxy's handler chain: route, count, wait for a ready endpoint,
-// forward (see docs/proxy.md). Connections to app pods are opened with dial; metrics are
-// registered with reg.
-func newProxyHandler(router *routing.Router, reg prometheus.Registerer, log logr.Logger, dial dialFunc) (http.Handler, error) {
+// forward (see docs/proxy.md). Connections to app pods are opened with dial.
+func newProxyHandler(router *routing.Router, metrics *proxy.Metrics, log logr.Logger, dial dialFunc) (http.Handler, error) {
 	clk := clock.RealClock{}
-	metrics, err := proxy.NewMetrics(reg)
-	if err != nil {
-		return nil, err
-	}
 	forwarder, err := proxy.NewForwarder(proxy.ForwarderOptions{Dial: dial, Log: log})
 	if err != nil {
 		return nil, err
@@ -28,4 +23,19 @@ func newProxyHandler(router *routing.Router, reg prometheus.Registerer, log logr
 		proxy.Count(
 			proxy.Wait(clk.Now,
 				forwarder))), nil
+}
+
+// routeCounters is what the routing watcher keeps per route: the counters, and the proxy's
+// per-route metric series, which are dropped with the counters when a route is gone.
+type routeCounters struct {
+	*counts.Registry
+	metrics *proxy.Metrics
+}
+
+var _ routing.CounterRegistry = routeCounters{}
+
+// Retain drops the counters and the metric series of the routes whose keys are not in keep.
+func (c routeCounters) Retain(keep map[string]struct{}) {
+	c.Registry.Retain(keep)
+	c.metrics.Retain(keep)
 }

@@ -253,6 +253,11 @@ func TestAgainstAPIServer(t *testing.T) {
 			return code == http.StatusNotFound
 		})
 		t.Logf("unroutable %v after delete", took)
+		// The deleted route's metric series go with it (just after the new table is in place).
+		eventually(t, time.Second, "the deleted route's metric series to go", func() bool {
+			_, metrics := r.get(t, r.adminURL+"/metrics", "")
+			return !strings.Contains(metrics, `route="default/web"`)
+		})
 	})
 
 	t.Run("A held request is forwarded once its EndpointSlice turns ready.", func(t *testing.T) {

@@ -26,6 +26,7 @@ import (
 	"github.com/lobby-http/lobby/interceptor/internal/admin"
 	"github.com/lobby-http/lobby/interceptor/internal/counts"
 	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/interceptor/internal/proxy"
 	"github.com/lobby-http/lobby/interceptor/internal/routing"
 	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/internal/kube"
@@ -114,13 +115,17 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		RequestTimeout:        cfg.RequestTimeout,
 		MaxPending:            cfg.MaxPendingRequests,
 	}
-	watcher, err := routing.NewWatcher(httpso.NewInformer(hsoClient, cfg.WatchNamespace, 0), router, store, registry,
+	metrics, err := proxy.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	watcher, err := routing.NewWatcher(httpso.NewInformer(hsoClient, cfg.WatchNamespace, 0), router, store, routeCounters{registry, metrics},
 		defaults, reg, log.WithName("routing"))
 	if err != nil {
 		return nil, err
 	}
 
-	handler, err := newProxyHandler(router, reg, log.WithName("proxy"), dial)
+	handler, err := newProxyHandler(router, metrics, log.WithName("proxy"), dial)
 	if err != nil {
 		return nil, err
 	}

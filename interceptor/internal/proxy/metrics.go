@@ -90,6 +90,28 @@ func (m *Metrics) route(key string) *routeMetrics {
 	return v.(*routeMetrics)
 }
 
+// Retain deletes the series of routes whose keys are not in keep, so that the metrics of deleted
+// HTTPScaledObjects do not stay until the interceptor restarts. It is called after a rebuild of
+// the routing table. A request still finishing on a dropped route records into series that are
+// no longer exported; a later request on a route of the same key starts new series.
+func (m *Metrics) Retain(keep map[string]struct{}) {
+	m.byRoute.Range(func(k, _ any) bool {
+		key := k.(string)
+		if _, ok := keep[key]; ok {
+			return true
+		}
+		m.byRoute.Delete(key)
+		labels := prometheus.Labels{"route": key}
+		m.requests.DeletePartialMatch(labels)
+		m.duration.DeletePartialMatch(labels)
+		m.coldStart.DeletePartialMatch(labels)
+		m.rejections.DeletePartialMatch(labels)
+		m.upstream.DeletePartialMatch(labels)
+		m.clientGone.DeletePartialMatch(labels)
+		return true
+	})
+}
+
 // unrouted returns the metrics of requests that match no route.
 func (m *Metrics) unrouted() *routeMetrics {
 	m.noRouteOnce.Do(func() {
