@@ -8,8 +8,6 @@ package activation
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -31,7 +29,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/lobby-http/lobby/e2e/framework"
-	"github.com/lobby-http/lobby/e2e/netns"
 	"github.com/lobby-http/lobby/internal/externalscaler"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -49,66 +46,15 @@ const (
 
 // env is the shared setup: one cluster, one interceptor, one scaler, and a KEDA-side client.
 type env struct {
-	cluster  *framework.Cluster
-	proxy    string // the interceptor's proxy address
-	scaler   externalscaler.ExternalScalerClient
-	conn     *grpc.ClientConn
-	setupErr error
+	cluster *framework.Cluster
+	proxy   string // the interceptor's proxy address
+	scaler  externalscaler.ExternalScalerClient
 }
 
 var shared env
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	if testing.Short() {
-		shared.setupErr = errors.New("skipping the activation tests in short mode: they start a control plane")
-		os.Exit(m.Run())
-	}
-	if !netns.Inside() {
-		os.Exit(netns.RunTestsInside(m))
-	}
-	os.Exit(runInside(m))
-}
-
-func runInside(m *testing.M) int {
-	ctx := context.Background()
-	c, err := framework.Start(ctx, framework.Options{WithoutKEDA: true, WithoutKubelet: true, KeepDir: os.Getenv("LOBBY_E2E_KEEP") != ""})
-	if err != nil {
-		if errors.Is(err, framework.ErrNoBinaries) && os.Getenv("CI") != "true" {
-			shared.setupErr = err
-			return m.Run()
-		}
-		fmt.Fprintf(os.Stderr, "FAIL: start the local cluster: %v\n", err)
-		return 1
-	}
-	shared.cluster = c
-	if err := setup(ctx, c); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: start lobby: %v\n", err)
-		c.DumpLogs(stderrTB{})
-		_ = c.Stop()
-		return 1
-	}
-	code := m.Run()
-	if shared.conn != nil {
-		shared.conn.Close()
-	}
-	if err := c.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: stop the local cluster: %v\n", err)
-		code = 1
-	}
-	if err := framework.RemoveBuilds(); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
-		code = 1
-	}
-	return code
-}
-
-// stderrTB lets DumpLogs print outside a test.
-type stderrTB struct{}
-
-func (stderrTB) Helper() {}
-func (stderrTB) Logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, format+"\n", args...)
+	os.Exit(framework.RunSuite(m, framework.Options{WithoutKEDA: true, WithoutKubelet: true}, setup))
 }
 
 func objectName(i int) string { return "app-" + strconv.Itoa(i) }
@@ -117,6 +63,7 @@ func objectName(i int) string { return "app-" + strconv.Itoa(i) }
 // builds and starts the interceptor and the scaler as the chart configures them, and connects a
 // KEDA-side gRPC client once the scaler's health is SERVING.
 func setup(ctx context.Context, c *framework.Cluster) error {
+	shared.cluster = c
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	for _, ns := range []string{lobbyNamespace, appNamespace} {
@@ -236,7 +183,7 @@ func setup(ctx context.Context, c *framework.Cluster) error {
 	if err != nil {
 		return fmt.Errorf("dial the scaler: %w", err)
 	}
-	shared.conn = conn
+	c.OnStop(conn.Close)
 	hc := healthpb.NewHealthClient(conn)
 	if err := poll(ctx, "the scaler's health to be SERVING", func() bool {
 		r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "externalscaler.ExternalScaler"})
@@ -262,9 +209,7 @@ func poll(ctx context.Context, what string, cond func() bool) error {
 
 func need(tb testing.TB) {
 	tb.Helper()
-	if shared.setupErr != nil {
-		tb.Skip(shared.setupErr)
-	}
+	framework.SuiteCluster(tb)
 }
 
 func ref(name string) *externalscaler.ScaledObjectRef {

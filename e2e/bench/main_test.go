@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -28,7 +26,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/lobby-http/lobby/e2e/framework"
-	"github.com/lobby-http/lobby/e2e/netns"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -43,80 +40,28 @@ type suite struct {
 	bare        string               // the baseline binary (internal/bare)
 	backend     netip.Addr           // the backend's address; it serves on appPort
 	nofile      uint64               // this process's RLIMIT_NOFILE, which the processes it starts inherit
-	setupErr    error
 }
 
 var shared suite
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	if testing.Short() {
-		shared.setupErr = errors.New("skipping the process benchmarks in short mode: they start a control plane")
-		os.Exit(m.Run())
-	}
-	if err := netns.Available(); err != nil {
-		shared.setupErr = fmt.Errorf("skipping the process benchmarks: %w", err)
-		os.Exit(m.Run())
-	}
-	if !netns.Inside() {
-		os.Exit(netns.RunTestsInside(m))
-	}
-	os.Exit(runInside(m))
-}
-
-func runInside(m *testing.M) int {
-	ctx := context.Background()
-	// 10,000 held requests need 10,000 descriptors on each side, and more for the backend: the
-	// soft limit goes up to the hard one (raising that needs CAP_SYS_RESOURCE), and the processes
-	// started below inherit it. BenchmarkHeldMemory checks that it is enough.
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: read RLIMIT_NOFILE: %v\n", err)
-		return 1
-	}
-	lim.Cur = lim.Max
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: raise RLIMIT_NOFILE to %d: %v\n", lim.Max, err)
-		return 1
-	}
-	shared.nofile = lim.Cur
-	c, err := framework.Start(ctx, framework.Options{WithoutKEDA: true, WithoutKubelet: true, KeepDir: os.Getenv("LOBBY_E2E_KEEP") != ""})
-	if err != nil {
-		if errors.Is(err, framework.ErrNoBinaries) && os.Getenv("CI") != "true" {
-			shared.setupErr = err
-			return m.Run()
-		}
-		fmt.Fprintf(os.Stderr, "FAIL: start the local cluster: %v\n", err)
-		return 1
-	}
-	shared.cluster = c
-	if err := setup(ctx, c); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: set up the benchmarks: %v\n", err)
-		c.DumpLogs(stderrTB{})
-		_ = c.Stop()
-		return 1
-	}
-	code := m.Run()
-	if err := c.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: stop the local cluster: %v\n", err)
-		code = 1
-	}
-	if err := framework.RemoveBuilds(); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
-		code = 1
-	}
-	return code
-}
-
-// stderrTB lets DumpLogs print outside a test.
-type stderrTB struct{}
-
-func (stderrTB) Helper() {}
-func (stderrTB) Logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, format+"\n", args...)
+	os.Exit(framework.RunSuite(m, framework.Options{WithoutKEDA: true, WithoutKubelet: true}, setup))
 }
 
 func setup(ctx context.Context, c *framework.Cluster) error {
+	shared.cluster = c
+	// 10,000 held requests need 10,000 descriptors on each side, and more for the backend: the
+	// soft limit goes up to the hard one (raising that needs CAP_SYS_RESOURCE), and the processes
+	// started later inherit it. BenchmarkHeldMemory checks that it is enough.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("read RLIMIT_NOFILE: %w", err)
+	}
+	lim.Cur = lim.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("raise RLIMIT_NOFILE to %d: %w", lim.Max, err)
+	}
+	shared.nofile = lim.Cur
 	cfg := *c.RESTConfig
 	// The routes benchmark creates thousands of objects; the API server is the only limit.
 	cfg.QPS, cfg.Burst = 5000, 5000
@@ -147,9 +92,7 @@ func setup(ctx context.Context, c *framework.Cluster) error {
 
 func need(tb testing.TB) {
 	tb.Helper()
-	if shared.setupErr != nil {
-		tb.Skip(shared.setupErr)
-	}
+	framework.SuiteCluster(tb)
 }
 
 // pinned wraps a command in `taskset -c cpu` when taskset is there, so the process and every

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/lobby-http/lobby/e2e/apps"
+	"github.com/lobby-http/lobby/e2e/framework"
 	"github.com/lobby-http/lobby/internal/stream"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -36,7 +37,7 @@ var scaledObjectGVK = schema.GroupVersionKind{Group: "keda.sh", Version: "v1alph
 // the cluster's logs are printed first.
 func testNamespace(t *testing.T) string {
 	t.Helper()
-	c := suite.cluster
+	c := framework.SuiteCluster(t)
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	name := strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(t.Name(), "-"))

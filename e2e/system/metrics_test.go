@@ -174,9 +174,7 @@ func promQuery(ctx context.Context, base, query string) (int, error) {
 }
 
 func TestPrometheusSeesLobby(t *testing.T) {
-	if suite.prometheus == "" {
-		t.Fatal("Prometheus is not running")
-	}
+	framework.SuiteCluster(t) // The suite's setup started Prometheus with the cluster.
 	// Earlier tests may have replaced an interceptor: scrape the current ones.
 	if err := writeTargets(t.Context(), suite.cluster, suite.lobby.Namespace); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ package system
 import (
 	"bytes"
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,7 +22,6 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/deploy"
 	"github.com/lobby-http/lobby/e2e/framework"
-	"github.com/lobby-http/lobby/e2e/netns"
 )
 
 // suite is the cluster, the lobby release and the ingress every test of the package shares; each
@@ -39,64 +37,30 @@ var suite struct {
 }
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	if netns.Inside() {
-		os.Exit(runInside(m))
-	}
-	os.Exit(netns.RunTestsInside(m))
+	os.Exit(framework.RunSuite(m, framework.Options{}, setup))
 }
 
-// runInside starts the shared cluster, lobby and nginx, runs the tests, and stops it all.
-func runInside(m *testing.M) int {
-	if testing.Short() {
-		fmt.Println("skipping the end-to-end suite in short mode")
-		return 0
-	}
-	ctx := context.Background()
-	c, err := framework.Start(ctx, framework.Options{})
-	if err != nil {
-		if os.Getenv("CI") != "true" && strings.Contains(err.Error(), framework.ErrNoBinaries.Error()) {
-			fmt.Printf("skipping the end-to-end suite: %v\n", err)
-			return 0
-		}
-		fmt.Fprintf(os.Stderr, "FAIL: start the cluster: %v\n", err)
-		return 1
-	}
-	defer func() {
-		if err := c.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stop the cluster: %v\n", err)
-		}
-		_ = framework.RemoveBuilds()
-	}()
+// setup installs lobby from its chart into the cluster and starts nginx and Prometheus.
+func setup(ctx context.Context, c *framework.Cluster) error {
 	suite.cluster = c
 	start := time.Now()
+	var err error
 	suite.lobby, err = deploy.Install(ctx, c, deploy.Options{
 		ValuesFiles: []string{filepath.Join("testdata", "values.yaml")},
 		Replicas:    map[string]int{"interceptor": 2, "scaler": 2, "operator": 1},
 	})
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: install lobby: %v\n", err)
-		c.DumpLogs(stderrTB{})
-		return 1
+		return fmt.Errorf("install lobby: %w", err)
 	}
 	fmt.Printf("lobby installed from the chart in %v\n", time.Since(start).Round(time.Millisecond))
-	suite.ingress, err = startIngress(ctx, c, suite.lobby)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: start nginx: %v\n", err)
-		return 1
+	if suite.ingress, err = startIngress(ctx, c, suite.lobby); err != nil {
+		return fmt.Errorf("start nginx: %w", err)
 	}
 	if suite.prometheus, err = startPrometheus(ctx, c, suite.lobby.Namespace); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: start prometheus: %v\n", err)
-		return 1
+		return fmt.Errorf("start prometheus: %w", err)
 	}
-	return m.Run()
+	return nil
 }
-
-// stderrTB prints DumpLogs' output outside a test.
-type stderrTB struct{}
-
-func (stderrTB) Helper()                    {}
-func (stderrTB) Logf(f string, args ...any) { fmt.Fprintf(os.Stderr, f+"\n", args...) }
 
 // ingress is nginx in front of the interceptors.
 type ingress struct {
@@ -174,6 +138,7 @@ func (in *ingress) render(l *deploy.Lobby) ([]byte, error) {
 // TestNoForbiddenErrors runs last: lobby's processes ran all along with the tokens of the chart's
 // ServiceAccounts, so a missing permission in the chart's RBAC shows up in their logs.
 func TestNoForbiddenErrors(t *testing.T) {
+	framework.SuiteCluster(t)
 	logs, err := filepath.Glob(filepath.Join(suite.cluster.LogDir, suite.lobby.Release+"-*.log"))
 	if err != nil {
 		t.Fatal(err)
