@@ -260,8 +260,8 @@ func localAddr(name, value string) string {
 	return value
 }
 
-// waitReady polls the readiness probe (or, without one, waits for the process to stay up for a
-// moment) until it passes, the process exits, or the bound passes.
+// waitReady polls the readiness probe until it passes, the process exits, or the bound passes. A
+// container without a readiness probe is ready once started, as Kubernetes counts it.
 func (l *Lobby) waitReady(ctx context.Context, in *Instance, probe *chart.Probe) error {
 	ctx, cancel := context.WithTimeout(ctx, l.ready)
 	defer cancel()
