@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/util/retry"
@@ -234,6 +235,18 @@ func TestScaleOutAndBackToZero(t *testing.T) {
 		}
 		if desired != 0 {
 			return fmt.Errorf("replicas = %d", desired)
+		}
+		return nil
+	})
+	// At zero means no pod left: a request sent while the last pod is still shutting down can
+	// reach it before its EndpointSlice says so (see the note on scale-down in docs/proxy.md).
+	eventually(t, time.Minute, "the app's last pod to be gone", func() error {
+		var pods corev1.PodList
+		if err := suite.cluster.Client.List(t.Context(), &pods, client.InNamespace(a.ns)); err != nil {
+			return err
+		}
+		if len(pods.Items) > 0 {
+			return fmt.Errorf("%d pods left", len(pods.Items))
 		}
 		return nil
 	})
