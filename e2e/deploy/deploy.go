@@ -132,7 +132,7 @@ func Install(ctx context.Context, c *framework.Cluster, o Options) (*Lobby, erro
 			return nil, err
 		}
 		if len(spec.Mounts) > 0 {
-			return nil, fmt.Errorf("install %s: the chart mounts Secrets %v, which local processes cannot read; leave TLS off in e2e values", comp, spec.Mounts)
+			return nil, fmt.Errorf("install %s: the chart mounts Secrets %v, which Install does not write out; leave TLS off in the release's values and run a TLS process with StartVariant", comp, spec.Mounts)
 		}
 		l.specs[comp] = spec
 		if l.bins[comp], err = c.Build(ctx, "./"+comp); err != nil {
@@ -186,15 +186,33 @@ func (l *Lobby) Start(ctx context.Context, component string) (*Instance, error) 
 	if !ok {
 		return nil, fmt.Errorf("start %q: not a component; components are %v", component, Components)
 	}
-	addr, err := l.c.AllocAddr()
-	if err != nil {
-		return nil, err
-	}
 	l.mu.Lock()
 	name := fmt.Sprintf("%s-%s-%d", l.Release, component, l.serial[component])
 	l.serial[component]++
 	l.mu.Unlock()
+	in, err := l.launch(ctx, name, spec, netip.Addr{})
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.instances[component] = append(l.instances[component], in)
+	l.mu.Unlock()
+	if err := l.publish(ctx); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
 
+// launch runs the process name as spec describes, at addr (zero: a fresh address), and waits
+// for its readiness probe.
+func (l *Lobby) launch(ctx context.Context, name string, spec chart.ProcessSpec, addr netip.Addr) (*Instance, error) {
+	component := spec.Component
+	if !addr.IsValid() {
+		var err error
+		if addr, err = l.c.AllocAddr(); err != nil {
+			return nil, err
+		}
+	}
 	env := make([]string, 0, len(spec.Env))
 	for k, v := range spec.Env {
 		env = append(env, k+"="+localAddr(k, v))
@@ -228,12 +246,6 @@ func (l *Lobby) Start(ctx context.Context, component string) (*Instance, error) 
 	in := &Instance{Component: component, Process: p, Addr: addr, Ports: spec.Ports}
 	if err := l.waitReady(ctx, in, spec.Probes.Readiness); err != nil {
 		_ = p.Stop()
-		return nil, err
-	}
-	l.mu.Lock()
-	l.instances[component] = append(l.instances[component], in)
-	l.mu.Unlock()
-	if err := l.publish(ctx); err != nil {
 		return nil, err
 	}
 	return in, nil
