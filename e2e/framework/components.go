@@ -174,7 +174,9 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 	}
 	clientURL := "http://" + hostPort(cp, clientPort)
 	peerURL := "http://" + hostPort(cp, peerPort)
-	p, err := c.start("etcd", "etcd", []string{
+	c.etcdURL = clientURL
+	// Kept for RestartEtcd. On an existing data folder etcd ignores the --initial-* flags.
+	c.etcdArgs = []string{
 		"--name=lobby-e2e",
 		"--data-dir=" + c.etcdDir,
 		"--listen-client-urls=" + clientURL,
@@ -185,12 +187,18 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 		"--initial-cluster-state=new",
 		"--log-level=warn",
 		"--logger=zap",
-	}, nil)
+	}
+	p, err := c.start("etcd", "etcd", c.etcdArgs, nil)
 	if err != nil {
 		return err
 	}
-	c.etcdURL = clientURL
-	return waitFor(ctx, "etcd", p, httpReady(&http.Client{Timeout: 2 * time.Second}, clientURL+"/health"))
+	c.etcd = p
+	return waitFor(ctx, "etcd", p, c.etcdReady())
+}
+
+// etcdReady returns a check that wants etcd's /health to answer 200.
+func (c *Cluster) etcdReady() func(context.Context) (bool, error) {
+	return httpReady(&http.Client{Timeout: 2 * time.Second}, c.etcdURL+"/health")
 }
 
 // startAPIServer runs kube-apiserver and waits for /readyz; then it writes the admin
@@ -203,7 +211,8 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 	}
 	c.APIServerURL = "https://" + hostPort(cp, port)
 	pk := c.pki
-	p, err := c.start("kube-apiserver", "kube-apiserver", []string{
+	// Kept for StartAPIServer, which starts it again on the same address.
+	c.apiServerArgs = []string{
 		"--etcd-servers=" + c.etcdURL,
 		"--bind-address=" + cp.String(),
 		"--advertise-address=" + cp.String(),
@@ -227,15 +236,18 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 		// not its Service's cluster IP.
 		"--enable-aggregator-routing=true",
 		"--profiling=false",
-	}, nil)
-	if err != nil {
-		return err
 	}
 	hc, err := tlsClient(pk.ca.certFile, pk.admin)
 	if err != nil {
 		return err
 	}
-	if err := waitFor(ctx, "kube-apiserver", p, httpReady(hc, c.APIServerURL+"/readyz")); err != nil {
+	c.apiServerReady = httpReady(hc, c.APIServerURL+"/readyz")
+	p, err := c.start("kube-apiserver", "kube-apiserver", c.apiServerArgs, nil)
+	if err != nil {
+		return err
+	}
+	c.apiServer = p
+	if err := waitFor(ctx, "kube-apiserver", p, c.apiServerReady); err != nil {
 		return err
 	}
 	c.Kubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")

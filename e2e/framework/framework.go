@@ -92,13 +92,22 @@ type Cluster struct {
 	pki     *pki
 	etcdDir string
 	etcdURL string
+	// etcdArgs and apiServerArgs are the components' flags, for restarts; apiServerReady checks
+	// the API server's /readyz as the admin.
+	etcdArgs, apiServerArgs []string
+	apiServerReady          func(context.Context) (bool, error)
 	// kedaKubeconfig is the KEDA components' kubeconfig; kedaMetricsServiceAddr the
 	// operator's gRPC metrics service, which the adapter dials.
 	kedaKubeconfig         string
 	kedaMetricsServiceAddr string
 
+	// restarts serialises the Stop/Start operations of faults.go.
+	restarts sync.Mutex
+
 	mu        sync.Mutex
-	processes []*Process // in start order
+	etcd      *Process   // the running etcd, replaced by StartEtcd
+	apiServer *Process   // the running kube-apiserver, replaced by StartAPIServer
+	processes []*Process // in start order; a restarted component's process takes its predecessor's place
 	stopFuncs []func() error
 	stopped   bool
 	stopErr   error

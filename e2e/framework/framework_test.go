@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/lobby-http/lobby/e2e/apps"
 	"github.com/lobby-http/lobby/e2e/framework"
@@ -482,4 +483,151 @@ func TestStop(t *testing.T) {
 			t.Errorf("cluster folder %s still there after Stop: %v", c.Dir, err)
 		}
 	})
+}
+
+func TestControlPlaneRestarts(t *testing.T) {
+	if shared == nil {
+		t.Skip(setupErr)
+	}
+	// A cluster of its own: the shared one must not lose its API server under other tests.
+	c, err := framework.Start(t.Context(), framework.Options{WithoutKEDA: true, WithoutKubelet: true, LogWriter: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []*framework.Process // every process the cluster ever ran
+	t.Cleanup(func() {
+		all = append(all, c.Processes()...)
+		if err := c.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+		if left := leftovers(all); len(left) > 0 {
+			t.Errorf("still running after Stop: %v", left)
+		}
+	})
+	ctx := t.Context()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "survivor", Namespace: "default"}, Data: map[string]string{"k": "v"}}
+	if err := c.Client.Create(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	process := func(name string) *framework.Process {
+		t.Helper()
+		var found *framework.Process
+		for _, p := range c.Processes() {
+			if p.Name == name {
+				if found != nil {
+					t.Fatalf("two processes named %s in the cluster's list", name)
+				}
+				found = p
+			}
+		}
+		if found == nil {
+			t.Fatalf("no process %s in the cluster's list", name)
+		}
+		return found
+	}
+	names := func() []string {
+		var n []string
+		for _, p := range c.Processes() {
+			n = append(n, p.Name)
+		}
+		return n
+	}
+	before := names()
+
+	t.Run("while the API server is stopped requests are refused; started again it serves the same objects to the same clients", func(t *testing.T) {
+		old := process("kube-apiserver")
+		all = append(all, old)
+		log := readLog(t, old.LogFile)
+		if err := c.StopAPIServer(); err != nil {
+			t.Fatal(err)
+		}
+		if exited, _ := old.Exited(); !exited {
+			t.Fatal("StopAPIServer returned before the process exited")
+		}
+		if err := c.StopAPIServer(); err == nil {
+			t.Error("stopping a stopped API server did not fail")
+		}
+		get := &corev1.ConfigMap{}
+		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(cm), get); err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("a GET while the API server is down gave %v, want connection refused", err)
+		}
+		if err := c.StartAPIServer(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.StartAPIServer(ctx); err == nil {
+			t.Error("starting a running API server did not fail")
+		}
+		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(cm), get); err != nil || get.Data["k"] != "v" {
+			t.Errorf("after the restart: %v, data %v", err, get.Data)
+		}
+		if p := process("kube-apiserver"); p == old || p.PID() == old.PID() {
+			t.Error("the process list still holds the stopped API server")
+		}
+		if got := names(); !slices.Equal(got, before) {
+			t.Errorf("processes %v after the restart, want %v in the same order", got, before)
+		}
+		checkLogKept(t, old.LogFile, log, "kube-apiserver")
+	})
+
+	t.Run("etcd restarted on its data folder keeps every object, and the API server serves writes again", func(t *testing.T) {
+		old := process("etcd")
+		all = append(all, old)
+		log := readLog(t, old.LogFile)
+		if err := c.RestartEtcd(ctx, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if p := process("etcd"); p.PID() == old.PID() {
+			t.Error("etcd has the same pid after RestartEtcd")
+		}
+		get := &corev1.ConfigMap{}
+		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(cm), get); err != nil || get.Data["k"] != "v" {
+			t.Fatalf("after the restart: %v, data %v", err, get.Data)
+		}
+		get.Data["k"] = "w"
+		if err := c.Client.Update(ctx, get); err != nil {
+			t.Errorf("update after the restart: %v", err)
+		}
+		if got := names(); !slices.Equal(got, before) {
+			t.Errorf("processes %v after the restart, want %v in the same order", got, before)
+		}
+		checkLogKept(t, old.LogFile, log, "etcd")
+	})
+
+	t.Run("RestartAPIServer keeps the API server down for the given time", func(t *testing.T) {
+		old := process("kube-apiserver")
+		all = append(all, old)
+		t0 := time.Now()
+		if err := c.RestartAPIServer(ctx, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(t0); took < 2*time.Second {
+			t.Errorf("RestartAPIServer returned after %s, before the outage ended", took)
+		}
+		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(cm), &corev1.ConfigMap{}); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// readLog returns the content of a component's log.
+func readLog(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// checkLogKept fails t unless the log still starts with what it held before the restart and
+// then says that the component was started again.
+func checkLogKept(t *testing.T, file, before, name string) {
+	t.Helper()
+	after := readLog(t, file)
+	if !strings.HasPrefix(after, before) {
+		t.Errorf("the log %s lost its earlier output across the restart", file)
+	}
+	if !strings.Contains(after[len(before):], "starting "+name+" again") {
+		t.Errorf("the log %s does not say that %s was started again; it ends:\n%s", file, name, after[max(len(after)-2000, 0):])
+	}
 }

@@ -15,6 +15,10 @@ import (
 // stopTimeout bounds how long Stop waits after SIGTERM before it sends SIGKILL.
 const stopTimeout = 10 * time.Second
 
+// errKilled, wrapped in Stop's error, means the process ignored SIGTERM for too long and was
+// killed: it is gone, but did not shut down cleanly.
+var errKilled = errors.New("killed")
+
 // Process is a program the cluster started: a control-plane component or one of lobby's
 // binaries. Its standard output and error go to LogFile.
 type Process struct {
@@ -97,7 +101,7 @@ func (p *Process) Stop() error {
 		// The group too: a component may have children of its own.
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		<-p.done
-		p.stopErr = fmt.Errorf("%s did not exit within %s of SIGTERM and was killed (log: %s)", p.Name, stopTimeout, p.LogFile)
+		p.stopErr = fmt.Errorf("%w: %s did not exit within %s of SIGTERM (log: %s)", errKilled, p.Name, stopTimeout, p.LogFile)
 	})
 	return p.stopErr
 }
