@@ -8,6 +8,11 @@
 // handler blocks every request on a channel until the release; on -admin it answers GET /held
 // with the number of requests blocked and POST /release with closing the channel, after which
 // every request, held or new, is answered 200.
+//
+// In either mode, -admin also serves GET /metrics: the Go runtime figures the benchmarks read
+// from the interceptor's own /metrics, under the same names and computed the same way as
+// client_golang's Go collector computes them (go_memstats_mallocs_total from runtime/metrics),
+// so that both processes' allocations are counted alike.
 package main
 
 import (
@@ -21,6 +26,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"runtime/metrics"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -40,7 +46,7 @@ func run(args []string) error {
 	addr := fs.String("addr", "", "address to serve on, host:port")
 	target := fs.String("target", "", "proxy mode: the backend's URL, http://host:port")
 	pool := fs.Bool("pool", false, "proxy mode: reuse copy buffers through a sync.Pool")
-	admin := fs.String("admin", "", "hold mode: address of the /held and /release endpoints")
+	admin := fs.String("admin", "", "address of /metrics, and in hold mode of /held and /release")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,7 +59,15 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		return serve(*addr, h)
+		if *admin == "" {
+			return serve(*addr, h)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /metrics", metricsHandler)
+		errc := make(chan error, 2)
+		go func() { errc <- serve(*addr, h) }()
+		go func() { errc <- serve(*admin, mux) }()
+		return <-errc
 	case "hold":
 		if *admin == "" {
 			return errors.New("-admin is required with -mode hold: the host:port of /held and /release")
@@ -127,8 +141,29 @@ func hold(addr, adminAddr string) error {
 		once.Do(func() { close(release) })
 		w.WriteHeader(http.StatusNoContent)
 	})
+	mux.HandleFunc("GET /metrics", metricsHandler)
 	errc := make(chan error, 2)
 	go func() { errc <- serve(addr, app) }()
 	go func() { errc <- serve(adminAddr, mux) }()
 	return <-errc
+}
+
+// runtimeSamples are the runtime/metrics behind metricsHandler's answer: client_golang's Go
+// collector reports go_memstats_mallocs_total as the sum of the first two (heap objects and
+// tiny allocations), and go_sched_gomaxprocs_threads as the third.
+var runtimeSamples = []string{"/gc/heap/allocs:objects", "/gc/heap/tiny/allocs:objects", "/sched/gomaxprocs:threads"}
+
+// metricsHandler answers with go_memstats_mallocs_total and go_sched_gomaxprocs_threads in the
+// Prometheus text format, read as the interceptor's Go collector reads them: runtime/metrics
+// rather than runtime.ReadMemStats, whose stop-the-world flush of the per-P caches would count
+// this process's allocations more exactly than the interceptor's are counted.
+func metricsHandler(w http.ResponseWriter, _ *http.Request) {
+	s := make([]metrics.Sample, len(runtimeSamples))
+	for i, name := range runtimeSamples {
+		s[i].Name = name
+	}
+	metrics.Read(s)
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	fmt.Fprintf(w, "go_memstats_mallocs_total %d\ngo_sched_gomaxprocs_threads %d\n",
+		s[0].Value.Uint64()+s[1].Value.Uint64(), s[2].Value.Uint64())
 }
