@@ -1,6 +1,7 @@
 package v1alpha1_test
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -160,6 +161,48 @@ func TestAPIServerRefusesInvalidObjects(t *testing.T) {
 		{"a port out of range is refused",
 			`scaleTargetRef: {name: app, service: app, port: 70000}`,
 			[]string{"spec.scaleTargetRef.port", "less than or equal to 65535"}},
+		{"more hosts than the maximum are refused",
+			`hosts: ` + hostList(257),
+			[]string{"spec.hosts", "must have at most 256 items"}},
+		{"a host longer than a DNS name is refused",
+			`hosts: [` + strings.Repeat("a", 250) + `.com]`,
+			[]string{"spec.hosts[0]", "may not be more than 253"}},
+		{"a host with characters outside host names is refused",
+			`hosts: ["shop<script>.example.com"]`,
+			[]string{"spec.hosts[0]", "should match"}},
+		{"a host with a port is refused",
+			`hosts: ["app.example.com:8080"]`,
+			[]string{"spec.hosts[0]", "should match"}},
+		{"more path prefixes than the maximum are refused",
+			`pathPrefixes: ` + pathList(257),
+			[]string{"spec.pathPrefixes", "must have at most 256 items"}},
+		{"a path prefix longer than the maximum is refused",
+			`pathPrefixes: [/` + strings.Repeat("p", 1024) + `]`,
+			[]string{"spec.pathPrefixes[0]", "may not be more than 1024"}},
+		{"more headers than the maximum are refused",
+			`headers: ` + headerList(33, 1),
+			[]string{"spec.headers", "must have at most 32 items"}},
+		{"a header value longer than the maximum is refused",
+			`headers: ` + headerList(1, 4097),
+			[]string{"spec.headers[0].value", "may not be more than 4096"}},
+		{"a duration with an unknown unit is refused",
+			`timeouts: {conditionWait: 2d}`,
+			[]string{"spec.timeouts.conditionWait", "should match"}},
+		{"a duration with spaces is refused",
+			`timeouts: {responseHeader: "10 s"}`,
+			[]string{"spec.timeouts.responseHeader", "should match"}},
+		{"a duration beyond what a Go duration holds is refused",
+			`timeouts: {request: 9999999999999h}`,
+			[]string{"spec.timeouts", "timeouts.request must be positive"}},
+		{"a rate window beyond what a Go duration holds is refused",
+			`scalingMetric: {requestRate: {targetValue: 10, window: 9999999999999h, granularity: 1s}}`,
+			[]string{"spec.scalingMetric.requestRate", "requestRate.granularity must not be longer than requestRate.window"}},
+		{"more placeholder headers than the maximum are refused",
+			`coldStart: {placeholder: {headers: ` + placeholderHeaders(33) + `}}`,
+			[]string{"spec.coldStart.placeholder.headers", "must have at most 32 items"}},
+		{"a placeholder body longer than the maximum is refused",
+			`coldStart: {placeholder: {body: ` + strings.Repeat("b", 65537) + `}}`,
+			[]string{"spec.coldStart.placeholder.body", "may not be more than 65536"}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -193,6 +236,10 @@ func TestAPIServerAcceptsValidObjects(t *testing.T) {
 		{"a placeholder overflow with a placeholder is accepted",
 			`coldStart: {maxPendingRequests: 10, overflow: Placeholder, placeholder: {statusCode: 202, body: wait}}`},
 		{"positive timeouts are accepted", `timeouts: {conditionWait: 20s, responseHeader: 1m30s, request: 5m}`},
+		{"exactly the maximum number of hosts is accepted", `hosts: ` + hostList(256)},
+		{"exactly the maximum number of path prefixes is accepted", `pathPrefixes: ` + pathList(256)},
+		{"the maximum number of headers with values of the maximum length is accepted", `headers: ` + headerList(32, 4096)},
+		{"the longest Go duration is accepted", `timeouts: {request: 2562047h}`},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -201,4 +248,41 @@ func TestAPIServerAcceptsValidObjects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hostList returns n distinct host names as a YAML flow list.
+func hostList(n int) string {
+	hosts := make([]string, n)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("h%03d.example.com", i)
+	}
+	return "[" + strings.Join(hosts, ", ") + "]"
+}
+
+// pathList returns n distinct path prefixes as a YAML flow list.
+func pathList(n int) string {
+	paths := make([]string, n)
+	for i := range paths {
+		paths[i] = fmt.Sprintf("/p%03d", i)
+	}
+	return "[" + strings.Join(paths, ", ") + "]"
+}
+
+// headerList returns n distinct route headers, each with a value of valueLen bytes, as a YAML
+// flow list.
+func headerList(n, valueLen int) string {
+	headers := make([]string, n)
+	for i := range headers {
+		headers[i] = fmt.Sprintf("{name: X-H%02d, value: %s}", i, strings.Repeat("v", valueLen))
+	}
+	return "[" + strings.Join(headers, ", ") + "]"
+}
+
+// placeholderHeaders returns n distinct response headers as a YAML flow map.
+func placeholderHeaders(n int) string {
+	headers := make([]string, n)
+	for i := range headers {
+		headers[i] = fmt.Sprintf("X-H%02d: v", i)
+	}
+	return "{" + strings.Join(headers, ", ") + "}"
 }
