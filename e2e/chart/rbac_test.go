@@ -198,17 +198,21 @@ func (c *cluster) as(t *testing.T, namespace, sa string) dynamic.Interface {
 }
 
 var (
-	httpsoGVR     = schema.GroupVersionResource{Group: "http.keda.sh", Version: "v1alpha1", Resource: "httpscaledobjects"}
-	servicesGVR   = schema.GroupVersionResource{Version: "v1", Resource: "services"}
-	slicesGVR     = schema.GroupVersionResource{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"}
-	secretsGVR    = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
-	deployGVR     = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
-	nodesGVR      = schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
-	soGVR         = schema.GroupVersionResource{Group: "keda.sh", Version: "v1alpha1", Resource: "scaledobjects"}
-	eventsGVR     = schema.GroupVersionResource{Version: "v1", Resource: "events"}
-	newEventsGVR  = schema.GroupVersionResource{Group: "events.k8s.io", Version: "v1", Resource: "events"}
-	leasesGVR     = schema.GroupVersionResource{Group: "coordination.k8s.io", Version: "v1", Resource: "leases"}
-	configMapsGVR = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	httpsoGVR      = schema.GroupVersionResource{Group: "http.keda.sh", Version: "v1alpha1", Resource: "httpscaledobjects"}
+	servicesGVR    = schema.GroupVersionResource{Version: "v1", Resource: "services"}
+	slicesGVR      = schema.GroupVersionResource{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"}
+	secretsGVR     = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+	deployGVR      = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	nodesGVR       = schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
+	soGVR          = schema.GroupVersionResource{Group: "keda.sh", Version: "v1alpha1", Resource: "scaledobjects"}
+	eventsGVR      = schema.GroupVersionResource{Version: "v1", Resource: "events"}
+	newEventsGVR   = schema.GroupVersionResource{Group: "events.k8s.io", Version: "v1", Resource: "events"}
+	leasesGVR      = schema.GroupVersionResource{Group: "coordination.k8s.io", Version: "v1", Resource: "leases"}
+	configMapsGVR  = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	podsGVR        = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+	roleBindGVR    = schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"}
+	clusterBindGVR = schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"}
+	ssarGVR        = schema.GroupVersionResource{Group: "authorization.k8s.io", Version: "v1", Resource: "selfsubjectaccessreviews"}
 )
 
 // call is one request a binary makes (or must not be able to make).
@@ -269,6 +273,80 @@ func del(gvr schema.GroupVersionResource, ns, name string) call {
 	return call{fmt.Sprintf("delete %s %s/%s", gvr.Resource, ns, name), func(ctx context.Context, d dynamic.Interface) error {
 		return d.Resource(gvr).Namespace(ns).Delete(ctx, name, metav1.DeleteOptions{})
 	}}
+}
+
+func createSub(gvr schema.GroupVersionResource, ns, name, sub string, obj map[string]any) call {
+	return call{fmt.Sprintf("create %s/%s %s/%s", gvr.Resource, sub, ns, name), func(ctx context.Context, d dynamic.Interface) error {
+		_, err := d.Resource(gvr).Namespace(ns).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}, sub)
+		return err
+	}}
+}
+
+// can asks the API server, as the impersonated account, whether it may do verb on resource (a
+// SelfSubjectAccessReview), for what cannot be tried without side effects or needs a protocol
+// the dynamic client does not speak (impersonate, escalate, bind, connect verbs). It answers as
+// the request itself would: nil when allowed, Forbidden when not.
+func can(verb, group, resource, subresource, ns string) call {
+	what := resource
+	if subresource != "" {
+		what += "/" + subresource
+	}
+	if group != "" {
+		what += "." + group
+	}
+	return call{fmt.Sprintf("%s %s in %q (access review)", verb, what, ns), func(ctx context.Context, d dynamic.Interface) error {
+		review := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+			"spec": map[string]any{"resourceAttributes": map[string]any{
+				"verb": verb, "group": group, "resource": resource, "subresource": subresource, "namespace": ns,
+			}},
+		}}
+		out, err := d.Resource(ssarGVR).Create(ctx, review, metav1.CreateOptions{})
+		if err != nil {
+			// Not %w: a refused review must not pass for a refused request.
+			return fmt.Errorf("create SelfSubjectAccessReview: %v", err)
+		}
+		if ok, _, _ := unstructured.NestedBool(out.Object, "status", "allowed"); ok {
+			return nil
+		}
+		return apierrors.NewForbidden(schema.GroupResource{Group: group, Resource: what}, "", errors.New("denied by a SelfSubjectAccessReview"))
+	}}
+}
+
+// denyAll is what none of lobby's service accounts may do, wherever it is installed: read
+// Secrets, run or exec into pods, scale workloads (KEDA's job), grant or escalate permissions,
+// mint tokens, impersonate, reach nodes, or change cluster-wide objects.
+func denyAll(ns, appNS string) []call {
+	secret := map[string]any{"apiVersion": "v1", "kind": "Secret", "metadata": map[string]any{"name": "stolen"}}
+	pod := map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": map[string]any{"name": "intruder"},
+		"spec": map[string]any{"containers": []any{map[string]any{"name": "c", "image": "busybox"}}}}
+	binding := map[string]any{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+		"metadata": map[string]any{"name": "grab"},
+		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+		"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "default", "namespace": ns}}}
+	clusterBinding := map[string]any{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+		"metadata": map[string]any{"name": "grab"},
+		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+		"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "default", "namespace": ns}}}
+	exec := map[string]any{"apiVersion": "v1", "kind": "PodExecOptions", "metadata": map[string]any{"name": "shop-0"},
+		"command": []any{"sh"}}
+	return []call{
+		get(secretsGVR, ns, "lobby-scaler-tls"), list(secretsGVR, ns), list(secretsGVR, ""), watch(secretsGVR, appNS),
+		create(secretsGVR, ns, secret),
+		list(podsGVR, appNS), create(podsGVR, appNS, pod), createSub(podsGVR, appNS, "shop-0", "exec", exec),
+		can("create", "", "pods", "exec", appNS), can("create", "", "pods", "portforward", appNS), can("get", "", "pods", "log", appNS),
+		patch(deployGVR, appNS, "shop", "scale"), patch(deployGVR, ns, "lobby-operator"),
+		create(roleBindGVR, ns, binding), create(roleBindGVR, appNS, binding), create(clusterBindGVR, "", clusterBinding),
+		can("escalate", "rbac.authorization.k8s.io", "clusterroles", "", ""), can("bind", "rbac.authorization.k8s.io", "clusterroles", "", ""),
+		can("impersonate", "", "users", "", ""), can("impersonate", "", "serviceaccounts", "", ns),
+		can("create", "", "serviceaccounts", "token", ns), can("get", "", "nodes", "proxy", ""), list(nodesGVR, ""),
+		can("create", "", "namespaces", "", ""), can("delete", "", "namespaces", "", appNS),
+		can("update", "apiextensions.k8s.io", "customresourcedefinitions", "", ""),
+		can("patch", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", ""),
+		can("update", "apiregistration.k8s.io", "apiservices", "", ""),
+		del(httpsoGVR, appNS, "shop"),
+		create(configMapsGVR, "kube-system", map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "x"}}),
+	}
 }
 
 func ptrTo[T any](v T) *T { return &v }
@@ -367,12 +445,21 @@ func (c *cluster) checkCalls(t *testing.T, release, ns, watchNS, appNS string) {
 				list(httpsoGVR, scope), watch(httpsoGVR, scope), get(httpsoGVR, appNS, "shop"),
 				list(servicesGVR, scope), watch(servicesGVR, scope), get(servicesGVR, appNS, "shop"),
 				list(slicesGVR, scope), watch(slicesGVR, scope), get(slicesGVR, appNS, "shop-abcde"),
+				can("watch", "discovery.k8s.io", "endpointslices", "", appNS),
 			},
 			refused: []call{
 				create(secretsGVR, appNS, map[string]any{"apiVersion": "v1", "kind": "Secret", "metadata": map[string]any{"name": "stolen"}}),
 				list(secretsGVR, appNS),
 				patch(httpsoGVR, appNS, "shop"),
 				list(configMapsGVR, ns),
+				// The routing table's sources: writing them would redirect traffic.
+				create(slicesGVR, appNS, map[string]any{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+					"metadata":    map[string]any{"name": "shop-hijack", "labels": map[string]any{"kubernetes.io/service-name": "shop"}},
+					"addressType": "IPv4", "endpoints": []any{}}),
+				patch(servicesGVR, appNS, "shop"),
+				patch(httpsoGVR, appNS, "shop", "status"),
+				can("create", "keda.sh", "scaledobjects", "", appNS),
+				can("create", "", "events", "", appNS),
 			},
 		},
 		{
@@ -388,6 +475,15 @@ func (c *cluster) checkCalls(t *testing.T, release, ns, watchNS, appNS string) {
 				list(slicesGVR, ""),
 				list(servicesGVR, ns),
 				patch(httpsoGVR, appNS, "shop", "status"),
+				// The interceptors' EndpointSlices tell the scaler whom to trust for counts.
+				create(slicesGVR, ns, map[string]any{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+					"metadata":    map[string]any{"name": "fake-interceptors", "labels": map[string]any{"kubernetes.io/service-name": release + "-interceptor-admin"}},
+					"addressType": "IPv4", "endpoints": []any{}}),
+				patch(slicesGVR, ns, release+"-interceptor-admin-abcde"),
+				patch(httpsoGVR, appNS, "shop"),
+				can("create", "keda.sh", "scaledobjects", "", appNS),
+				can("get", "keda.sh", "scaledobjects", "", appNS),
+				can("create", "coordination.k8s.io", "leases", "", ns),
 			},
 		},
 		{
@@ -400,6 +496,7 @@ func (c *cluster) checkCalls(t *testing.T, release, ns, watchNS, appNS string) {
 				create(leasesGVR, ns, lease), get(leasesGVR, ns, "lobby-operator"), patch(leasesGVR, ns, "lobby-operator"),
 				list(leasesGVR, ns), del(leasesGVR, ns, "lobby-operator"),
 				list(soGVR, scope), watch(soGVR, scope),
+				can("create", "keda.sh", "scaledobjects", "", appNS), can("patch", "http.keda.sh", "httpscaledobjects", "status", appNS),
 			}, c.scaledObjectCalls(appNS, so)...),
 			refused: []call{
 				del(nodesGVR, "", "node-1"),
@@ -407,8 +504,21 @@ func (c *cluster) checkCalls(t *testing.T, release, ns, watchNS, appNS string) {
 				create(secretsGVR, appNS, map[string]any{"apiVersion": "v1", "kind": "Secret", "metadata": map[string]any{"name": "stolen"}}),
 				patch(deployGVR, appNS, "shop"),
 				create(leasesGVR, appNS, lease),
+				create(leasesGVR, "kube-system", lease),
+				patch(servicesGVR, appNS, "shop"),
+				can("create", "", "services", "", appNS),
+				can("create", "discovery.k8s.io", "endpointslices", "", appNS),
+				can("create", "http.keda.sh", "httpscaledobjects", "", appNS),
+				// KEDA's other kinds: the operator writes ScaledObjects only.
+				can("create", "keda.sh", "triggerauthentications", "", appNS),
+				can("create", "keda.sh", "clustertriggerauthentications", "", ""),
+				can("create", "keda.sh", "scaledjobs", "", appNS),
+				can("create", "autoscaling", "horizontalpodautoscalers", "", appNS),
 			},
 		},
+	}
+	for i := range tests {
+		tests[i].refused = append(tests[i].refused, denyAll(ns, appNS)...)
 	}
 	if watchNS != "" {
 		// Confined to the watched namespace: the same reads elsewhere are refused.
@@ -416,7 +526,8 @@ func (c *cluster) checkCalls(t *testing.T, release, ns, watchNS, appNS string) {
 			watch(slicesGVR, "elsewhere"))
 		tests[1].refused = append(tests[1].refused, list(httpsoGVR, ""), list(httpsoGVR, "elsewhere"))
 		tests[2].refused = append(tests[2].refused, list(httpsoGVR, ""), patch(httpsoGVR, "elsewhere", "shop"),
-			create(eventsGVR, "elsewhere", event("v1")))
+			create(eventsGVR, "elsewhere", event("v1")), can("create", "keda.sh", "scaledobjects", "", "elsewhere"),
+			can("list", "", "services", "", "elsewhere"))
 	}
 	for _, tc := range tests {
 		d := c.as(t, ns, release+"-"+tc.sa)
