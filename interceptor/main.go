@@ -130,7 +130,8 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		return nil, err
 	}
 	proxy := &server.Server{
-		HTTP:            newHTTPServer(cfg, cfg.ProxyAddr, handler, log.WithName("proxy")),
+		// Chunked requests lose keep-alive: see CloseAfterChunked for the smuggling it prevents.
+		HTTP:            newHTTPServer(cfg, cfg.ProxyAddr, server.CloseAfterChunked(handler), log.WithName("proxy")),
 		ShutdownTimeout: cfg.DrainTimeout,
 		Log:             log.WithName("proxy"),
 	}

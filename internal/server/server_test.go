@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"net"
@@ -109,6 +111,96 @@ func TestErrorLog(t *testing.T) {
 				if !strings.Contains(got[i], `"error"="`+w+`"`) {
 					t.Errorf("line %d = %s, want error %q", i, got[i], w)
 				}
+			}
+		})
+	}
+}
+
+func TestCloseAfterChunked(t *testing.T) {
+	tests := []struct {
+		name string
+		// req is what the client sends: one request, and after it the start of another.
+		req       string
+		wantPaths []string
+		wantClose bool
+	}{
+		{
+			name: "Bytes after a chunked body that also claims a Content-Length are never read as a request.",
+			req: "POST /first HTTP/1.1\r\nHost: a\r\nContent-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" +
+				"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+			wantPaths: []string{"/first"},
+			wantClose: true,
+		},
+		{
+			name: "A chunked request without a Content-Length is answered, then its connection closed.",
+			req: "POST /first HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" +
+				"GET /second HTTP/1.1\r\nHost: a\r\n\r\n",
+			wantPaths: []string{"/first"},
+			wantClose: true,
+		},
+		{
+			name: "A request with a Content-Length keeps its connection for the next one.",
+			req: "POST /first HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc" +
+				"GET /second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+			wantPaths: []string{"/first", "/second"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			paths := make(chan string, 4)
+			h := CloseAfterChunked(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				paths <- r.URL.Path
+				_, _ = io.WriteString(w, "ok")
+			}))
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := &Server{HTTP: &http.Server{Handler: h}, Listener: ln, ShutdownTimeout: time.Second, Log: logr.Discard()}
+			go func() { _ = s.Start(t.Context()) }()
+
+			conn, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+			if _, err := io.WriteString(conn, tt.req); err != nil {
+				t.Fatal(err)
+			}
+			// The server closes the connection in every case: after the chunked request, or after
+			// the second request, which asks for it.
+			got, err := io.ReadAll(conn)
+			if err != nil {
+				t.Fatalf("read until the server closes: %v (got %q)", err, got)
+			}
+			close(paths)
+			var gotPaths []string
+			for p := range paths {
+				gotPaths = append(gotPaths, p)
+			}
+			if strings.Join(gotPaths, " ") != strings.Join(tt.wantPaths, " ") {
+				t.Errorf("handler saw %q, want %q", gotPaths, tt.wantPaths)
+			}
+			br := bufio.NewReader(bytes.NewReader(got))
+			var closes []bool
+			for {
+				if _, err := br.Peek(1); err == io.EOF {
+					break
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("parse response %d: %v (got %q)", len(closes)+1, err, got)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				closes = append(closes, resp.Close)
+			}
+			if len(closes) != len(tt.wantPaths) {
+				t.Fatalf("got %d responses, want %d: %q", len(closes), len(tt.wantPaths), got)
+			}
+			if closes[0] != tt.wantClose {
+				t.Errorf("first response closes the connection = %t, want %t: %q", closes[0], tt.wantClose, got)
 			}
 		})
 	}

@@ -1,0 +1,27 @@
+package server
+
+import "net/http"
+
+// CloseAfterChunked returns h, except that the connection of an HTTP/1.x request with a
+// Transfer-Encoding is closed after its response.
+//
+// A request that carries both Content-Length and Transfer-Encoding is the classic request
+// smuggling vector: a proxy in front that frames the body by Content-Length sends, inside what it
+// takes for a body, bytes that a server framing by Transfer-Encoding reads as a second request
+// on the same connection. net/http accepts such a request, frames it by Transfer-Encoding and
+// drops the Content-Length, as RFC 9112 section 6.3 allows, but keeps the connection open,
+// where the RFC says the server MUST close it after responding. The handler cannot tell the two
+// cases apart (the Content-Length is gone by the time it runs), so every request with a chunked
+// body gets its connection closed: the bytes after the body are never parsed as a request.
+// Chunked request bodies are rare behind an ingress (nginx buffers bodies and sends a
+// Content-Length), so the lost keep-alive costs little. HTTP/2 frames bodies itself and is left
+// alone.
+func CloseAfterChunked(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
+			// net/http closes the connection after a response that says so.
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
+}
