@@ -24,10 +24,10 @@ const (
 // Route holds the counters of one route (one HTTPScaledObject). It is stable across rebuilds of
 // the routing table: the Registry hands out the same *Route for the same key.
 //
-// A request moves through at most two states: it is held (BeginHeld), then in flight
-// (BeginInFlight) or open (BeginOpen), and ends in the state it is in (EndHeld, EndInFlight,
-// EndOpen). Moving from held to in flight or open is one step, so the route never looks idle in
-// between.
+// A request is held (BeginHeld), then in flight (BeginInFlight) or open (BeginOpen), and ends in
+// the state it is in (EndHeld, EndInFlight, EndOpen). A request whose endpoint refused the
+// connection goes back from in flight or open to held (Requeue). Every move between states is one
+// step, so the route never looks idle in between.
 type Route struct {
 	key string
 	reg *Registry
@@ -96,6 +96,29 @@ func (r *Route) BeginOpen(fresh bool) {
 func (r *Route) EndOpen() {
 	r.open.Add(-1)
 	r.busy.Add(-1)
+}
+
+// Requeue moves a request that was counted in flight (or open, when open is set) back to held,
+// because it must wait for a ready endpoint again before it reaches the app: the endpoint it was
+// sent to refused the connection and no other was left. Unless max requests are held already, in
+// which case it changes nothing and returns false. The request is not counted as received again,
+// and the route stays busy throughout.
+func (r *Route) Requeue(max int64, open bool) bool {
+	for {
+		n := r.held.Load()
+		if max > 0 && n >= max {
+			return false
+		}
+		if r.held.CompareAndSwap(n, n+1) {
+			break
+		}
+	}
+	if open {
+		r.open.Add(-1)
+	} else {
+		r.inFlight.Add(-1)
+	}
+	return true
 }
 
 // begin finishes BeginInFlight and BeginOpen: a fresh request is received and may make the route

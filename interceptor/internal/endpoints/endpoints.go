@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync/atomic"
+	"time"
 )
 
 // Protocol is how the interceptor speaks to a target, resolved from the Service port's
@@ -39,7 +40,16 @@ func (p Protocol) String() string {
 }
 
 // Endpoint is one ready address of a target. It is stable across snapshots for the same address,
-// so its in-flight counter survives EndpointSlice updates.
+// so its in-flight counter and its suspect mark survive EndpointSlice updates that keep it ready.
+//
+// An endpoint that refused a connection is suspect (MarkSuspect): the EndpointSlice still lists it
+// as ready, but this interceptor knows better, because the pod is usually gone or going (a crash, or
+// the last pod of a scale to zero) and the EndpointSlice has not caught up yet. Pickers pass a
+// suspect endpoint over, and a target whose endpoints are all suspect holds its requests as if it
+// had none. The mark ends when the endpoint answers again (Target.Responded), when it leaves the
+// target's ready endpoints (it comes back, if ever, as a new Endpoint without a mark), and, as a
+// bound, when the time it was marked for runs out: then one request claims it (Claim) to try it
+// again, so that a pod that refused one connection by accident is not passed over for longer.
 type Endpoint struct {
 	// Addr is the pod IP and the resolved container port.
 	Addr netip.AddrPort
@@ -47,6 +57,41 @@ type Endpoint struct {
 	Host string
 
 	inFlight atomic.Int64
+	// suspect is when the suspect mark runs out, in nanotime; 0 when the endpoint has none.
+	suspect atomic.Int64
+}
+
+// epoch anchors nanotime.
+var epoch = time.Now()
+
+// nanotime is the clock of suspect marks: monotonic nanoseconds, always positive, so that 0 can
+// mean "no mark".
+func nanotime() int64 { return int64(time.Since(epoch)) + 1 }
+
+// Suspect reports whether the endpoint carries a suspect mark, running or run out. It costs one
+// atomic load, so pickers can call it on every request.
+func (e *Endpoint) Suspect() bool { return e.suspect.Load() != 0 }
+
+// MarkSuspect marks the endpoint as refusing connections for d from now (renewing a mark it has).
+func (e *Endpoint) MarkSuspect(d time.Duration) { e.suspect.Store(nanotime() + int64(d)) }
+
+// Claim lets one caller try a suspect endpoint again once its mark has run out: it renews the mark
+// for d, so that other pickers keep passing the endpoint over while the caller tries it, and
+// reports true. It reports false when the endpoint has no mark, when its mark still runs, or when
+// another caller claimed it first.
+func (e *Endpoint) Claim(d time.Duration) bool {
+	until := e.suspect.Load()
+	now := nanotime()
+	if until == 0 || until > now {
+		return false
+	}
+	return e.suspect.CompareAndSwap(until, now+int64(d))
+}
+
+// pickable reports whether the endpoint may be picked at now: it has no mark, or its mark ran out.
+func (e *Endpoint) pickable(now int64) bool {
+	until := e.suspect.Load()
+	return until == 0 || until <= now
 }
 
 // InFlight returns the number of requests the interceptor has forwarded to this endpoint and not
@@ -70,6 +115,25 @@ type Snapshot struct {
 // emptySnapshot is what a Target holds before its Service and slices have been seen.
 var emptySnapshot = &Snapshot{}
 
+// pickable reports whether some endpoint of s may be picked at now; when none may, it returns how
+// long until the first suspect mark runs out (0 when s has no endpoints).
+func (s *Snapshot) pickable(now int64) (bool, time.Duration) {
+	first := int64(0)
+	for _, e := range s.Endpoints {
+		until := e.suspect.Load()
+		if until == 0 || until <= now {
+			return true, 0
+		}
+		if first == 0 || until < first {
+			first = until
+		}
+	}
+	if first == 0 {
+		return false, 0
+	}
+	return false, time.Duration(first - now)
+}
+
 // Target is the stable handle of one Service port. Routes hold it; the informer updates it.
 type Target struct {
 	namespace, service string
@@ -77,8 +141,8 @@ type Target struct {
 	portName           string
 
 	snap atomic.Pointer[Snapshot]
-	// wake is closed when the target turns from empty to non-empty, and then replaced, so that
-	// waiters of this target alone are released.
+	// wake is closed when the target turns from having no endpoint that may be picked to having
+	// one, and then replaced, so that waiters of this target alone are released.
 	wake atomic.Pointer[chan struct{}]
 	// byAddr keeps the Endpoints of the current snapshot so the next one reuses them. Guarded by
 	// the Store's mutex.
@@ -96,25 +160,60 @@ func newTarget(namespace, service string, port int32, portName string) *Target {
 // Snapshot returns the current ready endpoints without blocking or locking.
 func (t *Target) Snapshot() *Snapshot { return t.snap.Load() }
 
-// Wait blocks until the target has at least one ready endpoint and returns that snapshot, or
-// returns ctx's error. Waking is per target: an update to another Service never wakes it.
+// Wait blocks until the target has a ready endpoint that may be picked (one without a suspect
+// mark, or whose mark has run out) and returns that snapshot, or returns ctx's error. Waking is per
+// target: an update to another Service never wakes it. While every endpoint is suspect, Wait also
+// wakes when the first mark runs out, so that one of its callers can claim the endpoint and try
+// it; the others wait on (pick the endpoint with Endpoint.Claim to tell which).
 func (t *Target) Wait(ctx context.Context) (*Snapshot, error) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
-		if s := t.snap.Load(); len(s.Endpoints) > 0 {
+		// Publishers change the snapshot or a mark before they swap the channel, so a channel
+		// loaded before the check below is closed by any change that the check missed.
+		ch := t.wake.Load()
+		s := t.snap.Load()
+		ok, after := s.pickable(nanotime())
+		if ok {
 			return s, nil
 		}
-		ch := t.wake.Load()
-		// The publisher stores the snapshot before it swaps the channel, so a channel loaded after
-		// a swap is always paired with a snapshot check that sees the new endpoints.
-		if s := t.snap.Load(); len(s.Endpoints) > 0 {
-			return s, nil
+		var expired <-chan time.Time
+		if after > 0 {
+			if timer == nil {
+				timer = time.NewTimer(after)
+			} else {
+				timer.Reset(after)
+			}
+			expired = timer.C
 		}
 		select {
 		case <-*ch:
+		case <-expired:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// Responded records that e, an endpoint of this target, answered a request: it ends e's suspect
+// mark, and wakes the target's waiters when there was one. Without a mark it costs one atomic
+// load and takes no lock, so the forwarder calls it after every exchange.
+func (t *Target) Responded(e *Endpoint) {
+	if e.suspect.Load() == 0 || e.suspect.Swap(0) == 0 {
+		return
+	}
+	t.wakeWaiters()
+}
+
+// wakeWaiters releases the target's current waiters. Concurrent callers each close a different
+// channel, since each swaps out the one it closes.
+func (t *Target) wakeWaiters() {
+	ch := make(chan struct{})
+	close(*t.wake.Swap(&ch))
 }
 
 // String returns the target as "namespace/service:port" for logs.
@@ -126,13 +225,17 @@ func (t *Target) String() string {
 	return t.namespace + "/" + t.service + ":" + p
 }
 
-// publish makes s the target's snapshot and wakes its waiters when it is the first non-empty one.
+// publish makes s the target's snapshot and wakes its waiters when s has an endpoint that may be
+// picked and the snapshot it replaces had none (it was empty, or all its endpoints were suspect).
 // Callers hold the Store's mutex, so publishes of one target never interleave.
 func (t *Target) publish(s *Snapshot) {
 	old := t.snap.Swap(s)
-	if len(s.Endpoints) == 0 || len(old.Endpoints) > 0 {
+	now := nanotime()
+	if ok, _ := s.pickable(now); !ok {
 		return
 	}
-	ch := make(chan struct{})
-	close(*t.wake.Swap(&ch))
+	if ok, _ := old.pickable(now); ok {
+		return
+	}
+	t.wakeWaiters()
 }
