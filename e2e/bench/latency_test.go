@@ -62,6 +62,7 @@ type warmTarget struct {
 type warmFigures struct {
 	rps             []float64 // closed loop: requests per second
 	util            []float64 // closed loop: the proxy's CPU seconds per second
+	clientUtil      []float64 // closed loop: this process's CPU seconds per second
 	p50, p99, p999  []float64 // open loop: latency quantiles in milliseconds
 	openCPU         time.Duration
 	openRequests    int
@@ -91,6 +92,8 @@ type warmFigures struct {
 // Metrics, for each concurrency C and target T (direct, bare, pooled, lobby):
 //   - cC-T-rps: requests per second in the closed loop;
 //   - cC-T-p50-ms, cC-T-p99-ms, cC-T-p99.9-ms: latency quantiles in the open loop;
+//   - cC-T-client-util: this process's (load generator and backend) CPU seconds per second in
+//     the closed loop; near 1 (its one core) the client's core limited the throughput;
 //
 // for each proxy T (bare, pooled, lobby):
 //   - cC-T-cpu-s/10k: CPU seconds the proxy's process used per 10,000 requests in the open
@@ -99,7 +102,7 @@ type warmFigures struct {
 //     loops together (go_memstats_mallocs_total on its /metrics before and after each
 //     measurement, less one scrape's own allocations);
 //   - cC-T-util: the proxy's CPU seconds per second in the closed loop; near 1 (its one core)
-//     the proxy was the bottleneck of the throughput, well below 1 the client's core was;
+//     the proxy limited the throughput, as it should for rps-ratio to compare proxies;
 //
 // and for each concurrency C:
 //   - cC-rate: the open loop's rate, requests per second;
@@ -175,6 +178,11 @@ func BenchmarkWarmLatency(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	for _, t := range targets {
+		if t.pid != 0 {
+			b.Logf("%s: one /metrics scrape costs %.0f allocations, taken off each measurement", t.name, t.scrapeAllocs)
+		}
+	}
 	for _, c := range warmConcurrencies {
 		reportWarm(b, c, figures[c])
 	}
@@ -227,16 +235,24 @@ func warmLevel(ctx context.Context, c int, targets []*warmTarget, figs map[strin
 		for _, t := range rotated(targets, r) {
 			f := figs[t.name]
 			var n int
-			var elapsed time.Duration
+			var elapsed, client time.Duration
 			u, err := t.measure(ctx, func() error {
-				var err error
-				n, elapsed, err = closedLoop(t.conns, warmClosed)
+				c0, err := procCPU(os.Getpid())
+				if err != nil {
+					return err
+				}
+				if n, elapsed, err = closedLoop(t.conns, warmClosed); err != nil {
+					return err
+				}
+				c1, err := procCPU(os.Getpid())
+				client = c1 - c0
 				return err
 			})
 			if err != nil {
 				return fmt.Errorf("%s, closed loop: %w", t.name, err)
 			}
 			f.rps = append(f.rps, float64(n)/elapsed.Seconds())
+			f.clientUtil = append(f.clientUtil, client.Seconds()/elapsed.Seconds())
 			if t.pid != 0 {
 				f.util = append(f.util, u.cpu.Seconds()/elapsed.Seconds())
 				f.allocs += u.allocs
@@ -335,6 +351,7 @@ func reportWarm(b *testing.B, c int, figs map[string]*warmFigures) {
 		b.ReportMetric(medianOf(f.p50), pre+name+"-p50-ms")
 		b.ReportMetric(medianOf(f.p99), pre+name+"-p99-ms")
 		b.ReportMetric(medianOf(f.p999), pre+name+"-p99.9-ms")
+		b.ReportMetric(medianOf(f.clientUtil), pre+name+"-client-util")
 		if f.measuredProcess {
 			b.ReportMetric(f.cpuPer10k(), pre+name+"-cpu-s/10k")
 			b.ReportMetric(f.allocsPerRequest(), pre+name+"-allocs/req")
