@@ -81,12 +81,12 @@ func TestAdminPortUnreachableThroughProxy(t *testing.T) {
 
 		// What the admin port serves, so that the check below is known to tell it apart.
 		for _, p := range []string{"/queue", "/metrics", "/livez", "/readyz"} {
-			res, err := rawExchange(adminAddr, netip.Addr{}, 10*time.Second, rawHTTP("GET "+p+" HTTP/1.1", "Host: "+adminAddr, "Connection: close"))
+			res, err := wireExchange(adminAddr, netip.Addr{}, 10*time.Second, wireRequest("GET "+p+" HTTP/1.1", "Host: "+adminAddr, "Connection: close"))
 			if err != nil || res.code != http.StatusOK {
 				t.Fatalf("the admin port %s answers %s with %d, %v; want 200", adminAddr, p, res.code, err)
 			}
 			if routingAnswer(res, p) == nil {
-				t.Fatalf("the check cannot tell the admin answer to %s (%q) from the routing's", p, truncate(res.body))
+				t.Fatalf("the check cannot tell the admin answer to %s (%q) from the routing's", p, excerpt(res.body))
 			}
 		}
 
@@ -98,28 +98,28 @@ func TestAdminPortUnreachableThroughProxy(t *testing.T) {
 		var requests []string
 		for _, h := range hosts {
 			for _, p := range paths {
-				requests = append(requests, rawHTTP("GET "+p+" HTTP/1.1", "Host: "+h, "Connection: close"))
+				requests = append(requests, wireRequest("GET "+p+" HTTP/1.1", "Host: "+h, "Connection: close"))
 			}
 		}
 		for _, p := range paths {
 			requests = append(requests,
 				// No Host at all (HTTP/1.0 allows it).
-				rawHTTP("GET "+p+" HTTP/1.0"),
+				wireRequest("GET "+p+" HTTP/1.0"),
 				// Absolute form: the authority names the admin server, whatever Host says.
-				rawHTTP("GET http://"+adminAddr+p+" HTTP/1.1", "Host: "+host, "Connection: close"),
-				rawHTTP("GET http://localhost:9090"+p+" HTTP/1.1", "Host: localhost:9090", "Connection: close"),
+				wireRequest("GET http://"+adminAddr+p+" HTTP/1.1", "Host: "+host, "Connection: close"),
+				wireRequest("GET http://localhost:9090"+p+" HTTP/1.1", "Host: localhost:9090", "Connection: close"),
 				// Headers some proxies route or rewrite by.
-				rawHTTP("GET "+p+" HTTP/1.1", "Host: "+host, "X-Forwarded-Host: "+adminAddr, "X-Forwarded-Port: 9090",
+				wireRequest("GET "+p+" HTTP/1.1", "Host: "+host, "X-Forwarded-Host: "+adminAddr, "X-Forwarded-Port: 9090",
 					"Forwarded: host="+adminAddr, "X-Original-URL: "+p, "X-Rewrite-URL: "+p, "Connection: close"),
 			)
 		}
 		for _, req := range requests {
-			res, err := rawExchange(proxyAddr, netip.Addr{}, 30*time.Second, req)
+			res, err := wireExchange(proxyAddr, netip.Addr{}, 30*time.Second, req)
 			if err != nil {
 				t.Errorf("%s: %q: no complete answer: %v", in.Process.Name, req, err)
 				continue
 			}
-			if err := routingAnswer(res, requestPath(req)); err != nil {
+			if err := routingAnswer(res, wirePath(req)); err != nil {
 				t.Errorf("%s: %q: %v", in.Process.Name, req, err)
 			}
 		}
@@ -180,7 +180,7 @@ func checkAdminPortPlacement(t *testing.T, where string, s *corev1.Service, admi
 
 // routingAnswer returns nil when res is the routing's own 404 or the echo app's answer to path,
 // and an error saying what it is otherwise.
-func routingAnswer(res rawResult, path string) error {
+func routingAnswer(res wireResult, path string) error {
 	if res.code == http.StatusNotFound && res.body == "not found\n" {
 		return nil
 	}
@@ -188,7 +188,7 @@ func routingAnswer(res rawResult, path string) error {
 	if res.code == http.StatusOK && json.Unmarshal([]byte(res.body), &e) == nil && e.PodName != "" && e.Path == path {
 		return nil
 	}
-	return fmt.Errorf("answer %d %q is neither the routing's 404 nor the routed app's echo of %s", res.code, truncate(res.body), path)
+	return fmt.Errorf("answer %d %q is neither the routing's 404 nor the routed app's echo of %s", res.code, excerpt(res.body), path)
 }
 
 // TestInterceptorDialsOnlyEndpointSliceAddresses puts canary listeners where a confused proxy
@@ -203,7 +203,7 @@ func TestInterceptorDialsOnlyEndpointSliceAddresses(t *testing.T) {
 	c := suite.cluster
 	const host = "guarded.test"
 
-	first, second := startRawBackend(t, "first"), startRawBackend(t, "second")
+	first, second := startWireBackend(t, "first"), startWireBackend(t, "second")
 	canaryAddr, err := c.AllocAddr()
 	if err != nil {
 		t.Fatal(err)
@@ -233,11 +233,11 @@ func TestInterceptorDialsOnlyEndpointSliceAddresses(t *testing.T) {
 
 	canaryIP := canaryAddr.String()
 	eps := []*discoveryv1.EndpointSlice{
-		endpointSlice(ns, "guarded-ready", "guarded", "http", 8080, sliceEndpoint(first.addr.Addr(), true, false)),
-		endpointSlice(ns, "guarded-not-ready", "guarded", "http", 8080, sliceEndpoint(canaryAddr, false, false)),
-		endpointSlice(ns, "guarded-terminating", "guarded", "http", 8080, sliceEndpoint(canaryAddr, false, true)),
-		endpointSlice(ns, "guarded-other-port", "guarded", "admin", 8080, sliceEndpoint(canaryAddr, true, false)),
-		endpointSlice(ns, "bystander", "bystander", "http", 8080, sliceEndpoint(canaryAddr, true, false)),
+		testSlice(ns, "guarded-ready", "guarded", "http", 8080, testEndpoint(first.addr.Addr(), true, false)),
+		testSlice(ns, "guarded-not-ready", "guarded", "http", 8080, testEndpoint(canaryAddr, false, false)),
+		testSlice(ns, "guarded-terminating", "guarded", "http", 8080, testEndpoint(canaryAddr, false, true)),
+		testSlice(ns, "guarded-other-port", "guarded", "admin", 8080, testEndpoint(canaryAddr, true, false)),
+		testSlice(ns, "bystander", "bystander", "http", 8080, testEndpoint(canaryAddr, true, false)),
 	}
 	for _, sl := range eps {
 		if err := c.Client.Create(ctx, sl); err != nil {
@@ -262,12 +262,12 @@ func TestInterceptorDialsOnlyEndpointSliceAddresses(t *testing.T) {
 		in := interceptors[i%len(interceptors)]
 		return netip.AddrPortFrom(in.Addr, uint16(in.Ports["http"])).String()
 	}
-	plain := rawHTTP("GET / HTTP/1.1", "Host: "+host, "Connection: close")
+	plain := wireRequest("GET / HTTP/1.1", "Host: "+host, "Connection: close")
 	for i := range interceptors {
 		eventually(t, 60*time.Second, proxyAddr(i)+" to route "+host+" to its endpoint", func() error {
-			res, err := rawExchange(proxyAddr(i), netip.Addr{}, 10*time.Second, plain)
+			res, err := wireExchange(proxyAddr(i), netip.Addr{}, 10*time.Second, plain)
 			if err == nil && res.header.Get("X-Backend") != "first" {
-				err = fmt.Errorf("answer %d %q", res.code, truncate(res.body))
+				err = fmt.Errorf("answer %d %q", res.code, excerpt(res.body))
 			}
 			return err
 		})
@@ -290,33 +290,33 @@ func TestInterceptorDialsOnlyEndpointSliceAddresses(t *testing.T) {
 		// but a canary's; the point is only where the interceptor connects).
 		want string
 	}{
-		{"Host names the canary", rawHTTP("GET / HTTP/1.1", "Host: "+canaryIP, "Connection: close"), notFound},
-		{"Host names the canary and its port", rawHTTP("GET / HTTP/1.1", "Host: "+canaryIP+":8080", "Connection: close"), notFound},
-		{"Host names the Service's ClusterIP", rawHTTP("GET / HTTP/1.1", "Host: "+clusterIP.String()+":80", "Connection: close"), notFound},
-		{"Host names the API server", rawHTTP("GET / HTTP/1.1", "Host: "+apiServer.Host, "Connection: close"), notFound},
-		{"Host names the admin port", rawHTTP("GET / HTTP/1.1", "Host: "+adminAddr, "Connection: close"), notFound},
-		{"X-Forwarded-Host names the canary", rawHTTP("GET / HTTP/1.1", "Host: "+host, "X-Forwarded-Host: "+canaryIP+":8080", "Connection: close"), routed},
-		{"every forwarding header names the canary", rawHTTP("GET / HTTP/1.1", "Host: "+host,
+		{"Host names the canary", wireRequest("GET / HTTP/1.1", "Host: "+canaryIP, "Connection: close"), notFound},
+		{"Host names the canary and its port", wireRequest("GET / HTTP/1.1", "Host: "+canaryIP+":8080", "Connection: close"), notFound},
+		{"Host names the Service's ClusterIP", wireRequest("GET / HTTP/1.1", "Host: "+clusterIP.String()+":80", "Connection: close"), notFound},
+		{"Host names the API server", wireRequest("GET / HTTP/1.1", "Host: "+apiServer.Host, "Connection: close"), notFound},
+		{"Host names the admin port", wireRequest("GET / HTTP/1.1", "Host: "+adminAddr, "Connection: close"), notFound},
+		{"X-Forwarded-Host names the canary", wireRequest("GET / HTTP/1.1", "Host: "+host, "X-Forwarded-Host: "+canaryIP+":8080", "Connection: close"), routed},
+		{"every forwarding header names the canary", wireRequest("GET / HTTP/1.1", "Host: "+host,
 			"X-Forwarded-Host: "+canaryIP+":8080", "X-Forwarded-For: "+canaryIP, "X-Forwarded-Port: 8080", "X-Forwarded-Server: "+canaryIP,
 			"X-Real-IP: "+canaryIP, "X-Host: "+canaryIP+":8080", "X-Original-Host: "+canaryIP+":8080",
 			"X-Original-URL: http://"+canaryIP+":8080/", "X-Rewrite-URL: http://"+canaryIP+":8080/",
 			"Forwarded: for="+canaryIP+";host=\""+canaryIP+":8080\";proto=http", "Via: 1.1 "+canaryIP, "Connection: close"), routed},
-		{"absolute-form target names the canary", rawHTTP("GET http://"+canaryIP+":8080/ HTTP/1.1", "Host: "+host, "Connection: close"), notFound},
-		{"absolute-form target names the ClusterIP", rawHTTP("GET http://"+clusterIP.String()+"/ HTTP/1.1", "Host: "+host, "Connection: close"), notFound},
-		{"absolute-form target names the route, Host the canary", rawHTTP("GET http://"+host+"/ HTTP/1.1", "Host: "+canaryIP+":8080", "Connection: close"), routed},
-		{"absolute-form target with user info naming the route", rawHTTP("GET http://"+host+"@"+canaryIP+":8080/ HTTP/1.1", "Host: "+host, "Connection: close"), ""},
-		{"HTTP/1.0 absolute-form target names the canary", rawHTTP("GET http://" + canaryIP + ":8080/ HTTP/1.0"), notFound},
-		{"path looks like an address", rawHTTP("GET /"+canaryIP+":8080/ HTTP/1.1", "Host: "+host, "Connection: close"), routed},
-		{"CONNECT to the canary", rawHTTP("CONNECT "+canaryIP+":8080 HTTP/1.1", "Host: "+canaryIP+":8080"), ""},
-		{"CONNECT to the route's host", rawHTTP("CONNECT "+host+":80 HTTP/1.1", "Host: "+host), ""},
-		{"WebSocket upgrade with Host naming the canary", rawHTTP("GET / HTTP/1.1", "Host: "+canaryIP+":8080", "Connection: Upgrade",
+		{"absolute-form target names the canary", wireRequest("GET http://"+canaryIP+":8080/ HTTP/1.1", "Host: "+host, "Connection: close"), notFound},
+		{"absolute-form target names the ClusterIP", wireRequest("GET http://"+clusterIP.String()+"/ HTTP/1.1", "Host: "+host, "Connection: close"), notFound},
+		{"absolute-form target names the route, Host the canary", wireRequest("GET http://"+host+"/ HTTP/1.1", "Host: "+canaryIP+":8080", "Connection: close"), routed},
+		{"absolute-form target with user info naming the route", wireRequest("GET http://"+host+"@"+canaryIP+":8080/ HTTP/1.1", "Host: "+host, "Connection: close"), ""},
+		{"HTTP/1.0 absolute-form target names the canary", wireRequest("GET http://" + canaryIP + ":8080/ HTTP/1.0"), notFound},
+		{"path looks like an address", wireRequest("GET /"+canaryIP+":8080/ HTTP/1.1", "Host: "+host, "Connection: close"), routed},
+		{"CONNECT to the canary", wireRequest("CONNECT "+canaryIP+":8080 HTTP/1.1", "Host: "+canaryIP+":8080"), ""},
+		{"CONNECT to the route's host", wireRequest("CONNECT "+host+":80 HTTP/1.1", "Host: "+host), ""},
+		{"WebSocket upgrade with Host naming the canary", wireRequest("GET / HTTP/1.1", "Host: "+canaryIP+":8080", "Connection: Upgrade",
 			"Upgrade: websocket", "Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="), notFound},
-		{"two Host headers", rawHTTP("GET / HTTP/1.1", "Host: "+host, "Host: "+canaryIP+":8080", "Connection: close"), refused},
-		{"Host with user info", rawHTTP("GET / HTTP/1.1", "Host: "+host+"@"+canaryIP+":8080", "Connection: close"), ""},
+		{"two Host headers", wireRequest("GET / HTTP/1.1", "Host: "+host, "Host: "+canaryIP+":8080", "Connection: close"), refused},
+		{"Host with user info", wireRequest("GET / HTTP/1.1", "Host: "+host+"@"+canaryIP+":8080", "Connection: close"), ""},
 	}
 	for i, tc := range cases {
 		before := first.requestCount()
-		res, err := rawExchange(proxyAddr(i), netip.Addr{}, 20*time.Second, tc.req)
+		res, err := wireExchange(proxyAddr(i), netip.Addr{}, 20*time.Second, tc.req)
 		got := first.requestCount() - before
 		switch {
 		case tc.want == "":
@@ -324,11 +324,11 @@ func TestInterceptorDialsOnlyEndpointSliceAddresses(t *testing.T) {
 		case err != nil:
 			t.Errorf("%s: no complete answer: %v", tc.name, err)
 		case tc.want == routed && (res.code != http.StatusOK || res.header.Get("X-Backend") != "first" || got != 1):
-			t.Errorf("%s: got %d %q (endpoint saw %d requests); want the routed endpoint's answer", tc.name, res.code, truncate(res.body), got)
+			t.Errorf("%s: got %d %q (endpoint saw %d requests); want the routed endpoint's answer", tc.name, res.code, excerpt(res.body), got)
 		case tc.want == notFound && (res.code != http.StatusNotFound || res.body != "not found\n" || got != 0):
-			t.Errorf("%s: got %d %q (endpoint saw %d requests); want the routing's 404", tc.name, res.code, truncate(res.body), got)
+			t.Errorf("%s: got %d %q (endpoint saw %d requests); want the routing's 404", tc.name, res.code, excerpt(res.body), got)
 		case tc.want == refused && (res.code < 400 || res.code >= 500 || res.header.Get("X-Backend") != "" || got != 0):
-			t.Errorf("%s: got %d %q (endpoint saw %d requests); want a 4xx of the interceptor's own", tc.name, res.code, truncate(res.body), got)
+			t.Errorf("%s: got %d %q (endpoint saw %d requests); want a 4xx of the interceptor's own", tc.name, res.code, excerpt(res.body), got)
 		}
 	}
 	for _, r := range first.seen() {
@@ -340,13 +340,13 @@ func TestInterceptorDialsOnlyEndpointSliceAddresses(t *testing.T) {
 
 	// The EndpointSlice moves to the second server: the interceptors follow it, and only it.
 	moved := eps[0].DeepCopy()
-	moved.Endpoints = []discoveryv1.Endpoint{sliceEndpoint(second.addr.Addr(), true, false)}
+	moved.Endpoints = []discoveryv1.Endpoint{testEndpoint(second.addr.Addr(), true, false)}
 	if err := c.Client.Update(ctx, moved); err != nil {
 		t.Fatalf("move the ready endpoint: %v", err)
 	}
 	for i := range interceptors {
 		eventually(t, 30*time.Second, proxyAddr(i)+" to follow the EndpointSlice to the second server", func() error {
-			res, err := rawExchange(proxyAddr(i), netip.Addr{}, 10*time.Second, plain)
+			res, err := wireExchange(proxyAddr(i), netip.Addr{}, 10*time.Second, plain)
 			if err == nil && res.header.Get("X-Backend") != "second" {
 				err = fmt.Errorf("answered by %q", res.header.Get("X-Backend"))
 			}
@@ -355,7 +355,7 @@ func TestInterceptorDialsOnlyEndpointSliceAddresses(t *testing.T) {
 	}
 	before := first.requestCount()
 	for i := range 20 {
-		res, err := rawExchange(proxyAddr(i), netip.Addr{}, 10*time.Second, plain)
+		res, err := wireExchange(proxyAddr(i), netip.Addr{}, 10*time.Second, plain)
 		if err != nil || res.header.Get("X-Backend") != "second" {
 			t.Errorf("request %d after the move: %v, answered by %q; want the second server", i, err, res.header.Get("X-Backend"))
 		}
@@ -418,14 +418,14 @@ func TestHopByHopHeadersStripped(t *testing.T) {
 			},
 		}
 		for _, tc := range tests {
-			req := rawHTTP("GET / HTTP/1.1", append([]string{"Host: " + host}, tc.headers...)...)
-			res, err := rawExchange(proxyAddr, from, 60*time.Second, req)
+			req := wireRequest("GET / HTTP/1.1", append([]string{"Host: " + host}, tc.headers...)...)
+			res, err := wireExchange(proxyAddr, from, 60*time.Second, req)
 			if err != nil {
 				t.Fatalf("%s, %s: %v", in.Process.Name, tc.name, err)
 			}
 			var e echoed
 			if res.code != http.StatusOK || json.Unmarshal([]byte(res.body), &e) != nil || e.PodName == "" {
-				t.Fatalf("%s, %s: got %d %q; want the echo app's answer", in.Process.Name, tc.name, res.code, truncate(res.body))
+				t.Fatalf("%s, %s: got %d %q; want the echo app's answer", in.Process.Name, tc.name, res.code, excerpt(res.body))
 			}
 			got := http.Header(e.Headers)
 			for _, h := range hopHeaders {
@@ -451,14 +451,14 @@ func TestHopByHopHeadersStripped(t *testing.T) {
 	}
 
 	// Response direction: an app that answers with hop-by-hop headers.
-	b := startRawBackend(t, "hop")
+	b := startWireBackend(t, "hop")
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "hop", Namespace: ns},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{
 			Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP,
 		}}},
 	}
-	sl := endpointSlice(ns, "hop", "hop", "http", 8080, sliceEndpoint(b.addr.Addr(), true, false))
+	sl := testSlice(ns, "hop", "hop", "http", 8080, testEndpoint(b.addr.Addr(), true, false))
 	const respHost = "hop-response.test"
 	hso := &v1alpha1.HTTPScaledObject{
 		ObjectMeta: metav1.ObjectMeta{Name: "hop", Namespace: ns,
@@ -473,14 +473,14 @@ func TestHopByHopHeadersStripped(t *testing.T) {
 			t.Fatalf("create %T: %v", o, err)
 		}
 	}
-	req := rawHTTP("GET "+hopResponsePath+" HTTP/1.1", "Host: "+respHost)
+	req := wireRequest("GET "+hopResponsePath+" HTTP/1.1", "Host: "+respHost)
 	for _, in := range suite.lobby.Instances("interceptor") {
 		proxyAddr := netip.AddrPortFrom(in.Addr, uint16(in.Ports["http"])).String()
-		var res rawResult
+		var res wireResult
 		eventually(t, 60*time.Second, in.Process.Name+" to route "+respHost, func() error {
 			var err error
-			if res, err = rawExchange(proxyAddr, netip.Addr{}, 10*time.Second, req); err == nil && res.header.Get("X-Backend") != "hop" {
-				err = fmt.Errorf("answer %d %q", res.code, truncate(res.body))
+			if res, err = wireExchange(proxyAddr, netip.Addr{}, 10*time.Second, req); err == nil && res.header.Get("X-Backend") != "hop" {
+				err = fmt.Errorf("answer %d %q", res.code, excerpt(res.body))
 			}
 			return err
 		})
@@ -607,7 +607,7 @@ func TestScalerTLSWithKEDA(t *testing.T) {
 	}
 	trusted := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, Certificates: keyPair(clientCert, clientKey)}
 	eventually(t, 30*time.Second, "the TLS scaler to answer a client with KEDA's settings", func() error {
-		_, err := isActive(ctx, scalerAddr, credentials.NewTLS(trusted), ref)
+		_, err := callIsActive(ctx, scalerAddr, credentials.NewTLS(trusted), ref)
 		return err
 	})
 	refusals := []struct {
@@ -620,12 +620,12 @@ func TestScalerTLSWithKEDA(t *testing.T) {
 		{"a client speaking plain text", insecure.NewCredentials()},
 	}
 	for _, r := range refusals {
-		if _, err := isActive(ctx, scalerAddr, r.creds, ref); status.Code(err) != codes.Unavailable {
+		if _, err := callIsActive(ctx, scalerAddr, r.creds, ref); status.Code(err) != codes.Unavailable {
 			t.Errorf("%s: IsActive returned %v; want the connection refused (Unavailable)", r.name, err)
 		}
 	}
 	// The client checks the scaler too: a certificate from a CA it was not given is refused.
-	if _, err := isActive(ctx, scalerAddr, credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12,
+	if _, err := callIsActive(ctx, scalerAddr, credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12,
 		Certificates: keyPair(clientCert, clientKey)}), ref); status.Code(err) != codes.Unavailable {
 		t.Errorf("a client that does not trust the scaler's CA: IsActive returned %v; want Unavailable", err)
 	}
@@ -644,16 +644,16 @@ func TestScalerTLSWithKEDA(t *testing.T) {
 	})
 	adminURL := in.URL("admin") + "/metrics"
 	eventually(t, 60*time.Second, "KEDA to open StreamIsActive on the TLS scaler and mark the ScaledObject ready", func() error {
-		if v, err := scrapeValue(adminURL, "lobby_scaler_streams", map[string]string{"method": "StreamIsActive"}); err != nil || v < 1 {
+		if v, err := scrapeSample(adminURL, "lobby_scaler_streams", map[string]string{"method": "StreamIsActive"}); err != nil || v < 1 {
 			return fmt.Errorf("StreamIsActive streams %v (%v)", v, err)
 		}
-		return scaledObjectReady(t, ns, name)
+		return kedaReady(t, ns, name)
 	})
 
 	resp := send(ctx, http.MethodGet, suite.ingress.URL+"/", host, nil)
 	var e echoed
 	if resp.err != nil || resp.code != http.StatusOK || json.Unmarshal([]byte(resp.body), &e) != nil || e.PodName == "" {
-		t.Fatalf("request while scaled to zero: %d %q %v; want the echo app's answer after KEDA scaled it up", resp.code, truncate(resp.body), resp.err)
+		t.Fatalf("request while scaled to zero: %d %q %v; want the echo app's answer after KEDA scaled it up", resp.code, excerpt(resp.body), resp.err)
 	}
 	a := &app{ns: ns, name: name}
 	desired, _, err := a.replicas(ctx)
@@ -663,7 +663,7 @@ func TestScalerTLSWithKEDA(t *testing.T) {
 	// KEDA's operator asked the TLS scaler for the metric too (the HPA's metric goes through it).
 	for _, method := range []string{"IsActive", "GetMetricSpec"} {
 		calls := func() error {
-			v, err := scrapeValue(adminURL, "lobby_scaler_rpc_duration_seconds_count", map[string]string{"method": method, "code": "OK"})
+			v, err := scrapeSample(adminURL, "lobby_scaler_rpc_duration_seconds_count", map[string]string{"method": method, "code": "OK"})
 			if err == nil && v < 1 {
 				err = fmt.Errorf("%v successful calls", v)
 			}
@@ -673,8 +673,8 @@ func TestScalerTLSWithKEDA(t *testing.T) {
 	}
 }
 
-// isActive calls IsActive on the scaler at addr over a fresh connection with creds.
-func isActive(ctx context.Context, addr string, creds credentials.TransportCredentials, ref *externalscaler.ScaledObjectRef) (*externalscaler.IsActiveResponse, error) {
+// callIsActive calls IsActive on the scaler at addr over a fresh connection with creds.
+func callIsActive(ctx context.Context, addr string, creds credentials.TransportCredentials, ref *externalscaler.ScaledObjectRef) (*externalscaler.IsActiveResponse, error) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, err
@@ -685,8 +685,8 @@ func isActive(ctx context.Context, addr string, creds credentials.TransportCrede
 	return externalscaler.NewExternalScalerClient(conn).IsActive(ctx, ref)
 }
 
-// scaledObjectReady returns nil once KEDA's Ready condition of the ScaledObject is True.
-func scaledObjectReady(t *testing.T, ns, name string) error {
+// kedaReady returns nil once KEDA's Ready condition of the ScaledObject is True.
+func kedaReady(t *testing.T, ns, name string) error {
 	var so unstructured.Unstructured
 	so.SetGroupVersionKind(scaledObjectGVK)
 	if err := suite.cluster.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, &so); err != nil {
@@ -705,9 +705,9 @@ func scaledObjectReady(t *testing.T, ns, name string) error {
 	return fmt.Errorf("ScaledObject has no Ready condition yet")
 }
 
-// scrapeValue returns the value of the sample of metric whose labels include want, summed over
+// scrapeSample returns the value of the sample of metric whose labels include want, summed over
 // the samples that match, from the Prometheus text at url.
-func scrapeValue(url, metric string, want map[string]string) (float64, error) {
+func scrapeSample(url, metric string, want map[string]string) (float64, error) {
 	resp, err := http.Get(url)
 	if err != nil {
 		return 0, err
@@ -760,7 +760,7 @@ func newTestCA(t *testing.T, cn string) *testCA {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
+		SerialNumber:          certSerial(t),
 		Subject:               pkix.Name{CommonName: cn},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
@@ -788,7 +788,7 @@ func (ca *testCA) issue(t *testing.T, cn string, usage x509.ExtKeyUsage, ip neti
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial(t),
+		SerialNumber: certSerial(t),
 		Subject:      pkix.Name{CommonName: cn},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
@@ -810,7 +810,7 @@ func (ca *testCA) issue(t *testing.T, cn string, usage x509.ExtKeyUsage, ip neti
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})
 }
 
-func serial(t *testing.T) *big.Int {
+func certSerial(t *testing.T) *big.Int {
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
 	if err != nil {
 		t.Fatal(err)
@@ -818,14 +818,14 @@ func serial(t *testing.T) *big.Int {
 	return n
 }
 
-// rawHTTP returns a request as written on the wire: the request line, the header lines, and the
+// wireRequest returns a request as written on the wire: the request line, the header lines, and the
 // blank line that ends the head.
-func rawHTTP(requestLine string, headers ...string) string {
+func wireRequest(requestLine string, headers ...string) string {
 	return requestLine + "\r\n" + strings.Join(append(headers, ""), "\r\n") + "\r\n"
 }
 
-// requestPath is the path of a raw request's target, without the query.
-func requestPath(raw string) string {
+// wirePath is the path of a raw request's target, without the query.
+func wirePath(raw string) string {
 	line, _, _ := strings.Cut(raw, "\r\n")
 	fields := strings.Fields(line)
 	if len(fields) < 2 {
@@ -838,46 +838,46 @@ func requestPath(raw string) string {
 	return u.Path
 }
 
-// rawResult is the answer to a raw request.
-type rawResult struct {
+// wireResult is the answer to a raw request.
+type wireResult struct {
 	code   int
 	header http.Header
 	body   string
 }
 
-// rawExchange sends raw on a new connection to addr, from the local address from when it is
+// wireExchange sends raw on a new connection to addr, from the local address from when it is
 // valid, and reads one answer, all within timeout. Writing the request by hand keeps every
 // header exactly as the test means it; a client library would add, drop or merge some.
-func rawExchange(addr string, from netip.Addr, timeout time.Duration, raw string) (rawResult, error) {
+func wireExchange(addr string, from netip.Addr, timeout time.Duration, raw string) (wireResult, error) {
 	d := net.Dialer{Timeout: 5 * time.Second}
 	if from.IsValid() {
 		d.LocalAddr = &net.TCPAddr{IP: from.AsSlice()}
 	}
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
-		return rawResult{}, err
+		return wireResult{}, err
 	}
 	defer conn.Close()
 	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
-		return rawResult{}, err
+		return wireResult{}, err
 	}
 	if _, err := io.WriteString(conn, raw); err != nil {
-		return rawResult{}, err
+		return wireResult{}, err
 	}
 	method, _, _ := strings.Cut(raw, " ")
 	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
 	if err != nil {
-		return rawResult{}, fmt.Errorf("read the answer: %w", err)
+		return wireResult{}, fmt.Errorf("read the answer: %w", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return rawResult{}, fmt.Errorf("read the body of a %d answer: %w", resp.StatusCode, err)
+		return wireResult{}, fmt.Errorf("read the body of a %d answer: %w", resp.StatusCode, err)
 	}
-	return rawResult{code: resp.StatusCode, header: resp.Header, body: string(body)}, nil
+	return wireResult{code: resp.StatusCode, header: resp.Header, body: string(body)}, nil
 }
 
-func truncate(s string) string {
+func excerpt(s string) string {
 	if len(s) > 200 {
 		return s[:200] + "..."
 	}
@@ -952,10 +952,10 @@ func (c *canary) connections() []string {
 // hopResponsePath is the path the raw backend answers with hop-by-hop headers.
 const hopResponsePath = "/hop-by-hop-response"
 
-// rawBackend is an HTTP/1.1 server written on a bare TCP listener, so that its answers carry
+// wireBackend is an HTTP/1.1 server written on a bare TCP listener, so that its answers carry
 // exactly the headers the test writes (net/http's server would manage Connection and Keep-Alive
 // itself). It stands in for an app's pod at <addr>:8080 and records what reaches it.
-type rawBackend struct {
+type wireBackend struct {
 	name string
 	addr netip.AddrPort
 
@@ -963,19 +963,19 @@ type rawBackend struct {
 	requests []seenRequest
 }
 
-// seenRequest is a request a rawBackend got.
+// seenRequest is a request a wireBackend got.
 type seenRequest struct {
 	method, host, target string
 	header               http.Header
 }
 
-func startRawBackend(t *testing.T, name string) *rawBackend {
+func startWireBackend(t *testing.T, name string) *wireBackend {
 	t.Helper()
 	ip, err := suite.cluster.AllocAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &rawBackend{name: name, addr: netip.AddrPortFrom(ip, 8080)}
+	b := &wireBackend{name: name, addr: netip.AddrPortFrom(ip, 8080)}
 	ln, err := net.Listen("tcp", b.addr.String())
 	if err != nil {
 		t.Fatalf("listen for backend %s: %v", name, err)
@@ -1016,7 +1016,7 @@ func startRawBackend(t *testing.T, name string) *rawBackend {
 }
 
 // serve answers the requests of one connection until the peer closes it.
-func (b *rawBackend) serve(conn net.Conn) {
+func (b *wireBackend) serve(conn net.Conn) {
 	br := bufio.NewReader(conn)
 	for {
 		req, err := http.ReadRequest(br)
@@ -1031,15 +1031,15 @@ func (b *rawBackend) serve(conn net.Conn) {
 		mark := "X-Backend: " + b.name
 		switch {
 		case req.Method == http.MethodConnect:
-			out = rawResponse("405 Method Not Allowed", "no tunnels\n", mark, "Connection: close")
+			out = wireResponse("405 Method Not Allowed", "no tunnels\n", mark, "Connection: close")
 		case req.URL.Path == hopResponsePath:
-			out = rawResponse("200 OK", "hop\n",
+			out = wireResponse("200 OK", "hop\n",
 				"Connection: X-Hop-Resp, keep-alive", "X-Hop-Resp: secret", "Keep-Alive: timeout=30, max=100",
 				"Proxy-Authenticate: Basic realm=\"upstream\"", "Proxy-Connection: keep-alive", "Upgrade: h2c",
 				"X-End-To-End-Resp: kept", mark)
 		default:
 			body, _ := json.Marshal(map[string]any{"backend": b.name, "host": req.Host, "target": req.RequestURI, "headers": req.Header})
-			out = rawResponse("200 OK", string(body)+"\n", "Content-Type: application/json", mark)
+			out = wireResponse("200 OK", string(body)+"\n", "Content-Type: application/json", mark)
 		}
 		if _, err := io.WriteString(conn, out); err != nil || req.Method == http.MethodConnect || req.Close {
 			return
@@ -1047,19 +1047,19 @@ func (b *rawBackend) serve(conn net.Conn) {
 	}
 }
 
-// rawResponse is an answer as written on the wire.
-func rawResponse(status, body string, headers ...string) string {
+// wireResponse is an answer as written on the wire.
+func wireResponse(status, body string, headers ...string) string {
 	return "HTTP/1.1 " + status + "\r\n" + strings.Join(headers, "\r\n") + "\r\n" +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
 }
 
-func (b *rawBackend) requestCount() int {
+func (b *wireBackend) requestCount() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.requests)
 }
 
-func (b *rawBackend) seen() []seenRequest {
+func (b *wireBackend) seen() []seenRequest {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return slices.Clone(b.requests)
@@ -1069,8 +1069,8 @@ func (b *rawBackend) seen() []seenRequest {
 // EndpointSlices, so that no controller of the cluster takes them over.
 const sliceManagedBy = "lobby-e2e-security"
 
-// endpointSlice returns an IPv4 EndpointSlice of service with one TCP port and endpoints.
-func endpointSlice(ns, name, service, portName string, port int32, endpoints ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
+// testSlice returns an IPv4 EndpointSlice of service with one TCP port and endpoints.
+func testSlice(ns, name, service, portName string, port int32, endpoints ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
 	return &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{
 			discoveryv1.LabelServiceName: service, discoveryv1.LabelManagedBy: sliceManagedBy,
@@ -1081,7 +1081,7 @@ func endpointSlice(ns, name, service, portName string, port int32, endpoints ...
 	}
 }
 
-func sliceEndpoint(ip netip.Addr, ready, terminating bool) discoveryv1.Endpoint {
+func testEndpoint(ip netip.Addr, ready, terminating bool) discoveryv1.Endpoint {
 	return discoveryv1.Endpoint{
 		Addresses:  []string{ip.String()},
 		Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready), Serving: ptr.To(ready || terminating), Terminating: ptr.To(terminating)},
