@@ -18,6 +18,9 @@ ASSETS = $$(bash e2e/tools/build.sh $(TOOLS_CACHE))
 # Packages that start a whole local cluster each; they run one at a time.
 E2E_PKGS := ./e2e/...
 
+# Fuzzing time per fuzz target in `make test` and `make fuzz`.
+FUZZTIME ?= 10s
+
 .PHONY: all
 all: build
 
@@ -74,12 +77,23 @@ test: verify tools
 	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v /e2e/)
 	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -count=1 -timeout 60m -p 1 -tags e2e $(E2E_PKGS)
 	cd hack/images && $(GO) test -count=1 ./...
+	$(MAKE) fuzz
 
-## bench: the benchmarks, as ratios against baselines measured in the same run (see docs/benchmarks.md);
-## one package at a time, so that no benchmark shares the cores with another.
+## fuzz: every fuzz target for FUZZTIME each (default 10s); failing inputs land in testdata/fuzz/.
+.PHONY: fuzz
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) bash hack/fuzz.sh
+
+## bench: every benchmark, as ratios against baselines measured in the same run, one package at a
+## time so that no benchmark shares the cores with another; bounded to ten minutes. Writes
+## docs/benchmarks.json (every figure) and the summary table of docs/benchmarks.md.
 .PHONY: bench
 bench: tools
-	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -p 1 -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./...
+	mkdir -p .cache/bench
+	$(GO) test -count=1 -exec /bin/true ./... >/dev/null # compile first: the bound is for running
+	KUBEBUILDER_ASSETS="$(ASSETS)" timeout --signal=INT --kill-after=30s 10m \
+		$(GO) test -p 1 -run '^$$' -bench . -benchmem -count=1 -timeout 10m ./... 2>&1 | tee .cache/bench/bench.txt
+	$(GO) run ./hack/benchreport -in .cache/bench/bench.txt
 
 ## demo: a local control plane with lobby and a sample app at zero: a request held through a cold start.
 .PHONY: demo

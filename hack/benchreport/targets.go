@@ -1,0 +1,168 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Target is one row of the design's table of targets, as measured by a run.
+type Target struct {
+	What     string `json:"what"`
+	Target   string `json:"target"`
+	Value    string `json:"measured"`
+	Measured bool   `json:"is_measured"`
+	Met      bool   `json:"met"`
+}
+
+// figures looks figures up in a run's results.
+type figures []Result
+
+// get returns the median over the runs of benchmark name (without the -GOMAXPROCS suffix) in the
+// package whose import path ends with pkg, of the figure with the given unit.
+func (f figures) get(pkg, name, unit string) (float64, bool) {
+	var vs []float64
+	for _, r := range f {
+		if strings.HasSuffix(r.Package, pkg) && r.Name == name {
+			if v, ok := r.Metrics[unit]; ok {
+				vs = append(vs, v)
+			}
+		}
+	}
+	if len(vs) == 0 {
+		return 0, false
+	}
+	slices.Sort(vs)
+	if len(vs)%2 == 1 {
+		return vs[len(vs)/2], true
+	}
+	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2, true
+}
+
+// all returns the figures of every unit named, or false when one is missing.
+func (f figures) all(pkg, name string, units ...string) ([]float64, bool) {
+	out := make([]float64, len(units))
+	for i, u := range units {
+		v, ok := f.get(pkg, name, u)
+		if !ok {
+			return nil, false
+		}
+		out[i] = v
+	}
+	return out, true
+}
+
+// rule is how one target is measured from the figures: the value as text and whether it meets
+// the target, or false when the run has no figure for it.
+type rule struct {
+	what, target string
+	measure      func(figures) (value string, met, ok bool)
+}
+
+// rules follow the table of targets in DESIGN.md, in its order. Where a target is measured two
+// ways (in process and through the process and API server), both rows appear.
+var rules = []rule{
+	{"warm throughput vs a bare `httputil.ReverseProxy`, interceptor process, 64 connections", "≥ 0.95×",
+		func(f figures) (string, bool, bool) {
+			v, ok := f.get("e2e/bench", "BenchmarkWarm", "c64-rps-ratio")
+			return fmt.Sprintf("%.2f×", v), v >= 0.95, ok
+		}},
+	{"warm throughput vs a bare `httputil.ReverseProxy`, in process (`BenchmarkProxy`)", "≥ 0.95×",
+		func(f figures) (string, bool, bool) {
+			bare, ok1 := f.get("interceptor/internal/proxy", "BenchmarkProxy/bare", "ns/op")
+			chain, ok2 := f.get("interceptor/internal/proxy", "BenchmarkProxy/chain", "ns/op")
+			r := bare / chain
+			return fmt.Sprintf("%.2f× (%.0f against %.0f µs/op)", r, chain/1e3, bare/1e3), r >= 0.95, ok1 && ok2
+		}},
+	{"warm p99 vs that baseline, interceptor process, 64 connections, open loop", "≤ 1.2×",
+		func(f figures) (string, bool, bool) {
+			v, ok := f.get("e2e/bench", "BenchmarkWarm", "c64-p99-ratio")
+			return fmt.Sprintf("%.2f×", v), v <= 1.2, ok
+		}},
+	{"allocations per proxied request vs that baseline (`BenchmarkProxy`)", "≤ +4",
+		func(f figures) (string, bool, bool) {
+			bare, ok1 := f.get("interceptor/internal/proxy", "BenchmarkProxy/bare", "allocs/op")
+			chain, ok2 := f.get("interceptor/internal/proxy", "BenchmarkProxy/chain", "allocs/op")
+			d := chain - bare
+			return fmt.Sprintf("%+.0f (%.0f against %.0f)", d, chain, bare), d <= 4, ok1 && ok2
+		}},
+	{"route lookup, 10,000 routes", "≤ 150 ns, 0 allocs",
+		func(f figures) (string, bool, bool) {
+			v, ok := f.all("interceptor/internal/routing", "BenchmarkLookup", "ns/op", "allocs/op")
+			if !ok {
+				return "", false, false
+			}
+			return fmt.Sprintf("%.0f ns, %.0f allocs", v[0], v[1]), v[0] <= 150 && v[1] == 0, true
+		}},
+	{"first request → `StreamIsActive(true)` at a KEDA-side client", "p99 ≤ 20 ms",
+		func(f figures) (string, bool, bool) {
+			v, ok := f.all("e2e/activation", "BenchmarkActivationLatency", "p50-ms", "p99-ms")
+			if !ok {
+				return "", false, false
+			}
+			return fmt.Sprintf("p99 %.1f ms (p50 %.2f ms)", v[1], v[0]), v[1] <= 20, true
+		}},
+	{"EndpointSlice ready → one held request answered, in process (`BenchmarkWake`, proxy pinned)", "p99 ≤ 5 ms",
+		func(f figures) (string, bool, bool) {
+			v, ok := f.get("interceptor/internal/proxy", "BenchmarkWake/pinned/lobby/held=1", "p99-ms")
+			return fmt.Sprintf("p99 %.2f ms", v), v <= 5, ok
+		}},
+	{"EndpointSlice ready in the API server → one held request answered (`BenchmarkHandoff`)", "p99 ≤ 5 ms",
+		func(f figures) (string, bool, bool) {
+			v, ok := f.all("e2e/bench", "BenchmarkHandoff", "handoff-response-p50-ms", "handoff-response-p99-ms")
+			if !ok {
+				return "", false, false
+			}
+			return fmt.Sprintf("p99 %.1f ms (p50 %.1f ms)", v[1], v[0]), v[1] <= 5, true
+		}},
+	{"EndpointSlice ready → 1,000 held requests all answered, in process (`BenchmarkWake`, proxy pinned)", "≤ 50 ms",
+		func(f figures) (string, bool, bool) {
+			v, ok := f.get("interceptor/internal/proxy", "BenchmarkWake/pinned/lobby/held=1000", "all-ms")
+			bare, okb := f.get("interceptor/internal/proxy", "BenchmarkWake/pinned/bare/held=1000", "all-ms")
+			return fmt.Sprintf("%.0f ms (bare proxy releasing as many: %.0f ms)", v, bare), v <= 50, ok && okb
+		}},
+	{"EndpointSlice ready in the API server → 1,000 held requests all answered (`BenchmarkHandoff1000`)", "≤ 50 ms",
+		func(f figures) (string, bool, bool) {
+			v, ok := f.get("e2e/bench", "BenchmarkHandoff1000", "handoff1000-all-ms")
+			return fmt.Sprintf("%.0f ms", v), v <= 50, ok
+		}},
+	{"10,000 held requests: RSS per held request vs a bare `net/http` server holding as many", "≤ 1.15×, all served",
+		func(f figures) (string, bool, bool) {
+			v, ok := f.all("e2e/bench", "BenchmarkHeldMemory", "rss-ratio", "lobby-KiB/held", "bare-KiB/held")
+			if !ok {
+				return "", false, false
+			}
+			// The benchmark fails unless every request is answered 200, so a figure means all served.
+			return fmt.Sprintf("%.2f× (%.1f against %.1f KiB), all served", v[0], v[1], v[2]), v[0] <= 1.15, true
+		}},
+	{"1,000 routes + 5,000 unrelated EndpointSlices: interceptor RSS", "≤ 48 MiB",
+		func(f figures) (string, bool, bool) {
+			v, ok := f.all("e2e/bench", "BenchmarkRoutesMemory", "rss-MiB", "rss-peak-MiB")
+			if !ok {
+				return "", false, false
+			}
+			return fmt.Sprintf("%.1f MiB (peak while listing %.1f MiB)", v[0], v[1]), v[0] <= 48, true
+		}},
+	{"cold start in the local cluster: lobby's own share", "≤ 50 ms",
+		func(f figures) (string, bool, bool) {
+			v, ok := f.all("e2e/coldstart", "BenchmarkColdStart", "coldstart-lobby-p50-ms", "coldstart-lobby-p99-ms")
+			if !ok {
+				return "", false, false
+			}
+			return fmt.Sprintf("p99 %.0f ms (p50 %.0f ms)", v[1], v[0]), v[1] <= 50, true
+		}},
+}
+
+func evaluate(results []Result) []Target {
+	f := figures(results)
+	out := make([]Target, 0, len(rules))
+	for _, r := range rules {
+		t := Target{What: r.what, Target: r.target}
+		t.Value, t.Met, t.Measured = r.measure(f)
+		if !t.Measured {
+			t.Value, t.Met = "—", false
+		}
+		out = append(out, t)
+	}
+	return out
+}
