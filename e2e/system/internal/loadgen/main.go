@@ -12,9 +12,10 @@
 // standard output:
 //
 //	report     the counters so far, as JSON (see report)
-//	retry on   every connection rejected with 503 sends its request again after the
-//	           Retry-After it was given, and again after every further 503, as a polite client
-//	           does; answered "ok"
+//	retry on   every connection rejected with 503 sends its request again once the Retry-After
+//	           it was given has passed, plus a random part of it, and again after every further
+//	           503, as a polite client does (the jitter keeps clients rejected together from
+//	           coming back together); answered "ok"
 //	retry off  stops sending again, and answers "ok" only once every request sent again has been
 //	           answered, so that no retried request is in flight afterwards
 //	close      closes every connection, waits for the connections' goroutines, answers with the
@@ -32,6 +33,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -331,8 +333,8 @@ func (g *gen) failUnlessClosing(err error) {
 	}
 }
 
-// again waits until retrying is on and wait has passed, then sends the request again on c. It
-// reports false when the generator closes first.
+// again waits until retrying is on and wait, and a random part of it, has passed, then sends the
+// request again on c. It reports false when the generator closes first.
 func (g *gen) again(ctx context.Context, c net.Conn, br *bufio.Reader, wait time.Duration) (*http.Response, bool) {
 	for {
 		g.mu.Lock()
@@ -343,7 +345,7 @@ func (g *gen) again(ctx context.Context, c net.Conn, br *bufio.Reader, wait time
 		case <-ctx.Done():
 			return nil, false
 		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(wait + rand.N(max(wait, time.Millisecond)))
 		select {
 		case <-t.C:
 		case <-ctx.Done():
