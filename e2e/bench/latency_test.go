@@ -60,16 +60,19 @@ type warmTarget struct {
 // warmFigures are the measurements of one target at one concurrency. The per-round slices
 // are in round order, so that entry i of two targets was measured in the same round.
 type warmFigures struct {
-	rps             []float64 // closed loop: requests per second
-	util            []float64 // closed loop: the proxy's CPU seconds per second
-	clientUtil      []float64 // closed loop: this process's CPU seconds per second
-	p50, p99, p999  []float64 // open loop: latency quantiles in milliseconds
-	openCPU         time.Duration
-	openRequests    int
-	allocs          float64 // allocations of the proxy in all its measurements
-	allocRequests   int     // requests of those measurements
-	rates           []float64
-	measuredProcess bool
+	rps            []float64 // closed loop: requests per second
+	util           []float64 // closed loop: the proxy's CPU seconds per second
+	clientUtil     []float64 // closed loop: this process's CPU seconds per second
+	p50, p99, p999 []float64 // open loop: latency quantiles in milliseconds
+	rates          []float64 // the open loop's rate, per iteration
+	// openCPU is the proxy's CPU time over openRequests requests of the open loops.
+	openCPU      time.Duration
+	openRequests int
+	// allocs is the proxy's allocations over allocRequests requests of every measurement.
+	allocs        float64
+	allocRequests int
+	// process is whether the target is a process of its own, whose CPU and allocations count.
+	process bool
 }
 
 // BenchmarkWarmLatency measures the warm path at several fixed concurrencies through three
@@ -85,7 +88,8 @@ type warmFigures struct {
 // requests on a timetable fixed in advance, at half the bare proxy's median closed-loop
 // throughput at C (the same rate for every target), for 1.5 s over the C connections, each
 // latency measured from the request's intended send time (see openLoop), so that a stall counts
-// against every request it delayed. Every answer must be a 200. Each figure is the median over
+// against every request it delayed (a target that cannot keep up with the rate shows its
+// growing backlog). Every answer must be a 200. Each figure is the median over
 // the rounds; each lobby/bare ratio is the median of the per-round ratios (the two were
 // measured in the same round).
 //
@@ -166,7 +170,7 @@ func BenchmarkWarmLatency(b *testing.B) {
 	for _, c := range warmConcurrencies {
 		figures[c] = map[string]*warmFigures{}
 		for _, t := range targets {
-			figures[c][t.name] = &warmFigures{measuredProcess: t.pid != 0}
+			figures[c][t.name] = &warmFigures{process: t.pid != 0}
 		}
 	}
 	b.ResetTimer()
@@ -352,7 +356,7 @@ func reportWarm(b *testing.B, c int, figs map[string]*warmFigures) {
 		b.ReportMetric(medianOf(f.p99), pre+name+"-p99-ms")
 		b.ReportMetric(medianOf(f.p999), pre+name+"-p99.9-ms")
 		b.ReportMetric(medianOf(f.clientUtil), pre+name+"-client-util")
-		if f.measuredProcess {
+		if f.process {
 			b.ReportMetric(f.cpuPer10k(), pre+name+"-cpu-s/10k")
 			b.ReportMetric(f.allocsPerRequest(), pre+name+"-allocs/req")
 			b.ReportMetric(medianOf(f.util), pre+name+"-util")
