@@ -53,7 +53,8 @@ const (
 //     test's own watch: the API server's share;
 //   - handoff-interceptor-p50-ms, handoff-interceptor-p99-ms: the update on the test's watch →
 //     the response at the client, per hand-off: the interceptor's share (its informer gets the
-//     same event from the same API server at about the same moment).
+//     same event from the same API server at about the same moment; when this process's watch
+//     is the later of the two, this figure is short by the difference).
 func BenchmarkHandoff(b *testing.B) {
 	need(b)
 	ctx := b.Context()
