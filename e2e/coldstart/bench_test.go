@@ -278,7 +278,6 @@ func scalerStreams(ctx context.Context) (int, error) {
 // recorder marks the steps of the cold start under way on its timeline, from the interceptor's
 // push stream and from watches on the namespace's Deployments, Pods and EndpointSlices.
 type recorder struct {
-	c       *framework.Cluster
 	ns      string
 	proxy   string // the interceptor's proxy URL
 	cancel  context.CancelFunc
@@ -294,7 +293,7 @@ type recorder struct {
 func record(ctx context.Context, c *framework.Cluster, ns string) (*recorder, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	in := lobby.Instances("interceptor")[0]
-	r := &recorder{c: c, ns: ns, proxy: in.URL("http"), cancel: cancel, failure: make(chan error, 4)}
+	r := &recorder{ns: ns, proxy: in.URL("http"), cancel: cancel, failure: make(chan error, 4)}
 	subscribed := make(chan error, 1)
 	go r.readStream(ctx, in.URL("admin"), subscribed)
 	if err := <-subscribed; err != nil {
