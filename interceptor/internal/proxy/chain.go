@@ -70,11 +70,20 @@ type Exchange struct {
 	// upgrade is set for requests that ask to switch protocols (WebSockets).
 	upgrade bool
 	state   countState
-	// waited is how long the request was held; zero when it was not.
+	// waited is how long the request was held in all; zero when it was not.
 	waited time.Duration
-	// snap holds the ready endpoints the request is forwarded to; target is their Target.
+	// holdEnd is when the request's cold-start timeout ends, counted from the start of its first
+	// hold; zero until it is held.
+	holdEnd time.Time
+	// snap holds the ready endpoints the request is forwarded to; target is their Target, and ep
+	// the endpoint picked for the first attempt.
 	snap   *endpoints.Snapshot
 	target *endpoints.Target
+	ep     *endpoints.Endpoint
+	// lost is set by the forwarder, which then answers nothing, when the connection to every
+	// endpoint it tried failed before any byte of the request was sent and none that may be picked
+	// is left: the request goes back to waiting.
+	lost error
 }
 
 var exchanges = sync.Pool{New: func() any { return new(Exchange) }}
@@ -95,6 +104,21 @@ func (x *Exchange) hold() bool {
 	}
 	x.state = held
 	return true
+}
+
+// requeue counts a request that was forwarded as held again, unless the route's queue is full.
+func (x *Exchange) requeue() bool {
+	if !x.route.Counts.Requeue(x.route.MaxPending, x.state == open) {
+		return false
+	}
+	x.state = held
+	return true
+}
+
+// reject answers a request that finds the route's hold queue full.
+func (x *Exchange) reject(w http.ResponseWriter) {
+	x.metrics.rejections.Inc()
+	x.fail(w, ErrQueueFull, x.route.Overflow == routing.OverflowPlaceholder)
 }
 
 // admit counts the request as in flight, or as an open connection when it upgrades, handing
@@ -219,66 +243,106 @@ func isUpgrade(r *http.Request) bool {
 	return r.Header.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade")
 }
 
-// Wait returns the stage that holds a request while its route's target has no ready endpoint:
-// up to the route's cap of held requests (503 with Retry-After, or the placeholder, beyond it),
-// and up to its cold-start timeout, after which the request goes to the failover target, or gets
-// the placeholder, or 504. now is the clock of the wait; nil means time.Now.
+// Wait returns the stage that holds a request while its route's target has no ready endpoint that
+// may be picked: up to the route's cap of held requests (503 with Retry-After, or the placeholder,
+// beyond it), and up to its cold-start timeout, after which the request goes to the failover
+// target, or gets the placeholder, or 504. A request that the forwarder gives back, because the
+// connection to every endpoint it tried failed before any byte was sent and no other was left, is
+// held again the same way, within what is left of its cold-start timeout. now is the clock of the
+// wait; nil means time.Now.
 func Wait(now func() time.Time, next Handler) Handler {
 	if now == nil {
 		now = time.Now
 	}
 	return HandlerFunc(func(w http.ResponseWriter, r *http.Request, x *Exchange) {
-		route := x.route
-		if snap := route.Target.Snapshot(); len(snap.Endpoints) > 0 {
-			x.snap, x.target = snap, route.Target
+		target := x.route.Target
+		snap := target.Snapshot()
+		ep := pick(snap.Endpoints)
+		if ep == nil {
+			if !x.hold() {
+				x.reject(w)
+				return
+			}
+			if target, snap, ep = x.wait(w, r, now); ep == nil {
+				return
+			}
+		}
+		for {
+			x.target, x.snap, x.ep = target, snap, ep
 			x.admit()
 			next.ServeExchange(w, r, x)
-			return
+			if x.lost == nil {
+				return
+			}
+			x.metrics.requeues.Inc()
+			x.log.V(1).Info("holding the request again", "route", x.metrics.key, "error", x.lost.Error())
+			x.lost = nil
+			if !x.requeue() {
+				x.reject(w)
+				return
+			}
+			if target, snap, ep = x.wait(w, r, now); ep == nil {
+				return
+			}
 		}
-		if !x.hold() {
-			x.metrics.rejections.Inc()
-			x.fail(w, ErrQueueFull, route.Overflow == routing.OverflowPlaceholder)
-			return
-		}
-		start := now()
-		snap, target, err := wait(r, route)
-		x.waited = now().Sub(start)
-		x.metrics.coldStart.Observe(x.waited.Seconds())
-		if !errors.Is(err, ErrClientGone) {
-			w.Header().Set(ColdStartHeader, x.waited.Round(time.Microsecond).String())
-		}
-		if err != nil {
-			x.fail(w, err, true)
-			return
-		}
-		x.snap, x.target = snap, target
-		x.admit()
-		next.ServeExchange(w, r, x)
 	})
 }
 
-// wait blocks until the route's target has a ready endpoint, the cold-start timeout passes (then
-// the failover target is used when it has endpoints), or the client goes away.
-func wait(r *http.Request, route *routing.Route) (*endpoints.Snapshot, *endpoints.Target, error) {
+// wait waits, for a request counted as held, until an endpoint may be picked, and returns it with
+// its snapshot and target. The route's cold-start timeout runs from the start of the request's
+// first hold: a request held again waits only what is left of it, so that however often its
+// endpoints fail, it is answered within the timeout. When the wait fails, wait answers the
+// request and returns a nil endpoint.
+func (x *Exchange) wait(w http.ResponseWriter, r *http.Request, now func() time.Time) (*endpoints.Target, *endpoints.Snapshot, *endpoints.Endpoint) {
+	start := now()
+	if x.holdEnd.IsZero() {
+		x.holdEnd = start.Add(x.route.ColdStartTimeout)
+	}
+	target, snap, ep, err := waitFor(r, x.route, x.holdEnd.Sub(start))
+	waited := now().Sub(start)
+	x.waited += waited
+	x.metrics.coldStart.Observe(waited.Seconds())
+	if !errors.Is(err, ErrClientGone) {
+		w.Header().Set(ColdStartHeader, x.waited.Round(time.Microsecond).String())
+	}
+	if err != nil {
+		x.fail(w, err, true)
+		return nil, nil, nil
+	}
+	return target, snap, ep
+}
+
+// waitFor blocks until an endpoint of the route's target may be picked, for at most left when
+// the route has a cold-start timeout (then the failover target is used when it has an endpoint
+// to pick), or until the client goes away.
+func waitFor(r *http.Request, route *routing.Route, left time.Duration) (*endpoints.Target, *endpoints.Snapshot, *endpoints.Endpoint, error) {
 	ctx := r.Context()
 	if route.ColdStartTimeout > 0 {
 		var cancel func()
-		ctx, cancel = context.WithTimeout(ctx, route.ColdStartTimeout)
+		ctx, cancel = context.WithTimeout(ctx, left)
 		defer cancel()
 	}
-	snap, err := route.Target.Wait(ctx)
-	if err == nil {
-		return snap, route.Target, nil
+	for ctx.Err() == nil {
+		snap, err := route.Target.Wait(ctx)
+		if err != nil {
+			break
+		}
+		if ep := pick(snap.Endpoints); ep != nil {
+			return route.Target, snap, ep, nil
+		}
+		// Another request claimed the endpoint whose suspect mark ran out, to try it: Wait again
+		// returns when it answers, when the slices change, or when the renewed mark runs out.
 	}
 	if r.Context().Err() != nil {
-		return nil, nil, ErrClientGone
+		return nil, nil, nil, ErrClientGone
 	}
 	if f := route.Failover; f != nil {
-		if snap := f.Snapshot(); len(snap.Endpoints) > 0 {
-			return snap, f, nil
+		snap := f.Snapshot()
+		if ep := pick(snap.Endpoints); ep != nil {
+			return f, snap, ep, nil
 		}
 	}
-	return nil, nil, ErrColdStartTimeout
+	return nil, nil, nil, ErrColdStartTimeout
 }
 
 // scheme returns the URL scheme for a target protocol.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,8 +21,16 @@ import (
 	"github.com/lobby-http/lobby/internal/server"
 )
 
-// maxAttempts bounds how many endpoints a request tries when connections fail.
+// maxAttempts bounds how many endpoints a request tries when connections fail, before it goes back
+// to the wait step.
 const maxAttempts = 3
+
+// suspectFor is how long an endpoint that refused a connection is passed over when nothing else
+// says it is back: the EndpointSlice usually drops a pod that is gone within a second or two, and
+// when it does not (the pod refused one connection by accident, or the update is slow), one
+// request tries it again after this long. So a healthy pod is passed over for at most this long,
+// and a dead one costs a connection attempt this often while requests wait for it.
+const suspectFor = time.Second
 
 // dialSlotWait bounds how long a new connection waits for one of its endpoint's dial slots;
 // past it the dial goes ahead without one, so that pacing never fails a request, and delays one
@@ -168,7 +177,14 @@ func (f *Forwarder) ServeExchange(w http.ResponseWriter, r *http.Request, x *Exc
 		scheme:    scheme(x.snap.Protocol),
 		client:    r.Context(),
 	}
-	fw.ep = pick(x.snap.Endpoints)
+	fw.ep = x.ep
+	if fw.ep == nil {
+		// Composed without Wait, which picks the endpoint.
+		if fw.ep = pick(x.snap.Endpoints); fw.ep == nil {
+			x.fail(w, fmt.Errorf("%w: every endpoint refused connections lately", ErrUpstreamUnavailable), false)
+			return
+		}
+	}
 	fw.tried[0] = fw.ep
 	fw.attempts = 1
 	fw.ep.Acquire()
@@ -195,24 +211,76 @@ func (fw *forward) Value(key any) any {
 	return fw.Context.Value(key)
 }
 
-// pick chooses the endpoint with fewer requests in flight of two picked at random.
+// pick chooses the endpoint with fewer requests in flight of two picked at random, passing
+// suspect endpoints over. A suspect endpoint whose mark has run out is claimed and picked, so that
+// this request tries it again (on another endpoint, if it still refuses); with every endpoint
+// suspect and no mark run out, pick returns nil: the request must wait.
 func pick(eps []*endpoints.Endpoint) *endpoints.Endpoint {
 	n := len(eps)
-	if n == 1 {
-		return eps[0]
+	switch n {
+	case 0:
+		return nil
+	case 1:
+		if e := eps[0]; !e.Suspect() || e.Claim(suspectFor) {
+			return e
+		}
+		return nil
 	}
 	i := rand.IntN(n)
 	j := rand.IntN(n - 1)
 	if j >= i {
 		j++
 	}
-	if eps[j].InFlight() < eps[i].InFlight() {
-		return eps[j]
+	a, b := eps[i], eps[j]
+	if a.Suspect() {
+		if a.Claim(suspectFor) {
+			return a
+		}
+		a = nil
 	}
-	return eps[i]
+	if b.Suspect() {
+		if b.Claim(suspectFor) {
+			return b
+		}
+		b = nil
+	}
+	switch {
+	case a != nil && b != nil:
+		if b.InFlight() < a.InFlight() {
+			return b
+		}
+		return a
+	case a != nil:
+		return a
+	case b != nil:
+		return b
+	}
+	return pickAmong(eps, nil)
 }
 
-// another returns an endpoint of the snapshot that the request has not tried, or nil.
+// pickAmong returns an endpoint of eps not in tried: one that is not suspect, starting at a random
+// place, else one whose suspect mark it could claim, else nil.
+func pickAmong(eps []*endpoints.Endpoint, tried []*endpoints.Endpoint) *endpoints.Endpoint {
+	n := len(eps)
+	if n == 0 {
+		return nil
+	}
+	start := rand.IntN(n)
+	for k := range n {
+		if e := eps[(start+k)%n]; !e.Suspect() && !slices.Contains(tried, e) {
+			return e
+		}
+	}
+	for k := range n {
+		if e := eps[(start+k)%n]; !slices.Contains(tried, e) && e.Claim(suspectFor) {
+			return e
+		}
+	}
+	return nil
+}
+
+// another returns an endpoint of the target that the request has not tried and that may be
+// picked, or nil.
 func (fw *forward) another() *endpoints.Endpoint {
 	if fw.attempts >= maxAttempts {
 		return nil
@@ -222,18 +290,7 @@ func (fw *forward) another() *endpoints.Endpoint {
 	if cur := fw.x.target.Snapshot(); len(cur.Endpoints) > 0 {
 		eps = cur.Endpoints
 	}
-	start := rand.IntN(len(eps))
-	for k := range eps {
-		ep := eps[(start+k)%len(eps)]
-		tried := false
-		for _, t := range fw.tried[:fw.attempts] {
-			tried = tried || t == ep
-		}
-		if !tried {
-			return ep
-		}
-	}
-	return nil
+	return pickAmong(eps, fw.tried[:fw.attempts])
 }
 
 // transport returns the transport for key, building it the first time.
@@ -407,7 +464,8 @@ var (
 )
 
 // roundTripper sends the request on the transport of its forward, and retries connection
-// failures on other endpoints.
+// failures on other endpoints. When it has none left to try, a request to its route's own target
+// goes back to the wait step (Exchange.lost) instead of failing.
 type roundTripper struct{ f *Forwarder }
 
 func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -416,14 +474,29 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	for {
 		resp, err := fw.transport.RoundTrip(r)
 		if err == nil {
+			fw.x.target.Responded(fw.ep)
 			return resp, nil
 		}
 		var de *dialError
-		if !errors.As(err, &de) || fw.client.Err() != nil || (fw.body != nil && fw.body.read.Load()) {
+		if !errors.As(err, &de) || fw.Err() != nil {
+			// Not a connection failure, or the client went away or the request timed out while
+			// the transport waited for a connection: the endpoint is not to blame.
+			return nil, err
+		}
+		// The dial to the endpoint failed: it is gone or going, as far as this interceptor can
+		// tell, whatever the EndpointSlice says yet.
+		fw.ep.MarkSuspect(suspectFor)
+		if fw.body != nil && fw.body.read.Load() {
 			return nil, err
 		}
 		next := fw.another()
 		if next == nil {
+			if fw.x.target != fw.x.route.Target {
+				// The failover is used after the cold-start timeout; there is no wait left.
+				return nil, err
+			}
+			fw.x.metrics.upstreamError("connect")
+			fw.x.lost = fmt.Errorf("%w %s: %w", ErrUpstreamUnavailable, fw.ep.Host, de.err)
 			return nil, err
 		}
 		fw.x.metrics.upstreamError("connect")
@@ -453,6 +526,10 @@ func modifyResponse(resp *http.Response) error {
 // headers arrived.
 func (f *Forwarder) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	fw := r.Context().Value(exchangeKey{}).(*forward)
+	if fw.x.lost != nil {
+		// Nothing was sent anywhere: Wait holds the request again.
+		return
+	}
 	fw.x.fail(w, fw.classify(err), false)
 }
 

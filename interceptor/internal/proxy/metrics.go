@@ -19,6 +19,7 @@ type Metrics struct {
 	rejections  *prometheus.CounterVec
 	upstream    *prometheus.CounterVec
 	clientGone  *prometheus.CounterVec
+	requeues    *prometheus.CounterVec
 	byRoute     sync.Map // route key → *routeMetrics
 	noRouteOnce sync.Once
 	noRoute     *routeMetrics
@@ -53,8 +54,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "lobby_interceptor_client_gone_total",
 			Help: "Requests whose client went away before the response headers were sent, held ones included.",
 		}, []string{"route"}),
+		requeues: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lobby_interceptor_requeues_total",
+			Help: "Times requests were held again because the connection to every endpoint they were sent to failed before any byte was sent and no other endpoint was left (the app lost its last pod).",
+		}, []string{"route"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.coldStart, m.rejections, m.upstream, m.clientGone} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.coldStart, m.rejections, m.upstream, m.clientGone, m.requeues} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}
@@ -70,6 +75,7 @@ type routeMetrics struct {
 	coldStart  prometheus.Observer
 	rejections prometheus.Counter
 	clientGone prometheus.Counter
+	requeues   prometheus.Counter
 	// codes holds the request counters of the status codes seen so far, copied on write: a
 	// route sees few distinct codes, and a short scan beats a map keyed by an interface.
 	codes atomic.Pointer[[]codeCounter]
@@ -108,6 +114,7 @@ func (m *Metrics) Retain(keep map[string]struct{}) {
 		m.rejections.DeletePartialMatch(labels)
 		m.upstream.DeletePartialMatch(labels)
 		m.clientGone.DeletePartialMatch(labels)
+		m.requeues.DeletePartialMatch(labels)
 		return true
 	})
 }
@@ -130,6 +137,7 @@ func (m *Metrics) newRoute(key string) *routeMetrics {
 		coldStart:  m.coldStart.WithLabelValues(key),
 		rejections: m.rejections.WithLabelValues(key),
 		clientGone: m.clientGone.WithLabelValues(key),
+		requeues:   m.requeues.WithLabelValues(key),
 	}
 	rm.codes.Store(&[]codeCounter{})
 	return rm

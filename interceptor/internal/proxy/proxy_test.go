@@ -318,25 +318,6 @@ func TestRequestHeaders(t *testing.T) {
 }
 
 func TestUpstreamFailures(t *testing.T) {
-	t.Run("a refused connection with no other endpoint gets 502", func(t *testing.T) {
-		e := newTestEnv(t)
-		e.refusing("10.0.0.1")
-		route := e.route("app.test", "app", nil)
-		e.ready("app", "10.0.0.1")
-		if r := e.fetch(t.Context(), "app.test"); r.code != http.StatusBadGateway || r.body != "bad gateway\n" {
-			t.Errorf("response = %d %q, want 502", r.code, r.body)
-		}
-		eventually(t, "the route is idle", func() bool { return idle(route) })
-		want := `
-# HELP lobby_interceptor_upstream_errors_total Failed exchanges with app endpoints, by reason: connect (refused, reset or unreachable; counted per attempt), response_header_timeout, request_timeout, other.
-# TYPE lobby_interceptor_upstream_errors_total counter
-lobby_interceptor_upstream_errors_total{reason="connect",route="ns/app"} 1
-`
-		if err := testutil.GatherAndCompare(e.prom, strings.NewReader(want), "lobby_interceptor_upstream_errors_total"); err != nil {
-			t.Error(err)
-		}
-	})
-
 	t.Run("a refused connection is retried on another endpoint, with the body", func(t *testing.T) {
 		e := newTestEnv(t)
 		e.refusing("10.0.0.1")
