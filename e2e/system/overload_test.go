@@ -76,9 +76,10 @@ func TestOverload(t *testing.T) {
 	ns := testNamespace(t)
 	c := suite.cluster
 	interceptors := suite.lobby.Instances("interceptor")
-	if len(interceptors) != 2 {
+	if len(interceptors) < 2 {
 		t.Fatalf("the suite runs %d interceptors, this test spreads its connections over 2", len(interceptors))
 	}
+	interceptors = interceptors[:2]
 	ctx := t.Context()
 	bin, err := c.Build(ctx, "./e2e/system/internal/loadgen")
 	if err != nil {
@@ -146,6 +147,12 @@ func TestOverload(t *testing.T) {
 		}
 	}
 
+	// Connections the kernel dropped because an accept queue was full: the clients' SYNs are
+	// then sent again a second or more later, which shows as a slow ramp-up, not as errors.
+	overflowsBefore, err := listenOverflows()
+	if err != nil {
+		t.Fatal(err)
+	}
 	mon := startMonitor(ctx, interceptors, cold.key(), procs[0].pid, procs[1].pid)
 	defer mon.stop()
 
@@ -208,6 +215,12 @@ func TestOverload(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	rampUp := time.Since(loadStart)
+	overflows, err := listenOverflows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d connections open, %d requests held and %d rejected after %v; listen queue overflows meanwhile: %d",
+		2*overloadConns, 2*overloadCap, 2*(overloadConns-overloadCap), rampUp.Round(time.Millisecond), overflows-overflowsBefore)
 	for _, g := range gens {
 		r, err := g.report()
 		if err != nil {
@@ -308,6 +321,8 @@ func TestOverload(t *testing.T) {
 			t.Fatal(err)
 		}
 		finals[i] = r
+		t.Logf("%s: %d connections, %d requests sent, answers %v (%d after being held), %d closed by the server, %d errors",
+			g.name, r.Conns, r.Sent, r.Codes, r.HeldAnswers, r.Closed, r.Errors)
 		var answered int64
 		for _, n := range r.Codes {
 			answered += n
@@ -398,8 +413,8 @@ func TestOverload(t *testing.T) {
 	if lim := 20*b50 + 100*time.Millisecond; d50 > lim {
 		t.Errorf("warm p50 while the connections arrived %v, over 20× the p50 before (%v) + 100ms", d50, b50)
 	}
-	if lim := 20*b99 + 2*time.Second; d99 > lim {
-		t.Errorf("warm p99 while the connections arrived %v, over 20× the p99 before (%v) + 2s", d99, b99)
+	if lim := 20*b99 + 5*time.Second; d99 > lim {
+		t.Errorf("warm p99 while the connections arrived %v, over 20× the p99 before (%v) + 5s", d99, b99)
 	}
 	if err := storm.check(); err != nil {
 		t.Errorf("the warm app during the retries: %v", err)
@@ -852,6 +867,32 @@ func readGoMemory(adminURL string) goMemory {
 	}
 	m.err = sc.Err()
 	return m
+}
+
+// listenOverflows returns the network namespace's count of connections dropped because a listen
+// queue was full (TcpExt ListenOverflows in /proc/net/netstat).
+func listenOverflows() (int64, error) {
+	b, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		return 0, err
+	}
+	var names []string
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "TcpExt:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, name := range names {
+			if name == "ListenOverflows" && i < len(f) {
+				return strconv.ParseInt(f[i], 10, 64)
+			}
+		}
+	}
+	return 0, errors.New("no TcpExt ListenOverflows in /proc/net/netstat")
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
