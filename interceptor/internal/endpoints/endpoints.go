@@ -163,8 +163,8 @@ func (t *Target) Snapshot() *Snapshot { return t.snap.Load() }
 // Wait blocks until the target has a ready endpoint that may be picked (one without a suspect
 // mark, or whose mark has run out) and returns that snapshot, or returns ctx's error. Waking is per
 // target: an update to another Service never wakes it. While every endpoint is suspect, Wait also
-// wakes when the first mark runs out, so that one of its callers can claim the endpoint and try
-// it; the others wait on (pick the endpoint with Endpoint.Claim to tell which).
+// returns when the first mark runs out, to all its callers: the one whose Endpoint.Claim succeeds
+// tries the endpoint, and the others call Wait again, which then waits for the renewed mark.
 func (t *Target) Wait(ctx context.Context) (*Snapshot, error) {
 	var timer *time.Timer
 	defer func() {

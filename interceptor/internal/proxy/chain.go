@@ -81,9 +81,10 @@ type Exchange struct {
 	target *endpoints.Target
 	ep     *endpoints.Endpoint
 	// lost is set by the forwarder, which then answers nothing, when the connection to every
-	// endpoint it tried failed before any byte of the request was sent and none that may be picked
-	// is left: the request goes back to waiting.
-	lost error
+	// endpoint it tried failed before any byte of the request was sent: the request goes back to
+	// waiting. It does so only when waitAgain is set, by Wait, which does the waiting.
+	lost      error
+	waitAgain bool
 }
 
 var exchanges = sync.Pool{New: func() any { return new(Exchange) }}
@@ -255,6 +256,7 @@ func Wait(now func() time.Time, next Handler) Handler {
 		now = time.Now
 	}
 	return HandlerFunc(func(w http.ResponseWriter, r *http.Request, x *Exchange) {
+		x.waitAgain = true
 		target := x.route.Target
 		snap := target.Snapshot()
 		ep := pick(snap.Endpoints)

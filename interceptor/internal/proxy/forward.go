@@ -491,8 +491,9 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		next := fw.another()
 		if next == nil {
-			if fw.x.target != fw.x.route.Target {
-				// The failover is used after the cold-start timeout; there is no wait left.
+			if !fw.x.waitAgain || fw.x.target != fw.x.route.Target {
+				// Nothing to wait in, or the target is the failover, used once the cold-start
+				// timeout is over: there is no wait left.
 				return nil, err
 			}
 			fw.x.metrics.upstreamError("connect")
