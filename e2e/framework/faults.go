@@ -16,6 +16,24 @@ import (
 // as it would after a restart on a control-plane node; its output is appended to the same
 // log, between marker lines, so DumpLogs tells the whole story.
 
+// Outage is a time a control-plane component was down or coming back: from the moment it was
+// told to stop until it was ready again (for etcd, until the API server was ready on it again).
+type Outage struct {
+	// Component is kube-apiserver or etcd.
+	Component string
+	// From is when it was told to stop; To when it was ready again, zero while it is not.
+	From, To time.Time
+}
+
+// Outages returns the outages the cluster's faults caused, oldest first. A restarted API server
+// answers before its caches are filled (its RBAC authorizer denies requests until it has read
+// the roles), so checks of what clients logged skip these windows.
+func (c *Cluster) Outages() []Outage {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Outage(nil), c.outages...)
+}
+
 // addrInUseRetries bounds the starts StartAPIServer and StartEtcd try when the component's
 // port is taken. A client connection may hold the same port number as its source port while
 // the component is down; such connections are short-lived, so a later start succeeds.
@@ -33,7 +51,11 @@ func (c *Cluster) StopAPIServer() error {
 // (Cluster.Kube, Cluster.Client, the kubeconfigs) keep working, as do service-account tokens:
 // the signing key is the same. It is an error when the API server is running.
 func (c *Cluster) StartAPIServer(ctx context.Context) error {
-	return c.startComponent(ctx, "kube-apiserver", "kube-apiserver", &c.apiServer, c.apiServerArgs, c.apiServerReady)
+	if err := c.startComponent(ctx, "kube-apiserver", "kube-apiserver", &c.apiServer, c.apiServerArgs, c.apiServerReady); err != nil {
+		return err
+	}
+	c.endOutage("kube-apiserver")
+	return nil
 }
 
 // RestartAPIServer stops kube-apiserver, keeps it down for down from the moment it has exited,
@@ -61,10 +83,13 @@ func (c *Cluster) StartEtcd(ctx context.Context) error {
 	c.mu.Lock()
 	api := c.apiServer
 	c.mu.Unlock()
-	if exited, _ := api.Exited(); exited {
-		return nil
+	if exited, _ := api.Exited(); !exited {
+		if err := waitFor(ctx, "kube-apiserver back on etcd", api, c.apiServerReady); err != nil {
+			return err
+		}
 	}
-	return waitFor(ctx, "kube-apiserver back on etcd", api, c.apiServerReady)
+	c.endOutage("etcd")
+	return nil
 }
 
 // RestartEtcd stops etcd, keeps it down for down from the moment it has exited, and starts it
@@ -105,6 +130,9 @@ func (c *Cluster) stopComponent(name string, slot **Process) error {
 		return fmt.Errorf("stop %s: not running (%v)", name, exitErr(err))
 	}
 	t0 := time.Now()
+	c.mu.Lock()
+	c.outages = append(c.outages, Outage{Component: name, From: t0})
+	c.mu.Unlock()
 	markLog(p.LogFile, "stopping "+name+" (SIGTERM)")
 	err := p.Stop()
 	if errors.Is(err, errKilled) {
@@ -165,6 +193,18 @@ func (c *Cluster) startComponent(ctx context.Context, name, binary string, slot 
 		case <-ctx.Done():
 			return fmt.Errorf("start %s again: %w", name, ctx.Err())
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// endOutage records that component is ready again.
+func (c *Cluster) endOutage(component string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := len(c.outages) - 1; i >= 0; i-- {
+		if o := &c.outages[i]; o.Component == component && o.To.IsZero() {
+			o.To = time.Now()
+			return
 		}
 	}
 }

@@ -108,6 +108,7 @@ type Cluster struct {
 	etcd      *Process   // the running etcd, replaced by StartEtcd
 	apiServer *Process   // the running kube-apiserver, replaced by StartAPIServer
 	processes []*Process // in start order; a restarted component's process takes its predecessor's place
+	outages   []Outage
 	stopFuncs []func() error
 	stopped   bool
 	stopErr   error

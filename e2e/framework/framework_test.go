@@ -606,6 +606,16 @@ func TestControlPlaneRestarts(t *testing.T) {
 		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(cm), &corev1.ConfigMap{}); err != nil {
 			t.Error(err)
 		}
+		var got []string
+		for _, o := range c.Outages() {
+			if o.From.Before(t0) || o.To.Sub(o.From) < 2*time.Second {
+				continue
+			}
+			got = append(got, o.Component)
+		}
+		if !slices.Equal(got, []string{"kube-apiserver"}) {
+			t.Errorf("outages since the restart began: %v, want one of kube-apiserver of at least the 2s it was down", c.Outages())
+		}
 	})
 }
 
