@@ -509,3 +509,34 @@ func TestWebSocketToARefusingLastEndpointIsHeldForTheNextPod(t *testing.T) {
 	close(release)
 	eventually(t, "the route is idle", func() bool { return idle(route) })
 }
+
+func TestPodKilledDuringAColdStartLeavesItsRequestsHeldForTheReplacement(t *testing.T) {
+	const n = 20
+	e := newTestEnv(t)
+	e.refusing("10.0.0.1")
+	e.backend("10.0.0.2", hello("replacement"))
+	route := e.route("app.test", "app", func(r *routing.Route) { r.MaxPending = n })
+
+	results := make([]<-chan result, n)
+	for i := range results {
+		results[i] = e.fetchAsync(t.Context(), "app.test")
+	}
+	eventually(t, "every request is held", func() bool { h, _, _ := countsOf(route); return h == n })
+	// The pod turns ready and is killed before the requests released to it connect: those that
+	// try it are held again, and those that pick after it refused keep waiting.
+	e.ready("app", "10.0.0.1")
+	eventually(t, "every request is held again", func() bool {
+		h, f, _ := countsOf(route)
+		return h == n && f == 0 && requeues(t, e) >= 1 && route.Target.Snapshot().Endpoints[0].Suspect()
+	})
+	e.ready("app", "10.0.0.2")
+	for i, ch := range results {
+		if r := <-ch; r.code != http.StatusOK || r.body != "hello from replacement" {
+			t.Errorf("request %d: %d %q (%v), want 200 from the replacement", i, r.code, r.body, r.err)
+		}
+	}
+	eventually(t, "the route is idle", func() bool { return idle(route) })
+	if c := route.Counts.Counts(time.Now()); c.Requests != n {
+		t.Errorf("requests counted = %d, want %d", c.Requests, n)
+	}
+}
