@@ -5,6 +5,7 @@ package system
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -120,7 +121,6 @@ func TestOverload(t *testing.T) {
 	type procFigures struct {
 		pid, port                  int
 		rssBefore, fdsBefore       int64
-		connsBefore                int
 		rssPeakLoad, fdsPeakLoad   int64 // when all connections are open and answered or held
 		connsPeakLoad              int
 		rssAfterRetries            int64
@@ -135,9 +135,6 @@ func TestOverload(t *testing.T) {
 			t.Fatal(err)
 		}
 		if p.fdsBefore, err = openFDs(p.pid); err != nil {
-			t.Fatal(err)
-		}
-		if p.connsBefore, err = establishedOn(p.pid, p.port); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.pid), []byte("5"), 0); err != nil {
@@ -157,6 +154,7 @@ func TestOverload(t *testing.T) {
 	defer mon.stop()
 
 	gens := make([]*loadgen, len(interceptors))
+	sources := make([][]netip.Addr, len(interceptors))
 	for i, in := range interceptors {
 		var srcs []string
 		for range overloadSources {
@@ -164,6 +162,7 @@ func TestOverload(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			sources[i] = append(sources[i], a)
 			srcs = append(srcs, a.String())
 		}
 		gens[i], err = startLoadgen(t, bin, fmt.Sprintf("loadgen-%s-%d", ns, i),
@@ -192,7 +191,7 @@ func TestOverload(t *testing.T) {
 					return err
 				}
 				if r.Errors > 0 {
-					return &fatalError{fmt.Errorf("%s: %d requests got no answer: %q", g.name, r.Errors, r.ErrorSamples)}
+					return &stopWaiting{fmt.Errorf("%s: %d requests got no answer: %q", g.name, r.Errors, r.ErrorSamples)}
 				}
 				q, err := queue(interceptors[i].URL("admin"))
 				if err != nil {
@@ -209,7 +208,7 @@ func TestOverload(t *testing.T) {
 		if err == nil {
 			break
 		}
-		if errors.As(err, new(*fatalError)) || time.Now().After(deadline) {
+		if errors.As(err, new(*stopWaiting)) || time.Now().After(deadline) {
 			t.Fatalf("waiting for all %d connections to be answered or held: %v", 2*overloadConns, err)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -241,13 +240,13 @@ func TestOverload(t *testing.T) {
 		if p.fdsPeakLoad, err = openFDs(p.pid); err != nil {
 			t.Fatal(err)
 		}
-		if p.connsPeakLoad, err = establishedOn(p.pid, p.port); err != nil {
+		if p.connsPeakLoad, err = establishedOn(p.pid, p.port, sources[i]); err != nil {
 			t.Fatal(err)
 		}
 		// Every connection is open on the server's side too: the 503s did not close them.
-		if n := p.connsPeakLoad - p.connsBefore; n < overloadConns {
-			t.Errorf("%s has %d client connections established on its proxy port, %d more than before the load; want %d more",
-				in.Process.Name, p.connsPeakLoad, n, overloadConns)
+		if p.connsPeakLoad != overloadConns {
+			t.Errorf("%s has %d connections from its load generator established on its proxy port, want %d",
+				in.Process.Name, p.connsPeakLoad, overloadConns)
 		}
 		p.goPeakLoad = readGoMemory(in.URL("admin"))
 	}
@@ -384,12 +383,12 @@ func TestOverload(t *testing.T) {
 		rejected := finals[i].Codes[http.StatusServiceUnavailable]
 		growth := peak - p.rssBefore
 		t.Logf("%s: RSS %.1f MiB before, %.1f MiB with %d connections open and %d held (%.1f KiB per connection), %.1f MiB after %d rejections, peak %.1f MiB: growth %.1f MiB (bound %.0f MiB), %.2f KiB per rejected request if it were all theirs; descriptors %d → %d; Go stacks/heap in use/next GC MiB with the connections open %s, after the retries %s",
-			in.Process.Name, mib(p.rssBefore), mib(p.rssPeakLoad), overloadConns, overloadCap, float64(p.rssPeakLoad-p.rssBefore)/overloadConns/1024,
-			mib(p.rssAfterRetries), rejected, mib(peak), mib(growth), mib(bound), float64(growth)/float64(rejected)/1024,
+			in.Process.Name, toMiB(p.rssBefore), toMiB(p.rssPeakLoad), overloadConns, overloadCap, float64(p.rssPeakLoad-p.rssBefore)/overloadConns/1024,
+			toMiB(p.rssAfterRetries), rejected, toMiB(peak), toMiB(growth), toMiB(bound), float64(growth)/float64(rejected)/1024,
 			p.fdsBefore, p.fdsPeakLoad, p.goPeakLoad, p.goAfterRetries)
 		if growth > bound {
 			t.Errorf("%s: RSS grew by %.1f MiB under the overload, over the bound of %.0f MiB for %d connections and %d held requests",
-				in.Process.Name, mib(growth), mib(bound), overloadConns, overloadCap)
+				in.Process.Name, toMiB(growth), toMiB(bound), overloadConns, overloadCap)
 		}
 	}
 
@@ -406,7 +405,7 @@ func TestOverload(t *testing.T) {
 	s50, s99 := storm.percentiles()
 	t.Logf("warm app, %d requests from %d clients each phase: before p50 %v p99 %v; while %d connections arrived (in %v) p50 %v p99 %v (%.1f×, %.1f×); during the retries p50 %v p99 %v (%.1f×, %.1f×)",
 		len(before.lat), warmClients, b50, b99, 2*overloadConns, rampUp.Round(time.Millisecond),
-		d50, d99, ratio(d50, b50), ratio(d99, b99), s50, s99, ratio(s50, b50), ratio(s99, b99))
+		d50, d99, latencyRatio(d50, b50), latencyRatio(d99, b99), s50, s99, latencyRatio(s50, b50), latencyRatio(s99, b99))
 	if err := during.check(); err != nil {
 		t.Errorf("the warm app while the connections arrived: %v", err)
 	}
@@ -423,9 +422,9 @@ func TestOverload(t *testing.T) {
 		t.Errorf("warm p99 during the retries %v, over %v", s99, lim)
 	}
 
-	// Nothing is left behind: no held or in-flight request of the cold route, and no client
-	// connection more on either interceptor's proxy port than before the load. (Its descriptors
-	// are not compared: it keeps idle connections to the app's pod for reuse.)
+	// Nothing is left behind: no held or in-flight request of the cold route, and no connection
+	// from a load generator on either interceptor's proxy port. (Its descriptors are not
+	// compared with before: it keeps idle connections to the app's pod for reuse.)
 	eventually(t, 30*time.Second, "the interceptors to let go of the overload's connections", func() error {
 		for i, in := range interceptors {
 			q, err := queue(in.URL("admin"))
@@ -435,20 +434,20 @@ func TestOverload(t *testing.T) {
 			if rc := q[cold.key()]; rc.Held != 0 || rc.InFlight != 0 {
 				return fmt.Errorf("%s: %s has %d held, %d in flight", in.Process.Name, cold.key(), rc.Held, rc.InFlight)
 			}
-			n, err := establishedOn(procs[i].pid, procs[i].port)
+			n, err := establishedOn(procs[i].pid, procs[i].port, sources[i])
 			if err != nil {
 				return err
 			}
-			if n > procs[i].connsBefore {
-				return fmt.Errorf("%s has %d client connections established, %d before the load", in.Process.Name, n, procs[i].connsBefore)
+			if n != 0 {
+				return fmt.Errorf("%s still has %d connections from its load generator", in.Process.Name, n)
 			}
 		}
 		return nil
 	})
 }
 
-// fatalError ends a wait at once.
-type fatalError struct{ error }
+// stopWaiting is an error that ends a wait at once.
+type stopWaiting struct{ error }
 
 // setReadinessPath points the readiness probe of a's pods at path: a new rollout.
 func setReadinessPath(t *testing.T, a *app, path string) {
@@ -613,8 +612,8 @@ func (g *loadgen) stop() {
 	<-g.done
 }
 
-// monitor samples the interceptors' /queue and resident sets while the load runs.
-type monitor struct {
+// queueMonitor samples the interceptors' /queue and resident sets while the load runs.
+type queueMonitor struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
@@ -626,9 +625,9 @@ type monitor struct {
 
 // startMonitor reads the held count of key on every interceptor, and the resident set of each
 // pid, every 100 ms until stop.
-func startMonitor(ctx context.Context, interceptors []*deploy.Instance, key string, pids ...int) *monitor {
+func startMonitor(ctx context.Context, interceptors []*deploy.Instance, key string, pids ...int) *queueMonitor {
 	ctx, cancel := context.WithCancel(ctx)
-	m := &monitor{cancel: cancel, done: make(chan struct{}), maxHeld: make([]int64, len(interceptors)), rssMax: make([]int64, len(pids))}
+	m := &queueMonitor{cancel: cancel, done: make(chan struct{}), maxHeld: make([]int64, len(interceptors)), rssMax: make([]int64, len(pids))}
 	go func() {
 		defer close(m.done)
 		tick := time.NewTicker(100 * time.Millisecond)
@@ -662,14 +661,14 @@ func startMonitor(ctx context.Context, interceptors []*deploy.Instance, key stri
 }
 
 // stop ends the sampling and waits for it; it may be called more than once.
-func (m *monitor) stop() {
+func (m *queueMonitor) stop() {
 	m.cancel()
 	<-m.done
 }
 
 // result returns what the monitor saw: the number of complete samples of /queue, the largest
 // held count per interceptor, the largest RSS per process, and the last error of a sample.
-func (m *monitor) result() (samples int, maxHeld, rssMax []int64, err error) {
+func (m *queueMonitor) result() (samples int, maxHeld, rssMax []int64, err error) {
 	m.stop()
 	return m.samples, m.maxHeld, m.rssMax, m.err
 }
@@ -697,7 +696,7 @@ func measureWarm(ctx context.Context, targets []string, host string) *warmRun {
 			defer tick.Stop()
 			for range warmRequests {
 				start := time.Now()
-				code, err := get(ctx, hc, url, host)
+				code, err := getStatus(ctx, hc, url, host)
 				d := time.Since(start)
 				mu.Lock()
 				switch {
@@ -721,8 +720,8 @@ func measureWarm(ctx context.Context, targets []string, host string) *warmRun {
 	return run
 }
 
-// get sends one GET and reads the whole answer.
-func get(ctx context.Context, hc *http.Client, url, host string) (int, error) {
+// getStatus sends one GET and reads the whole answer.
+func getStatus(ctx context.Context, hc *http.Client, url, host string) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, err
@@ -785,10 +784,10 @@ func openFDs(pid int) (int64, error) {
 }
 
 // establishedOn returns how many of process pid's TCP sockets are established connections on
-// its local port: the clients' connections when port is a listening port of the process. The
-// sockets are matched by inode between /proc/<pid>/fd and the network namespace's
-// /proc/net/tcp and tcp6.
-func establishedOn(pid, port int) (int, error) {
+// its local port from one of the addresses from. The sockets are matched by inode between
+// /proc/<pid>/fd and the network namespace's /proc/net/tcp and tcp6; an IPv4 client of a dual-
+// stack listener shows in tcp6 with its IPv4-mapped address.
+func establishedOn(pid, port int, from []netip.Addr) (int, error) {
 	fds, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
 	if err != nil {
 		return 0, err
@@ -803,7 +802,14 @@ func establishedOn(pid, port int) (int, error) {
 			inodes[strings.TrimSuffix(inode, "]")] = true
 		}
 	}
-	suffix := fmt.Sprintf(":%04X", port)
+	remotes := map[string]bool{}
+	for _, a := range from {
+		remotes[procNetAddr(a)] = true
+		if a.Is4() {
+			remotes[procNetAddr(netip.AddrFrom16(a.As16()))] = true
+		}
+	}
+	local := fmt.Sprintf(":%04X", port)
 	n := 0
 	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		b, err := os.ReadFile(table)
@@ -813,13 +819,33 @@ func establishedOn(pid, port int) (int, error) {
 		for line := range strings.Lines(string(b)) {
 			// sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
 			f := strings.Fields(line)
-			if len(f) < 10 || f[3] != "01" || !strings.HasSuffix(f[1], suffix) || !inodes[f[9]] {
+			if len(f) < 10 || f[3] != "01" || !strings.HasSuffix(f[1], local) || !inodes[f[9]] {
 				continue
 			}
-			n++
+			if remote, _, ok := strings.Cut(f[2], ":"); ok && remotes[remote] {
+				n++
+			}
 		}
 	}
 	return n, nil
+}
+
+// procNetAddr writes a as /proc/net/tcp and tcp6 do: each 32-bit word of the address in network
+// order, printed as the machine's native integer in hex.
+func procNetAddr(a netip.Addr) string {
+	var b []byte
+	if a.Is4() {
+		v := a.As4()
+		b = v[:]
+	} else {
+		v := a.As16()
+		b = v[:]
+	}
+	var sb strings.Builder
+	for i := 0; i < len(b); i += 4 {
+		fmt.Fprintf(&sb, "%08X", binary.NativeEndian.Uint32(b[i:i+4]))
+	}
+	return sb.String()
 }
 
 // goMemory is what the Go runtime of a process says about its memory, from its /metrics.
@@ -895,9 +921,9 @@ func listenOverflows() (int64, error) {
 	return 0, errors.New("no TcpExt ListenOverflows in /proc/net/netstat")
 }
 
-func mib(b int64) float64 { return float64(b) / (1 << 20) }
+func toMiB(b int64) float64 { return float64(b) / (1 << 20) }
 
-func ratio(a, b time.Duration) float64 {
+func latencyRatio(a, b time.Duration) float64 {
 	if b == 0 {
 		return 0
 	}
