@@ -9,6 +9,7 @@ import (
 	// Aliased: the package tests use env as the name of their lookup helper.
 	envvar "github.com/lobby-http/lobby/internal/env"
 	"github.com/lobby-http/lobby/internal/logging"
+	"github.com/lobby-http/lobby/operator/internal/resources"
 )
 
 // Config is everything the operator is configured with, loaded from environment variables once at
@@ -17,6 +18,14 @@ type Config struct {
 	// ScalerAddress is the host:port KEDA dials for lobby's scaler, written into every
 	// ScaledObject's trigger (LOBBY_SCALER_ADDRESS, required).
 	ScalerAddress string
+	// ScalerTLS makes KEDA dial the scaler with TLS: every trigger gets enableTLS: "true"
+	// (LOBBY_SCALER_TLS).
+	ScalerTLS bool
+	// ScalerTriggerAuth, when set, is the KEDA TriggerAuthentication or
+	// ClusterTriggerAuthentication every trigger names as its authenticationRef, which gives KEDA
+	// the scaler's CA and a client key pair (LOBBY_SCALER_TRIGGER_AUTH, Kind/name). It needs
+	// ScalerTLS.
+	ScalerTriggerAuth resources.AuthenticationRef
 	// MetricsAddr is where the Prometheus metrics endpoint listens (LOBBY_METRICS_ADDR).
 	MetricsAddr string
 	// HealthAddr is where /healthz and /readyz listen (LOBBY_HEALTH_ADDR).
@@ -46,11 +55,19 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 	l := envvar.NewLoader(lookup)
 	c := Config{
 		ScalerAddress:  readScalerAddress(l, "LOBBY_SCALER_ADDRESS"),
+		ScalerTLS:      l.Bool("LOBBY_SCALER_TLS", false),
 		MetricsAddr:    l.Addr("LOBBY_METRICS_ADDR", ":8080"),
 		HealthAddr:     l.Addr("LOBBY_HEALTH_ADDR", ":8081"),
 		LeaderElect:    l.Bool("LOBBY_LEADER_ELECT", true),
 		WatchNamespace: l.Namespace("LOBBY_WATCH_NAMESPACE"),
 		Kubeconfig:     l.String("KUBECONFIG", ""),
+	}
+	c.ScalerTriggerAuth = envvar.Parse(l, "LOBBY_SCALER_TRIGGER_AUTH", resources.AuthenticationRef{}, resources.ParseAuthenticationRef)
+	if _, set := l.Get("LOBBY_SCALER_TRIGGER_AUTH"); set && !c.ScalerTLS {
+		// KEDA takes the authentication's caCert and client key pair as TLS settings; a
+		// reference without TLS is a half-finished setup that would still dial in plain text
+		// wherever the object lacks them.
+		l.Fail("LOBBY_SCALER_TRIGGER_AUTH", errors.New("needs LOBBY_SCALER_TLS=true: the authentication only gives KEDA TLS settings (caCert, tlsClientCert, tlsClientKey)"))
 	}
 	c.LeaderElectionNamespace = l.Namespace("LOBBY_LEADER_ELECTION_NAMESPACE")
 	if c.LeaderElectionNamespace == "" {
@@ -68,6 +85,11 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// trigger returns how the ScaledObjects' triggers reach the scaler.
+func (c Config) trigger() resources.Trigger {
+	return resources.Trigger{ScalerAddress: c.ScalerAddress, TLS: c.ScalerTLS, Auth: c.ScalerTriggerAuth}
 }
 
 // readScalerAddress reads the required host:port of the scaler; KEDA dials it from its own pod, so

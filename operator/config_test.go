@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/lobby-http/lobby/internal/logging"
+	"github.com/lobby-http/lobby/operator/internal/resources"
 )
 
 func env(vars map[string]string) func(string) (string, bool) {
@@ -41,6 +42,8 @@ func TestLoadConfig(t *testing.T) {
 	t.Run("every variable is read", func(t *testing.T) {
 		got, err := loadConfig(env(map[string]string{
 			"LOBBY_SCALER_ADDRESS":            "10.0.0.1:9000",
+			"LOBBY_SCALER_TLS":                "true",
+			"LOBBY_SCALER_TRIGGER_AUTH":       "ClusterTriggerAuthentication/lobby-scaler-tls",
 			"LOBBY_METRICS_ADDR":              "127.0.0.1:9100",
 			"LOBBY_HEALTH_ADDR":               ":9101",
 			"LOBBY_LEADER_ELECT":              "false",
@@ -55,7 +58,11 @@ func TestLoadConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := Config{
-			ScalerAddress:           "10.0.0.1:9000",
+			ScalerAddress: "10.0.0.1:9000",
+			ScalerTLS:     true,
+			ScalerTriggerAuth: resources.AuthenticationRef{
+				Kind: resources.KindClusterTriggerAuthentication, Name: "lobby-scaler-tls",
+			},
 			MetricsAddr:             "127.0.0.1:9100",
 			HealthAddr:              ":9101",
 			LeaderElect:             false,
@@ -67,6 +74,16 @@ func TestLoadConfig(t *testing.T) {
 		}
 		if got != want {
 			t.Errorf("loadConfig() = %+v, want %+v", got, want)
+		}
+	})
+
+	t.Run("TLS may be turned on without an authentication", func(t *testing.T) {
+		got, err := loadConfig(env(map[string]string{"LOBBY_SCALER_ADDRESS": "s:1", "POD_NAMESPACE": "lobby", "LOBBY_SCALER_TLS": "true"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := (resources.Trigger{ScalerAddress: "s:1", TLS: true}); got.trigger() != want {
+			t.Errorf("trigger() = %+v, want %+v", got.trigger(), want)
 		}
 	})
 
@@ -95,6 +112,19 @@ func TestLoadConfig(t *testing.T) {
 			"LOBBY_METRICS_ADDR": "8080", "LOBBY_HEALTH_ADDR": ":0",
 		}, []string{"LOBBY_LEADER_ELECT: parse boolean", "LOBBY_WATCH_NAMESPACE: invalid namespace", "LOBBY_LOG_LEVEL",
 			"LOBBY_METRICS_ADDR", "LOBBY_HEALTH_ADDR"}},
+		{"an authentication without TLS is refused", map[string]string{
+			"LOBBY_SCALER_ADDRESS": "s:1", "POD_NAMESPACE": "lobby", "LOBBY_SCALER_TRIGGER_AUTH": "TriggerAuthentication/lobby",
+		}, []string{"LOBBY_SCALER_TRIGGER_AUTH: needs LOBBY_SCALER_TLS=true"}},
+		{"an authentication with TLS turned off is refused", map[string]string{
+			"LOBBY_SCALER_ADDRESS": "s:1", "POD_NAMESPACE": "lobby", "LOBBY_SCALER_TLS": "false",
+			"LOBBY_SCALER_TRIGGER_AUTH": "ClusterTriggerAuthentication/lobby",
+		}, []string{"LOBBY_SCALER_TRIGGER_AUTH: needs LOBBY_SCALER_TLS=true"}},
+		{"an authentication without its kind is refused", map[string]string{
+			"LOBBY_SCALER_ADDRESS": "s:1", "POD_NAMESPACE": "lobby", "LOBBY_SCALER_TLS": "true", "LOBBY_SCALER_TRIGGER_AUTH": "lobby",
+		}, []string{"LOBBY_SCALER_TRIGGER_AUTH: parse authentication reference", "ClusterTriggerAuthentication/<name>"}},
+		{"a TLS switch that is not a boolean is refused", map[string]string{
+			"LOBBY_SCALER_ADDRESS": "s:1", "POD_NAMESPACE": "lobby", "LOBBY_SCALER_TLS": "on please",
+		}, []string{"LOBBY_SCALER_TLS: parse boolean"}},
 		{"the metrics and health addresses must differ", map[string]string{
 			"LOBBY_SCALER_ADDRESS": "s:1", "POD_NAMESPACE": "lobby", "LOBBY_METRICS_ADDR": ":9000", "LOBBY_HEALTH_ADDR": ":9000",
 		}, []string{"LOBBY_HEALTH_ADDR: must differ from LOBBY_METRICS_ADDR"}},

@@ -62,7 +62,8 @@ func run(signals context.Context) error {
 	if err != nil {
 		return err
 	}
-	log.Info("starting", "scalerAddress", cfg.ScalerAddress, "namespace", cfg.WatchNamespace,
+	log.Info("starting", "scalerAddress", cfg.ScalerAddress, "scalerTLS", cfg.ScalerTLS,
+		"scalerTriggerAuth", cfg.ScalerTriggerAuth.String(), "namespace", cfg.WatchNamespace,
 		"leaderElect", cfg.LeaderElect, "metricsAddr", cfg.MetricsAddr, "healthAddr", cfg.HealthAddr)
 	if err := mgr.Start(signals); err != nil {
 		return fmt.Errorf("run manager: %w", err)
@@ -109,10 +110,10 @@ func build(ctx context.Context, cfg Config, log logr.Logger, kube *rest.Config, 
 		return nil, fmt.Errorf("find KEDA's ScaledObject API (%s): install KEDA before lobby: %w", gvk.GroupVersion(), err)
 	}
 	r := &controller.Reconciler{
-		Client:        mgr.GetClient(),
-		Events:        mgr.GetEventRecorder(controller.FieldManager),
-		ScalerAddress: cfg.ScalerAddress,
-		Log:           log.WithName("controller"),
+		Client:  mgr.GetClient(),
+		Events:  mgr.GetEventRecorder(controller.FieldManager),
+		Trigger: cfg.trigger(),
+		Log:     log.WithName("controller"),
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("set up controller: %w", err)

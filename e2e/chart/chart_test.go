@@ -631,6 +631,52 @@ func TestValuesFilesChangeWhatTheyShould(t *testing.T) {
 				if p.Replicas != 3 {
 					t.Errorf("scaler replicas %d, want 3", p.Replicas)
 				}
+				// The operator's triggers reach it: TLS, and the authentication KEDA takes the CA
+				// and its client key pair from.
+				op, _ := r.Process("operator")
+				for k, v := range map[string]string{
+					"LOBBY_SCALER_TLS":          "true",
+					"LOBBY_SCALER_TRIGGER_AUTH": "ClusterTriggerAuthentication/lobby-scaler-client",
+				} {
+					if op.Env[k] != v {
+						t.Errorf("operator %s = %q, want %q", k, op.Env[k], v)
+					}
+				}
+			},
+		},
+		{
+			name: "scaler TLS without an authentication has the operator turn TLS on only",
+			set:  map[string]string{"scaler.tls.enabled": "true", "scaler.tls.secretName": "lobby-scaler-tls"},
+			check: func(t *testing.T, r *Rendered) {
+				op, _ := r.Process("operator")
+				if op.Env["LOBBY_SCALER_TLS"] != "true" {
+					t.Errorf("operator LOBBY_SCALER_TLS = %q, want true", op.Env["LOBBY_SCALER_TLS"])
+				}
+				if v, ok := op.Env["LOBBY_SCALER_TRIGGER_AUTH"]; ok {
+					t.Errorf("operator LOBBY_SCALER_TRIGGER_AUTH = %q, want it unset when no authentication is named", v)
+				}
+			},
+		},
+		{
+			name: "a per-namespace TriggerAuthentication is named with its kind",
+			set: map[string]string{"scaler.tls.enabled": "true", "scaler.tls.secretName": "lobby-scaler-tls",
+				"scaler.tls.triggerAuthentication.kind": "TriggerAuthentication", "scaler.tls.triggerAuthentication.name": "scaler-client"},
+			check: func(t *testing.T, r *Rendered) {
+				op, _ := r.Process("operator")
+				if got := op.Env["LOBBY_SCALER_TRIGGER_AUTH"]; got != "TriggerAuthentication/scaler-client" {
+					t.Errorf("operator LOBBY_SCALER_TRIGGER_AUTH = %q, want TriggerAuthentication/scaler-client", got)
+				}
+			},
+		},
+		{
+			name:  "extra operator env comes after the TLS settings, so it can override them",
+			files: ci("scaler-tls-values.yaml"),
+			set:   map[string]string{"operator.env[0].name": "LOBBY_SCALER_TRIGGER_AUTH", "operator.env[0].value": "TriggerAuthentication/own"},
+			check: func(t *testing.T, r *Rendered) {
+				op, _ := r.Process("operator")
+				if got := op.Env["LOBBY_SCALER_TRIGGER_AUTH"]; got != "TriggerAuthentication/own" {
+					t.Errorf("operator LOBBY_SCALER_TRIGGER_AUTH = %q, want operator.env's TriggerAuthentication/own", got)
+				}
 			},
 		},
 		{
@@ -690,6 +736,14 @@ func TestTemplateRefusesBadValues(t *testing.T) {
 		{"three operators are refused", map[string]string{"operator.replicas": "3"}, "operator.replicas"},
 		{"two operators without leader election are refused", map[string]string{"operator.replicas": "2", "operator.leaderElect": "false"}, "operator.leaderElect"},
 		{"scaler TLS without a Secret is refused", map[string]string{"scaler.tls.enabled": "true"}, "scaler.tls.secretName"},
+		{"a trigger authentication without scaler TLS is refused", map[string]string{"scaler.tls.triggerAuthentication.name": "lobby"},
+			"scaler.tls.triggerAuthentication.name needs scaler.tls.enabled"},
+		{"a trigger authentication of another kind is refused by the schema", map[string]string{
+			"scaler.tls.enabled": "true", "scaler.tls.secretName": "s", "scaler.tls.triggerAuthentication.kind": "Secret",
+			"scaler.tls.triggerAuthentication.name": "lobby"}, "scaler.tls.triggerAuthentication.kind"},
+		{"a trigger authentication name Kubernetes would refuse is refused by the schema", map[string]string{
+			"scaler.tls.enabled": "true", "scaler.tls.secretName": "s", "scaler.tls.triggerAuthentication.name": "Lobby_TLS"},
+			"scaler.tls.triggerAuthentication.name"},
 		{"an invalid watch namespace is refused", map[string]string{"watchNamespace": "Not_A_Namespace"}, "watchNamespace"},
 	}
 	for _, tc := range tests {

@@ -75,8 +75,9 @@ type Reconciler struct {
 	Client client.Client
 	// Events records events on HTTPScaledObjects.
 	Events events.EventRecorder
-	// ScalerAddress is the host:port KEDA dials for lobby's scaler, written into each trigger.
-	ScalerAddress string
+	// Trigger says how each ScaledObject's trigger reaches lobby's scaler: its address, and
+	// whether KEDA dials it with TLS and which authentication gives KEDA the certificates.
+	Trigger resources.Trigger
 	// Log is the reconciler's logger; each reconcile adds the object's key.
 	Log logr.Logger
 
@@ -202,7 +203,7 @@ func (r *Reconciler) reconcileScaledObject(ctx context.Context, s *state) error 
 		return nil
 	}
 
-	desired, err := resources.ScaledObject(hso, r.ScalerAddress)
+	desired, err := resources.ScaledObject(hso, r.Trigger)
 	if err != nil {
 		s.fail(ReasonInvalidSpec, "%v", err)
 		return nil

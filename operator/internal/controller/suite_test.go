@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -38,7 +40,9 @@ const testScalerAddress = "lobby-scaler.lobby.svc.cluster.local:9090"
 // manager, as main wires it.
 type cluster struct {
 	// kube reads straight from the API server, so assertions never see a stale cache.
-	kube client.Client
+	kube   client.Client
+	cfg    *rest.Config
+	scheme *runtime.Scheme
 }
 
 // kedaCRDs returns the folder with KEDA's CRDs, which the tools build places next to the binaries
@@ -53,8 +57,17 @@ func kedaCRDs(t *testing.T, assets string) string {
 }
 
 // startCluster starts kube-apiserver and etcd from KUBEBUILDER_ASSETS, or skips the test when they
-// are not available, and runs the reconciler against them until the test ends.
+// are not available, and runs the reconciler against them, with a plain-text scaler trigger,
+// until the test ends.
 func startCluster(t *testing.T) *cluster {
+	t.Helper()
+	c := startControlPlane(t)
+	c.runReconciler(t, resources.Trigger{ScalerAddress: testScalerAddress})
+	return c
+}
+
+// startControlPlane starts kube-apiserver and etcd with the CRDs, without a reconciler.
+func startControlPlane(t *testing.T) *cluster {
 	t.Helper()
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
@@ -84,11 +97,23 @@ func startCluster(t *testing.T) *cluster {
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
+	kube, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &cluster{kube: kube, cfg: cfg, scheme: scheme}
+}
+
+// runReconciler runs the reconciler, writing triggers as trigger says, in a manager of its own,
+// as one run of the operator process. It returns a function that stops the manager and waits for
+// it, as a restart of the operator does; the test's end stops it otherwise.
+func (c *cluster) runReconciler(t *testing.T, trigger resources.Trigger) (stop func()) {
+	t.Helper()
 	log := testr.NewWithOptions(t, testr.Options{Verbosity: 1})
 	// The manager logs through log; the process-wide logger (envtest's) outlives each test.
 	ctrl.SetLogger(logr.Discard())
-	mgr, err := ctrl.NewManager(cfg, manager.Options{
-		Scheme:  scheme,
+	mgr, err := ctrl.NewManager(c.cfg, manager.Options{
+		Scheme:  c.scheme,
 		Logger:  log,
 		Metrics: metricsserver.Options{BindAddress: "0"},
 		Client:  client.Options{Cache: &client.CacheOptions{Unstructured: true}},
@@ -99,10 +124,10 @@ func startCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	r := &Reconciler{
-		Client:        mgr.GetClient(),
-		Events:        mgr.GetEventRecorder(FieldManager),
-		ScalerAddress: testScalerAddress,
-		Log:           log.WithName("controller"),
+		Client:  mgr.GetClient(),
+		Events:  mgr.GetEventRecorder(FieldManager),
+		Trigger: trigger,
+		Log:     log.WithName("controller"),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
@@ -111,22 +136,22 @@ func startCluster(t *testing.T) *cluster {
 	}
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("manager stopped with %v", err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("manager stopped with %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("manager did not stop within 30s")
 			}
-		case <-time.After(30 * time.Second):
-			t.Error("manager did not stop within 30s")
-		}
-	})
-	kube, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
+		})
 	}
-	return &cluster{kube: kube}
+	t.Cleanup(stop)
+	return stop
 }
 
 // namespace creates a namespace for one test case, so cases do not see each other's objects.

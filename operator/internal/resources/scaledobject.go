@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -45,7 +46,68 @@ const (
 	// MetadataHTTPScaledObject is the trigger metadata key with the HTTPScaledObject's name; the
 	// scaler takes the namespace from the ScaledObject KEDA names in its requests.
 	MetadataHTTPScaledObject = "httpScaledObject"
+	// MetadataEnableTLS is the trigger metadata key that makes KEDA dial the scaler with TLS.
+	MetadataEnableTLS = "enableTLS"
 )
+
+// Kinds of KEDA object a trigger's authenticationRef may name.
+const (
+	// KindTriggerAuthentication is looked up in the ScaledObject's own namespace.
+	KindTriggerAuthentication = "TriggerAuthentication"
+	// KindClusterTriggerAuthentication is cluster-scoped; KEDA reads the Secrets it names from
+	// KEDA's own namespace.
+	KindClusterTriggerAuthentication = "ClusterTriggerAuthentication"
+)
+
+// Trigger says how the trigger of every ScaledObject reaches lobby's scaler.
+type Trigger struct {
+	// ScalerAddress is the host:port KEDA dials for the scaler.
+	ScalerAddress string
+	// TLS makes KEDA dial with TLS (enableTLS: "true" in the metadata). KEDA would also turn TLS
+	// on by itself when the authentication gives a CA or a client certificate; writing it out
+	// means a TriggerAuthentication that lacks them fails the handshake instead of falling back
+	// to plain text.
+	TLS bool
+	// Auth, when its Name is set, is written as the trigger's authenticationRef: the KEDA object
+	// that gives caCert, tlsClientCert and tlsClientKey.
+	Auth AuthenticationRef
+}
+
+// AuthenticationRef names a KEDA TriggerAuthentication or ClusterTriggerAuthentication.
+type AuthenticationRef struct {
+	// Kind is KindTriggerAuthentication or KindClusterTriggerAuthentication.
+	Kind string
+	// Name is the object's name; empty means no reference.
+	Name string
+}
+
+// String renders the reference as Kind/name, the form ParseAuthenticationRef reads.
+func (a AuthenticationRef) String() string {
+	if a.Name == "" {
+		return ""
+	}
+	return a.Kind + "/" + a.Name
+}
+
+// ParseAuthenticationRef reads "TriggerAuthentication/<name>" or
+// "ClusterTriggerAuthentication/<name>". The kind is required, because the two are looked up in
+// different places and a guess would fail silently in KEDA.
+func ParseAuthenticationRef(s string) (AuthenticationRef, error) {
+	kind, name, ok := strings.Cut(strings.TrimSpace(s), "/")
+	if !ok || name == "" {
+		return AuthenticationRef{}, fmt.Errorf("parse authentication reference %q: want %s/<name> or %s/<name>",
+			s, KindClusterTriggerAuthentication, KindTriggerAuthentication)
+	}
+	if kind != KindTriggerAuthentication && kind != KindClusterTriggerAuthentication {
+		return AuthenticationRef{}, fmt.Errorf("parse authentication reference %q: kind %q is neither %s nor %s",
+			s, kind, KindClusterTriggerAuthentication, KindTriggerAuthentication)
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return AuthenticationRef{}, fmt.Errorf("parse authentication reference %q: invalid name %q: %s",
+			s, name, strings.Join(errs, "; "))
+	}
+	return AuthenticationRef{Kind: kind, Name: name}, nil
+}
 
 // ErrInvalidSpec is returned, wrapped with what to fix, for an HTTPScaledObject no ScaledObject
 // can be built from. The CRD rejects most such objects; this catches what it cannot express and
@@ -127,10 +189,10 @@ func Validate(spec *v1alpha1.HTTPScaledObjectSpec) error {
 }
 
 // ScaledObject returns the KEDA ScaledObject lobby keeps for hso: same name and namespace,
-// controlled by hso, scaling hso's workload through the scaler at scalerAddress. The result
+// controlled by hso, scaling hso's workload through the scaler as trigger says. The result
 // holds only the fields lobby owns, ready for a server-side apply. It fails, wrapping
 // ErrInvalidSpec, when hso's spec is invalid.
-func ScaledObject(hso *v1alpha1.HTTPScaledObject, scalerAddress string) (*unstructured.Unstructured, error) {
+func ScaledObject(hso *v1alpha1.HTTPScaledObject, trigger Trigger) (*unstructured.Unstructured, error) {
 	if err := Validate(&hso.Spec); err != nil {
 		return nil, err
 	}
@@ -155,13 +217,7 @@ func ScaledObject(hso *v1alpha1.HTTPScaledObject, scalerAddress string) (*unstru
 			"maxReplicaCount":       int64(hi),
 			"cooldownPeriod":        int64(cooldown),
 			"initialCooldownPeriod": int64(initial),
-			"triggers": []any{map[string]any{
-				"type": TriggerType,
-				"metadata": map[string]any{
-					MetadataScalerAddress:    scalerAddress,
-					MetadataHTTPScaledObject: hso.Name,
-				},
-			}},
+			"triggers":              []any{triggerSpec(hso.Name, trigger)},
 		},
 	}}
 	so.SetGroupVersionKind(ScaledObjectGVK)
@@ -181,6 +237,26 @@ func ScaledObject(hso *v1alpha1.HTTPScaledObject, scalerAddress string) (*unstru
 	}
 	so.SetOwnerReferences([]metav1.OwnerReference{OwnerReference(hso)})
 	return so, nil
+}
+
+// triggerSpec returns the one trigger of the ScaledObject named name. KEDA's CRD declares the
+// trigger list atomic, so an apply replaces the trigger whole: turning TLS off removes enableTLS
+// and authenticationRef from existing ScaledObjects too.
+func triggerSpec(name string, trigger Trigger) map[string]any {
+	metadata := map[string]any{
+		MetadataScalerAddress:    trigger.ScalerAddress,
+		MetadataHTTPScaledObject: name,
+	}
+	if trigger.TLS {
+		metadata[MetadataEnableTLS] = "true"
+	}
+	t := map[string]any{"type": TriggerType, "metadata": metadata}
+	if a := trigger.Auth; a.Name != "" {
+		// The kind is written even for TriggerAuthentication, KEDA's default, so that the live
+		// object reads back exactly as applied.
+		t["authenticationRef"] = map[string]any{"kind": a.Kind, "name": a.Name}
+	}
+	return t
 }
 
 // OwnerReference returns the controller reference from a ScaledObject to hso. It does not block

@@ -16,6 +16,9 @@ import (
 
 const scaler = "lobby-scaler.lobby.svc.cluster.local:9090"
 
+// plain is the trigger setting of a scaler without TLS, the default.
+var plain = Trigger{ScalerAddress: scaler}
+
 func object(mutate func(*v1alpha1.HTTPScaledObject)) *v1alpha1.HTTPScaledObject {
 	hso := &v1alpha1.HTTPScaledObject{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", UID: types.UID("uid-1")},
@@ -45,9 +48,10 @@ func TestScaledObject(t *testing.T) {
       scalerAddress: ` + scaler + `
       httpScaledObject: web`
 	tests := []struct {
-		name   string
-		mutate func(*v1alpha1.HTTPScaledObject)
-		want   string
+		name    string
+		mutate  func(*v1alpha1.HTTPScaledObject)
+		trigger *Trigger // nil is plain
+		want    string
 	}{
 		{
 			name: "a minimal object gets the add-on's defaults written out",
@@ -153,10 +157,84 @@ spec:
   cooldownPeriod: 300
   initialCooldownPeriod: 0` + trigger,
 		},
+		{
+			name:    "TLS without an authentication only turns TLS on",
+			trigger: &Trigger{ScalerAddress: scaler, TLS: true},
+			want: `
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  namespace: shop
+  name: web` + owner + `
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web-deploy}
+  minReplicaCount: 0
+  maxReplicaCount: 100
+  cooldownPeriod: 300
+  initialCooldownPeriod: 0
+  triggers:
+  - type: external-push
+    metadata:
+      scalerAddress: ` + scaler + `
+      httpScaledObject: web
+      enableTLS: "true"`,
+		},
+		{
+			name: "TLS with a ClusterTriggerAuthentication names it with its kind",
+			trigger: &Trigger{ScalerAddress: scaler, TLS: true,
+				Auth: AuthenticationRef{Kind: KindClusterTriggerAuthentication, Name: "lobby-scaler-tls"}},
+			want: `
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  namespace: shop
+  name: web` + owner + `
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web-deploy}
+  minReplicaCount: 0
+  maxReplicaCount: 100
+  cooldownPeriod: 300
+  initialCooldownPeriod: 0
+  triggers:
+  - type: external-push
+    metadata:
+      scalerAddress: ` + scaler + `
+      httpScaledObject: web
+      enableTLS: "true"
+    authenticationRef: {kind: ClusterTriggerAuthentication, name: lobby-scaler-tls}`,
+		},
+		{
+			name: "a TriggerAuthentication, KEDA's default kind, is named with its kind too",
+			trigger: &Trigger{ScalerAddress: scaler, TLS: true,
+				Auth: AuthenticationRef{Kind: KindTriggerAuthentication, Name: "scaler-client"}},
+			want: `
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  namespace: shop
+  name: web` + owner + `
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web-deploy}
+  minReplicaCount: 0
+  maxReplicaCount: 100
+  cooldownPeriod: 300
+  initialCooldownPeriod: 0
+  triggers:
+  - type: external-push
+    metadata:
+      scalerAddress: ` + scaler + `
+      httpScaledObject: web
+      enableTLS: "true"
+    authenticationRef: {kind: TriggerAuthentication, name: scaler-client}`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ScaledObject(object(tt.mutate), scaler)
+			trigger := plain
+			if tt.trigger != nil {
+				trigger = *tt.trigger
+			}
+			got, err := ScaledObject(object(tt.mutate), trigger)
 			if err != nil {
 				t.Fatalf("ScaledObject() error = %v", err)
 			}
@@ -206,7 +284,7 @@ func TestScaledObjectRefusesInvalidSpecs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			so, err := ScaledObject(object(tt.mutate), scaler)
+			so, err := ScaledObject(object(tt.mutate), plain)
 			if !errors.Is(err, ErrInvalidSpec) {
 				t.Fatalf("ScaledObject() = %v, %v; want an error wrapping ErrInvalidSpec", so, err)
 			}
@@ -218,7 +296,7 @@ func TestScaledObjectRefusesInvalidSpecs(t *testing.T) {
 }
 
 func TestNeedsApply(t *testing.T) {
-	desired, err := ScaledObject(object(func(h *v1alpha1.HTTPScaledObject) { h.Labels = map[string]string{"app": "web"} }), scaler)
+	desired, err := ScaledObject(object(func(h *v1alpha1.HTTPScaledObject) { h.Labels = map[string]string{"app": "web"} }), plain)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,5 +353,79 @@ func TestNeedsApply(t *testing.T) {
 	}
 	if !NeedsApply(desired, nil, "lobby-operator") {
 		t.Error("NeedsApply(desired, nil) = false, want true: a missing ScaledObject is created")
+	}
+}
+
+func TestNeedsApplyFollowsTheTriggerSetting(t *testing.T) {
+	tls := Trigger{ScalerAddress: scaler, TLS: true}
+	auth := Trigger{ScalerAddress: scaler, TLS: true, Auth: AuthenticationRef{Kind: KindClusterTriggerAuthentication, Name: "lobby"}}
+	other := Trigger{ScalerAddress: scaler, TLS: true, Auth: AuthenticationRef{Kind: KindTriggerAuthentication, Name: "lobby"}}
+	tests := []struct {
+		name        string
+		live, wants Trigger
+		want        bool
+	}{
+		{"turning TLS on rewrites a plain trigger", plain, tls, true},
+		{"naming an authentication rewrites a TLS trigger", tls, auth, true},
+		{"changing the authentication's kind rewrites the trigger", auth, other, true},
+		{"turning TLS off takes enableTLS and the authentication out", auth, plain, true},
+		{"a trigger already as configured needs nothing", auth, auth, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			liveSO, err := ScaledObject(object(nil), tt.live)
+			if err != nil {
+				t.Fatal(err)
+			}
+			desired, err := ScaledObject(object(nil), tt.wants)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := liveSO.MarshalJSON()
+			live := &unstructured.Unstructured{}
+			if err := live.UnmarshalJSON(b); err != nil {
+				t.Fatal(err)
+			}
+			if got := NeedsApply(desired, live, "lobby-operator"); got != tt.want {
+				t.Errorf("NeedsApply() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseAuthenticationRef(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     AuthenticationRef
+		err      string
+	}{
+		{name: "a ClusterTriggerAuthentication is read", in: "ClusterTriggerAuthentication/lobby-scaler-tls",
+			want: AuthenticationRef{Kind: KindClusterTriggerAuthentication, Name: "lobby-scaler-tls"}},
+		{name: "a TriggerAuthentication is read, surrounding spaces ignored", in: " TriggerAuthentication/scaler.client ",
+			want: AuthenticationRef{Kind: KindTriggerAuthentication, Name: "scaler.client"}},
+		{name: "a name without a kind is refused", in: "lobby-scaler-tls",
+			err: "want ClusterTriggerAuthentication/<name> or TriggerAuthentication/<name>"},
+		{name: "a kind without a name is refused", in: "TriggerAuthentication/", err: "want ClusterTriggerAuthentication/<name>"},
+		{name: "a kind in the wrong case is refused", in: "triggerauthentication/lobby", err: `kind "triggerauthentication" is neither`},
+		{name: "another kind is refused", in: "Secret/lobby", err: `kind "Secret" is neither`},
+		{name: "a name Kubernetes would refuse is refused", in: "TriggerAuthentication/Lobby_TLS", err: `invalid name "Lobby_TLS"`},
+		{name: "a namespace/name is refused", in: "TriggerAuthentication/a/b", err: `invalid name "a/b"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseAuthenticationRef(tt.in)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Errorf("ParseAuthenticationRef(%q) = %v, %v; want an error containing %q", tt.in, got, err, tt.err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("ParseAuthenticationRef(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+			}
+			if back, err := ParseAuthenticationRef(got.String()); err != nil || back != got {
+				t.Errorf("ParseAuthenticationRef(%q) = %v, %v; want the reference to read back", got.String(), back, err)
+			}
+		})
 	}
 }
