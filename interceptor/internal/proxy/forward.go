@@ -478,9 +478,10 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		var de *dialError
-		if !errors.As(err, &de) || fw.Err() != nil {
-			// Not a connection failure, or the client went away or the request timed out while
-			// the transport waited for a connection: the endpoint is not to blame.
+		if !errors.As(err, &de) || fw.Err() != nil || errors.Is(de.err, context.Canceled) {
+			// Not a connection failure; or the client went away, or the request timed out, while
+			// the transport waited for a connection; or the transport called the dial off: the
+			// endpoint is not to blame.
 			return nil, err
 		}
 		// The dial to the endpoint failed: it is gone or going, as far as this interceptor can
