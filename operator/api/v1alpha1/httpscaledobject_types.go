@@ -217,8 +217,10 @@ type PlaceholderSpec struct {
 	// +kubebuilder:validation:Maximum=599
 	// +optional
 	StatusCode int32 `json:"statusCode,omitempty"`
-	// Headers of the placeholder response.
+	// Headers of the placeholder response, by HTTP header name (a response cannot carry
+	// another). Line breaks in a value are sent as spaces.
 	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule=`self.all(k, size(k) <= 256 && k.matches("^[A-Za-z0-9!#$%&'*+.^_|~-]+$"))`,message="coldStart.placeholder.headers names must be HTTP header names of at most 256 characters"
 	// +optional
 	Headers map[string]string `json:"headers,omitempty"`
 	// Body of the placeholder response.

@@ -200,6 +200,9 @@ func TestAPIServerRefusesInvalidObjects(t *testing.T) {
 		{"more placeholder headers than the maximum are refused",
 			`coldStart: {placeholder: {headers: ` + placeholderHeaders(33) + `}}`,
 			[]string{"spec.coldStart.placeholder.headers", "must have at most 32 items"}},
+		{"a placeholder header name that is not an HTTP header name is refused",
+			`coldStart: {placeholder: {headers: {"Bad Name": v}}}`,
+			[]string{"spec.coldStart.placeholder.headers", "names must be HTTP header names"}},
 		{"a placeholder body longer than the maximum is refused",
 			`coldStart: {placeholder: {body: ` + strings.Repeat("b", 65537) + `}}`,
 			[]string{"spec.coldStart.placeholder.body", "may not be more than 65536"}},
@@ -240,6 +243,8 @@ func TestAPIServerAcceptsValidObjects(t *testing.T) {
 		{"exactly the maximum number of path prefixes is accepted", `pathPrefixes: ` + pathList(256)},
 		{"the maximum number of headers with values of the maximum length is accepted", `headers: ` + headerList(32, 4096)},
 		{"the longest Go duration is accepted", `timeouts: {request: 2562047h}`},
+		{"placeholder headers with tabs and non-ASCII text are accepted",
+			`coldStart: {placeholder: {headers: {Refresh: "5", X-Note: "w\tarm · up", "X-O'Brien": "1"}}}`},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
