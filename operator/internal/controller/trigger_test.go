@@ -43,7 +43,7 @@ func TestReconcilerFollowsTheTriggerSetting(t *testing.T) {
 	}
 	tlsTrigger := func(name string) map[string]any {
 		return map[string]any{"type": "external-push",
-			"metadata": map[string]any{"scalerAddress": testScalerAddress, "httpScaledObject": name, "enableTLS": "true"},
+			"metadata":          map[string]any{"scalerAddress": testScalerAddress, "httpScaledObject": name, "enableTLS": "true"},
 			"authenticationRef": map[string]any{"kind": "ClusterTriggerAuthentication", "name": "lobby-scaler-tls"}}
 	}
 
