@@ -44,18 +44,7 @@ const etcdOutage = 5 * time.Second
 // so their next attempt can come long after it is back.
 const recoveryTimeout = 2 * time.Minute
 
-// apiOutageOptIn is the environment variable that runs TestAPIServerDownFor30Seconds. It is
-// opt-in for now: after the local cluster's kube-apiserver (1.36, on Debian's etcd 3.4) is
-// restarted, some watches of its clients stop delivering events for minutes — lobby's
-// EndpointSlice informer and kube-controller-manager's ReplicaSet informer alike (the controller
-// manager logs "read version: N is not as new as written version: M") — and the tests that run
-// after it in the shared cluster would fail on that stale state.
-const apiOutageOptIn = "LOBBY_E2E_API_OUTAGE"
-
 func TestAPIServerDownFor30Seconds(t *testing.T) {
-	if os.Getenv(apiOutageOptIn) == "" {
-		t.Skipf("set %s=1 to run: after a restart of the local API server some client watches stall for minutes (see the comment on apiOutageOptIn)", apiOutageOptIn)
-	}
 	ns := testNamespace(t)
 	c := suite.cluster
 	warm := deployApp(t, ns, warmSpec(ns))
