@@ -160,6 +160,10 @@ func (x *Exchange) fail(w http.ResponseWriter, err error, usePlaceholder bool) {
 	if reason := upstreamReason(err); reason != "" {
 		x.metrics.upstreamError(reason)
 		x.log.V(1).Info("forwarding failed", "route", x.metrics.key, "error", err.Error())
+	} else if code == http.StatusServiceUnavailable {
+		// A full queue under a flood rejects thousands of requests a second; the rejections are
+		// counted, and a line each at debug level would drown everything else.
+		x.log.V(2).Info("request not forwarded", "route", x.metrics.key, "error", err.Error())
 	} else if code != http.StatusNotFound {
 		x.log.V(1).Info("request not forwarded", "route", x.metrics.key, "error", err.Error())
 	}
