@@ -20,6 +20,9 @@ type Server struct {
 	// Listener, when not nil, is served instead of listening on HTTP.Addr (tests pass one on an
 	// ephemeral port to learn its address).
 	Listener net.Listener
+	// Limit, when not nil, caps the connections served at once (see ConnLimit); nil serves as
+	// many as the listener accepts.
+	Limit *ConnLimit
 	// ShutdownTimeout bounds the graceful shutdown that follows the end of Start's context: active
 	// requests get that long to finish before their connections are closed.
 	ShutdownTimeout time.Duration
@@ -38,7 +41,12 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("listen on %s: %w", s.HTTP.Addr, err)
 		}
 	}
-	s.Log.Info("serving", "addr", ln.Addr().String())
+	maxConns := 0 // No cap.
+	if s.Limit != nil {
+		ln = s.Limit.Listener(ln)
+		maxConns = s.Limit.Max()
+	}
+	s.Log.Info("serving", "addr", ln.Addr().String(), "maxConnections", maxConns)
 
 	errc := make(chan error, 1)
 	go func() { errc <- s.HTTP.Serve(ln) }()
