@@ -7,7 +7,35 @@ import (
 
 	"github.com/lobby-http/lobby/internal/env"
 	"github.com/lobby-http/lobby/internal/logging"
+	"github.com/lobby-http/lobby/internal/memlimit"
 )
+
+// The proxy's connection cap, when not configured, is what the container's memory holds. Under a
+// connection flood almost every connection is idle after its answer or holds one request:
+// TestOverload measured about 20 KiB per idle keep-alive connection at its peak (an 8 KiB
+// goroutine stack and 12 KiB of heap), and BenchmarkHeldMemory 16 KiB per held request on its own
+// connection. Each connection is budgeted connectionBudget, the measured cost and about 60% more
+// of room for the collector to work in (at the cap, what is live is about two thirds of the soft
+// limit), after baseReserve for the rest of the interceptor: route table, informer caches, the
+// runtime and the requests in flight to pods. The default 512Mi limit holds 12,697 connections.
+const (
+	connectionBudget = 32 << 10
+	baseReserve      = 64 << 20
+	// minMaxConnections is the smallest derived cap: a container too small for the reserve still
+	// serves some connections rather than none.
+	minMaxConnections = 256
+)
+
+// maxConnectionsFor returns the connection cap for a container memory limit of limit bytes: what
+// the Go soft limit (memlimit.Percent of it) holds after baseReserve, at connectionBudget each,
+// and at least minMaxConnections. No known limit gives 0, no cap.
+func maxConnectionsFor(limit int64) int {
+	if limit <= 0 {
+		return 0
+	}
+	soft := limit / 100 * memlimit.Percent
+	return int(max((soft-baseReserve)/connectionBudget, minMaxConnections))
+}
 
 // Config is everything the interceptor is configured with, loaded from environment variables
 // once at start. docs/configuration.md describes each variable and why its default is what it is.
@@ -53,6 +81,14 @@ type Config struct {
 	// IdleTimeout is how long an idle keep-alive connection is kept open (LOBBY_IDLE_TIMEOUT).
 	IdleTimeout time.Duration
 
+	// MemoryLimit is the container's memory limit in bytes, 0 when unknown (LOBBY_MEMORY_LIMIT).
+	// main hands it to the Go runtime through memlimit; here it sizes the default MaxConnections.
+	MemoryLimit int64
+	// MaxConnections is the most client connections the proxy keeps open at once; more wait in
+	// the listen backlog. 0 is no cap. Unset, it is what MemoryLimit holds (maxConnectionsFor)
+	// (LOBBY_MAX_CONNECTIONS).
+	MaxConnections int
+
 	// LogLevel is how much is logged (LOBBY_LOG_LEVEL).
 	LogLevel logging.Level
 	// LogFormat is how it is written (LOBBY_LOG_FORMAT).
@@ -89,11 +125,14 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 		ReadHeaderTimeout: l.Duration("LOBBY_READ_HEADER_TIMEOUT", 10*time.Second, env.Positive),
 		IdleTimeout:       l.Duration("LOBBY_IDLE_TIMEOUT", 90*time.Second, env.Positive),
 
+		MemoryLimit: env.Parse(l, memlimit.Variable, 0, memlimit.Parse),
+
 		PodName:    l.String("POD_NAME", ""),
 		Kubeconfig: l.String("KUBECONFIG", ""),
 	}
 	c.LogLevel = env.Parse(l, "LOBBY_LOG_LEVEL", logging.LevelInfo, logging.ParseLevel)
 	c.LogFormat = env.Parse(l, "LOBBY_LOG_FORMAT", logging.FormatJSON, logging.ParseFormat)
+	c.MaxConnections = l.Int("LOBBY_MAX_CONNECTIONS", maxConnectionsFor(c.MemoryLimit), 0)
 
 	if c.ProxyAddr == c.AdminAddr && c.ProxyAddr != "" {
 		l.Fail("LOBBY_ADMIN_ADDR", fmt.Errorf("must differ from LOBBY_PROXY_ADDR (%q): the admin port is never exposed with the proxy", c.ProxyAddr))

@@ -47,6 +47,7 @@ func TestLoadConfig(t *testing.T) {
 				"LOBBY_DRAIN_DELAY": "0s", "LOBBY_DRAIN_TIMEOUT": "1m", "LOBBY_MAX_HEADER_BYTES": "65536",
 				"LOBBY_READ_HEADER_TIMEOUT": "2s", "LOBBY_IDLE_TIMEOUT": "30s", "LOBBY_LOG_LEVEL": "DEBUG",
 				"LOBBY_LOG_FORMAT": "console", "POD_NAME": "interceptor-7", "KUBECONFIG": "/a:/b",
+				"LOBBY_MEMORY_LIMIT": "1073741824", "LOBBY_MAX_CONNECTIONS": "5000",
 			},
 			change: func(c *Config) {
 				*c = Config{
@@ -56,6 +57,7 @@ func TestLoadConfig(t *testing.T) {
 					DrainDelay: 0, DrainTimeout: time.Minute, MaxHeaderBytes: 65536,
 					ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second, LogLevel: logging.LevelDebug,
 					LogFormat: logging.FormatConsole, PodName: "interceptor-7", Kubeconfig: "/a:/b",
+					MemoryLimit: 1 << 30, MaxConnections: 5000,
 				}
 			},
 		},
@@ -71,6 +73,28 @@ func TestLoadConfig(t *testing.T) {
 		{name: "The admin and proxy addresses must differ.", env: map[string]string{"LOBBY_ADMIN_ADDR": ":8080"}, wantErr: []string{"LOBBY_ADMIN_ADDR: must differ"}},
 		{name: "An invalid namespace is rejected.", env: map[string]string{"LOBBY_WATCH_NAMESPACE": "Apps_1"}, wantErr: []string{"LOBBY_WATCH_NAMESPACE"}},
 		{name: "Tiny header limits are rejected.", env: map[string]string{"LOBBY_MAX_HEADER_BYTES": "100"}, wantErr: []string{"LOBBY_MAX_HEADER_BYTES: must be at least 4096"}},
+		{
+			name: "The default 512Mi memory limit caps connections at what it holds.", env: map[string]string{"LOBBY_MEMORY_LIMIT": "536870912"},
+			change: func(c *Config) { c.MemoryLimit, c.MaxConnections = 512<<20, 12697 },
+		},
+		{
+			name: "A memory limit written as a quantity is read in bytes.", env: map[string]string{"LOBBY_MEMORY_LIMIT": "2Gi"},
+			change: func(c *Config) { c.MemoryLimit, c.MaxConnections = 2<<30, 56934 },
+		},
+		{
+			name: "A memory limit too small for the reserve still allows the minimum cap.", env: map[string]string{"LOBBY_MEMORY_LIMIT": "64Mi"},
+			change: func(c *Config) { c.MemoryLimit, c.MaxConnections = 64<<20, 256 },
+		},
+		{
+			name: "An explicit cap wins over the memory limit's.", env: map[string]string{"LOBBY_MEMORY_LIMIT": "512Mi", "LOBBY_MAX_CONNECTIONS": "20000"},
+			change: func(c *Config) { c.MemoryLimit, c.MaxConnections = 512<<20, 20000 },
+		},
+		{
+			name: "A cap of zero turns the cap off whatever the memory limit.", env: map[string]string{"LOBBY_MEMORY_LIMIT": "512Mi", "LOBBY_MAX_CONNECTIONS": "0"},
+			change: func(c *Config) { c.MemoryLimit = 512 << 20 },
+		},
+		{name: "A negative cap is rejected.", env: map[string]string{"LOBBY_MAX_CONNECTIONS": "-1"}, wantErr: []string{"LOBBY_MAX_CONNECTIONS: must be at least 0"}},
+		{name: "A memory limit that is no quantity is rejected.", env: map[string]string{"LOBBY_MEMORY_LIMIT": "half"}, wantErr: []string{"LOBBY_MEMORY_LIMIT"}},
 		{name: "An unknown log level is rejected.", env: map[string]string{"LOBBY_LOG_LEVEL": "trace"}, wantErr: []string{"LOBBY_LOG_LEVEL"}},
 		{name: "An unknown log format is rejected.", env: map[string]string{"LOBBY_LOG_FORMAT": "text"}, wantErr: []string{"LOBBY_LOG_FORMAT"}},
 		{

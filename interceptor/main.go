@@ -31,6 +31,7 @@ import (
 	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/internal/kube"
 	"github.com/lobby-http/lobby/internal/logging"
+	"github.com/lobby-http/lobby/internal/memlimit"
 	"github.com/lobby-http/lobby/internal/server"
 )
 
@@ -53,6 +54,9 @@ func run(signals context.Context) error {
 	}
 	log := logging.New(logging.Options{Level: cfg.LogLevel, Format: cfg.LogFormat})
 	klog.SetLogger(log.WithName("client-go"))
+	if _, err := memlimit.Configure(os.LookupEnv, log); err != nil {
+		return err
+	}
 	restCfg, err := kube.RESTConfig(cfg.Kubeconfig)
 	if err != nil {
 		return err
@@ -63,7 +67,8 @@ func run(signals context.Context) error {
 	if err != nil {
 		return err
 	}
-	log.Info("starting", "proxyAddr", cfg.ProxyAddr, "adminAddr", cfg.AdminAddr, "namespace", cfg.WatchNamespace, "pod", cfg.PodName)
+	log.Info("starting", "proxyAddr", cfg.ProxyAddr, "adminAddr", cfg.AdminAddr, "namespace", cfg.WatchNamespace, "pod", cfg.PodName,
+		"maxConnections", cfg.MaxConnections)
 	return ic.run(signals)
 }
 
@@ -129,9 +134,16 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 	if err != nil {
 		return nil, err
 	}
+	// The cap keeps a connection flood from growing the interceptor past its memory limit; the
+	// connections over it wait in the listen backlog (see server.ConnLimit).
+	conns := server.NewConnLimit(cfg.MaxConnections)
+	if err := reg.Register(server.NewConnLimitCollector("lobby_interceptor_proxy", conns)); err != nil {
+		return nil, fmt.Errorf("register connection metrics: %w", err)
+	}
 	proxy := &server.Server{
 		// Chunked requests lose keep-alive: see CloseAfterChunked for the smuggling it prevents.
 		HTTP:            newHTTPServer(cfg, cfg.ProxyAddr, server.CloseAfterChunked(handler), log.WithName("proxy")),
+		Limit:           conns,
 		ShutdownTimeout: cfg.DrainTimeout,
 		Log:             log.WithName("proxy"),
 	}

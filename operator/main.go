@@ -27,6 +27,7 @@ import (
 
 	"github.com/lobby-http/lobby/internal/kube"
 	"github.com/lobby-http/lobby/internal/logging"
+	"github.com/lobby-http/lobby/internal/memlimit"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 	"github.com/lobby-http/lobby/operator/internal/controller"
 	"github.com/lobby-http/lobby/operator/internal/resources"
@@ -53,6 +54,9 @@ func run(signals context.Context) error {
 	}
 	log := logging.New(logging.Options{Level: cfg.LogLevel, Format: cfg.LogFormat})
 	klog.SetLogger(log.WithName("client-go"))
+	if _, err := memlimit.Configure(os.LookupEnv, log); err != nil {
+		return err
+	}
 	ctrl.SetLogger(log)
 	restCfg, err := kube.RESTConfig(cfg.Kubeconfig)
 	if err != nil {

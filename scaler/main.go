@@ -29,6 +29,7 @@ import (
 	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/internal/kube"
 	"github.com/lobby-http/lobby/internal/logging"
+	"github.com/lobby-http/lobby/internal/memlimit"
 	"github.com/lobby-http/lobby/internal/server"
 	"github.com/lobby-http/lobby/scaler/internal/fleet"
 	"github.com/lobby-http/lobby/scaler/internal/service"
@@ -52,6 +53,9 @@ func run(ctx context.Context) error {
 	}
 	log := logging.New(logging.Options{Level: cfg.LogLevel, Format: cfg.LogFormat})
 	klog.SetLogger(log.WithName("client-go"))
+	if _, err := memlimit.Configure(os.LookupEnv, log); err != nil {
+		return err
+	}
 	restCfg, err := kube.RESTConfig(cfg.Kubeconfig)
 	if err != nil {
 		return err

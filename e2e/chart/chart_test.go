@@ -16,6 +16,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 )
@@ -432,6 +433,9 @@ func TestProcessOfTheDefaults(t *testing.T) {
 				"LOBBY_DRAIN_DELAY": "5s", "LOBBY_DRAIN_TIMEOUT": "40s", "LOBBY_MAX_HEADER_BYTES": "1048576",
 				"LOBBY_READ_HEADER_TIMEOUT": "10s", "LOBBY_IDLE_TIMEOUT": "90s",
 				"LOBBY_LOG_LEVEL": "info", "LOBBY_LOG_FORMAT": "json",
+				// The 512Mi limit, as the downward API writes it; LOBBY_MAX_CONNECTIONS is unset, so
+				// the interceptor derives its cap from it.
+				"LOBBY_MEMORY_LIMIT": "536870912",
 			},
 			ports: map[string]int32{"http": 8080, "admin": 9090},
 			probe: Probe{Path: "/readyz", Port: 9090, PortName: "admin", Period: 2 * time.Second, Timeout: 2 * time.Second, FailureThreshold: 1},
@@ -443,7 +447,7 @@ func TestProcessOfTheDefaults(t *testing.T) {
 				"LOBBY_GRPC_ADDR": ":9090", "LOBBY_ADMIN_ADDR": ":9091",
 				"LOBBY_INTERCEPTOR_SERVICE": "lobby-interceptor-admin", "LOBBY_INTERCEPTOR_NAMESPACE": testNamespace,
 				"LOBBY_INTERCEPTOR_PORT_NAME": "admin", "LOBBY_WATCH_NAMESPACE": "", "LOBBY_STREAM_GRACE": "10s",
-				"LOBBY_LOG_LEVEL": "info", "LOBBY_LOG_FORMAT": "json",
+				"LOBBY_LOG_LEVEL": "info", "LOBBY_LOG_FORMAT": "json", "LOBBY_MEMORY_LIMIT": "268435456",
 			},
 			ports: map[string]int32{"grpc": 9090, "admin": 9091},
 			probe: Probe{Path: "/readyz", Port: 9091, PortName: "admin", Period: 5 * time.Second, Timeout: 2 * time.Second, FailureThreshold: 2},
@@ -455,7 +459,7 @@ func TestProcessOfTheDefaults(t *testing.T) {
 				"LOBBY_SCALER_ADDRESS": "lobby-scaler.lobby-system.svc.cluster.local:9090",
 				"LOBBY_METRICS_ADDR":   ":8080", "LOBBY_HEALTH_ADDR": ":8081", "LOBBY_LEADER_ELECT": "true",
 				"LOBBY_LEADER_ELECTION_NAMESPACE": testNamespace, "LOBBY_WATCH_NAMESPACE": "",
-				"LOBBY_LOG_LEVEL": "info", "LOBBY_LOG_FORMAT": "json",
+				"LOBBY_LOG_LEVEL": "info", "LOBBY_LOG_FORMAT": "json", "LOBBY_MEMORY_LIMIT": "268435456",
 			},
 			ports: map[string]int32{"metrics": 8080, "health": 8081},
 			probe: Probe{Path: "/readyz", Port: 8081, PortName: "health", Period: 5 * time.Second, Timeout: 2 * time.Second, FailureThreshold: 2},
@@ -695,6 +699,65 @@ func TestValuesFilesChangeWhatTheyShould(t *testing.T) {
 			},
 		},
 		{
+			name: "every binary gets its container's memory limit from the downward API",
+			check: func(t *testing.T, r *Rendered) {
+				for _, c := range Components {
+					d := convert[appsv1.Deployment](t, r.Find("Deployment", testRelease+"-"+c))
+					var ref *corev1.ResourceFieldSelector
+					for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+						if e.Name == "LOBBY_MEMORY_LIMIT" && e.ValueFrom != nil {
+							ref = e.ValueFrom.ResourceFieldRef
+						}
+					}
+					if ref == nil || ref.Resource != "limits.memory" || ref.ContainerName != c || !ref.Divisor.IsZero() {
+						t.Errorf("%s: LOBBY_MEMORY_LIMIT from %+v, want resourceFieldRef limits.memory of container %s in bytes", c, ref, c)
+					}
+				}
+			},
+		},
+		{
+			name: "a container without a memory limit gets no LOBBY_MEMORY_LIMIT",
+			set:  map[string]string{"scaler.resources.limits": "null", "interceptor.resources.limits": "null"},
+			check: func(t *testing.T, r *Rendered) {
+				for _, c := range []string{"scaler", "interceptor"} {
+					if p, _ := r.Process(c); p.Env["LOBBY_MEMORY_LIMIT"] != "" {
+						t.Errorf("%s: LOBBY_MEMORY_LIMIT = %q without a memory limit, want it unset", c, p.Env["LOBBY_MEMORY_LIMIT"])
+					}
+				}
+				if p, _ := r.Process("operator"); p.Env["LOBBY_MEMORY_LIMIT"] != "268435456" {
+					t.Errorf("operator: LOBBY_MEMORY_LIMIT = %q, want its own limit still", p.Env["LOBBY_MEMORY_LIMIT"])
+				}
+			},
+		},
+		{
+			name: "a larger memory limit reaches the interceptor in bytes",
+			set:  map[string]string{"interceptor.resources.limits.memory": "2Gi"},
+			check: func(t *testing.T, r *Rendered) {
+				if p, _ := r.Process("interceptor"); p.Env["LOBBY_MEMORY_LIMIT"] != "2147483648" {
+					t.Errorf("LOBBY_MEMORY_LIMIT = %q, want 2147483648", p.Env["LOBBY_MEMORY_LIMIT"])
+				}
+			},
+		},
+		{
+			name: "an explicit connection cap is passed on",
+			set:  map[string]string{"interceptor.maxConnections": "20000"},
+			check: func(t *testing.T, r *Rendered) {
+				if p, _ := r.Process("interceptor"); p.Env["LOBBY_MAX_CONNECTIONS"] != "20000" {
+					t.Errorf("LOBBY_MAX_CONNECTIONS = %q, want 20000", p.Env["LOBBY_MAX_CONNECTIONS"])
+				}
+			},
+		},
+		{
+			name: "a connection cap of zero is passed on as zero, which turns the cap off",
+			set:  map[string]string{"interceptor.maxConnections": "0"},
+			check: func(t *testing.T, r *Rendered) {
+				p, _ := r.Process("interceptor")
+				if v, ok := p.Env["LOBBY_MAX_CONNECTIONS"]; !ok || v != "0" {
+					t.Errorf("LOBBY_MAX_CONNECTIONS = %q (set %t), want 0", v, ok)
+				}
+			},
+		},
+		{
 			name: "an image digest wins over the tag",
 			set:  map[string]string{"interceptor.image.digest": "sha256:" + strings.Repeat("ab", 32), "interceptor.image.tag": "v9"},
 			check: func(t *testing.T, r *Rendered) {
@@ -707,6 +770,42 @@ func TestValuesFilesChangeWhatTheyShould(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.check(t, render(t, tc.files, tc.set))
+		})
+	}
+}
+
+func TestResourceValue(t *testing.T) {
+	c := &corev1.Container{Name: "interceptor", Resources: corev1.ResourceRequirements{
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi"), corev1.ResourceCPU: resource.MustParse("1500m")},
+		Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
+	}}
+	tests := []struct {
+		name    string
+		ref     corev1.ResourceFieldSelector
+		want    string
+		wantErr string
+	}{
+		{name: "A memory limit without a divisor is in bytes.", ref: corev1.ResourceFieldSelector{Resource: "limits.memory"}, want: "536870912"},
+		{name: "The container may name itself.", ref: corev1.ResourceFieldSelector{ContainerName: "interceptor", Resource: "requests.memory"}, want: "134217728"},
+		{name: "A divisor divides, rounding up.", ref: corev1.ResourceFieldSelector{Resource: "limits.memory", Divisor: resource.MustParse("100Mi")}, want: "6"},
+		{name: "Cpu rounds up to whole cores.", ref: corev1.ResourceFieldSelector{Resource: "limits.cpu"}, want: "2"},
+		{name: "Cpu divides in millicores.", ref: corev1.ResourceFieldSelector{Resource: "limits.cpu", Divisor: resource.MustParse("1m")}, want: "1500"},
+		{name: "A resource the container does not declare is an error.", ref: corev1.ResourceFieldSelector{Resource: "requests.cpu"}, wantErr: "declares none"},
+		{name: "Another container's resources are an error.", ref: corev1.ResourceFieldSelector{ContainerName: "sidecar", Resource: "limits.memory"}, wantErr: "sidecar"},
+		{name: "A resource that is neither a limit nor a request is an error.", ref: corev1.ResourceFieldSelector{Resource: "memory"}, wantErr: "limits.<name>"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := resourceValue(c, &tt.ref)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("resourceValue() = %q, %v; want an error containing %q", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("resourceValue() = %q, %v; want %q", got, err, tt.want)
+			}
 		})
 	}
 }
@@ -744,6 +843,7 @@ func TestTemplateRefusesBadValues(t *testing.T) {
 		{"a trigger authentication name Kubernetes would refuse is refused by the schema", map[string]string{
 			"scaler.tls.enabled": "true", "scaler.tls.secretName": "s", "scaler.tls.triggerAuthentication.name": "Lobby_TLS"},
 			"scaler.tls.triggerAuthentication.name"},
+		{"a negative connection cap is refused by the schema", map[string]string{"interceptor.maxConnections": "-1"}, "maxConnections"},
 		{"an invalid watch namespace is refused", map[string]string{"watchNamespace": "Not_A_Namespace"}, "watchNamespace"},
 	}
 	for _, tc := range tests {

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
@@ -23,7 +25,8 @@ type ProcessSpec struct {
 	// empty when the chart passes none.
 	Args []string
 	// Env holds the literal environment variables, in the container's order of precedence (a
-	// later entry of the same name wins, as in Kubernetes).
+	// later entry of the same name wins, as in Kubernetes), and those the downward API fills from
+	// the container's resources, resolved as the kubelet resolves them (limits.memory → bytes).
 	Env map[string]string
 	// FieldRefs maps the variables filled from the downward API to their field path, such as
 	// POD_NAME → metadata.name.
@@ -130,8 +133,14 @@ func (r *Rendered) Process(component string) (ProcessSpec, error) {
 			p.Env[e.Name] = e.Value
 		case e.ValueFrom.FieldRef != nil:
 			p.FieldRefs[e.Name] = e.ValueFrom.FieldRef.FieldPath
+		case e.ValueFrom.ResourceFieldRef != nil:
+			v, err := resourceValue(c, e.ValueFrom.ResourceFieldRef)
+			if err != nil {
+				return ProcessSpec{}, fmt.Errorf("read process %q: env %s: %w", component, e.Name, err)
+			}
+			p.Env[e.Name] = v
 		default:
-			return ProcessSpec{}, fmt.Errorf("read process %q: env %s comes from a source other than a literal or a fieldRef", component, e.Name)
+			return ProcessSpec{}, fmt.Errorf("read process %q: env %s comes from a source other than a literal, a fieldRef or a resourceFieldRef", component, e.Name)
 		}
 	}
 	secrets := map[string]string{}
@@ -157,6 +166,43 @@ func (r *Rendered) Process(component string) (ProcessSpec, error) {
 		return ProcessSpec{}, fmt.Errorf("read %s startup probe: %w", component, err)
 	}
 	return p, nil
+}
+
+// resourceValue resolves a resourceFieldRef of container c as the kubelet does: the container's
+// request or limit divided by the divisor (1 when unset), rounded up, cpu in cores. A resource
+// the container does not declare is an error: the kubelet would give the node's allocatable
+// amount, which a local process has no equivalent of.
+func resourceValue(c *corev1.Container, ref *corev1.ResourceFieldSelector) (string, error) {
+	if ref.ContainerName != "" && ref.ContainerName != c.Name {
+		return "", fmt.Errorf("resourceFieldRef names container %q, not its own %q", ref.ContainerName, c.Name)
+	}
+	kind, name, ok := strings.Cut(ref.Resource, ".")
+	var list corev1.ResourceList
+	switch {
+	case ok && kind == "limits":
+		list = c.Resources.Limits
+	case ok && kind == "requests":
+		list = c.Resources.Requests
+	default:
+		return "", fmt.Errorf("resourceFieldRef resource %q is not limits.<name> or requests.<name>", ref.Resource)
+	}
+	q, ok := list[corev1.ResourceName(name)]
+	if !ok {
+		return "", fmt.Errorf("resourceFieldRef %s: the container declares none, and the node's allocatable amount the kubelet would give has no local equivalent", ref.Resource)
+	}
+	divisor := resource.MustParse("1")
+	if !ref.Divisor.IsZero() {
+		divisor = ref.Divisor
+	}
+	// Cpu is divided in millicores, so that a divisor of 1m works; everything else in units.
+	n, d := q.Value(), divisor.Value()
+	if corev1.ResourceName(name) == corev1.ResourceCPU {
+		n, d = q.MilliValue(), divisor.MilliValue()
+	}
+	if d <= 0 {
+		return "", fmt.Errorf("resourceFieldRef %s: divisor %s is not positive", ref.Resource, divisor.String())
+	}
+	return strconv.FormatInt((n+d-1)/d, 10), nil
 }
 
 // probe converts an HTTP GET probe, applying Kubernetes' defaults for unset timings.
