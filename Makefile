@@ -91,8 +91,10 @@ fuzz:
 bench: tools
 	mkdir -p .cache/bench
 	$(GO) test -count=1 -exec /bin/true ./... >/dev/null # compile first: the bound is for running
+	echo "run-date: $$(date -u '+%Y-%m-%d %H:%M UTC')" > .cache/bench/bench.txt
+	echo "run-commit: $$(git describe --always --dirty=' (with uncommitted changes)' --abbrev=12)" >> .cache/bench/bench.txt
 	KUBEBUILDER_ASSETS="$(ASSETS)" timeout --signal=INT --kill-after=30s 10m \
-		$(GO) test -p 1 -run '^$$' -bench . -benchmem -count=1 -timeout 10m ./... 2>&1 | tee .cache/bench/bench.txt
+		$(GO) test -p 1 -run '^$$' -bench . -benchmem -count=1 -timeout 10m ./... 2>&1 | tee -a .cache/bench/bench.txt
 	$(GO) run ./hack/benchreport -in .cache/bench/bench.txt
 
 ## demo: a local control plane with lobby and a sample app at zero: a request held through a cold start.

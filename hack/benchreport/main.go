@@ -11,7 +11,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -47,14 +46,14 @@ func run(in, jsonOut, mdOut string) error {
 		defer f.Close()
 		r = f
 	}
-	results, err := parse(r)
+	results, header, err := parse(r)
 	if err != nil {
 		return err
 	}
 	if len(results) == 0 {
 		return errors.New("no benchmark results in the input")
 	}
-	rep := Report{Run: describeRun(), Results: results}
+	rep := Report{Run: describeRun(header), Results: results}
 	rep.Targets = evaluate(results)
 
 	b, err := json.MarshalIndent(rep, "", "  ")
@@ -108,9 +107,10 @@ type Result struct {
 var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.*)$`)
 
 // parse reads go test's benchmark lines, attributing each to the package named by the last
-// "pkg:" line before it.
-func parse(r io.Reader) ([]Result, error) {
+// "pkg:" line before it, and the "run-date:" and "run-commit:" lines make bench writes first.
+func parse(r io.Reader) ([]Result, map[string]string, error) {
 	var out []Result
+	header := map[string]string{}
 	pkg := ""
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -118,6 +118,10 @@ func parse(r io.Reader) ([]Result, error) {
 		line := strings.TrimSpace(sc.Text())
 		if p, ok := strings.CutPrefix(line, "pkg: "); ok {
 			pkg = p
+			continue
+		}
+		if k, v, ok := strings.Cut(line, ": "); ok && (k == "run-date" || k == "run-commit") {
+			header[k] = v
 			continue
 		}
 		m := benchLine.FindStringSubmatch(line)
@@ -130,30 +134,34 @@ func parse(r io.Reader) ([]Result, error) {
 		}
 		fields := strings.Fields(m[4])
 		if len(fields)%2 != 0 {
-			return nil, fmt.Errorf("benchmark line with an odd number of value/unit fields: %q", line)
+			return nil, nil, fmt.Errorf("benchmark line with an odd number of value/unit fields: %q", line)
 		}
 		res := Result{Package: pkg, Name: m[1], Iterations: n, Metrics: map[string]float64{}}
 		for i := 0; i < len(fields); i += 2 {
 			v, err := strconv.ParseFloat(fields[i], 64)
 			if err != nil {
-				return nil, fmt.Errorf("value %q in %q: %w", fields[i], line, err)
+				return nil, nil, fmt.Errorf("value %q in %q: %w", fields[i], line, err)
 			}
 			res.Metrics[fields[i+1]] = v
 		}
 		out = append(out, res)
 	}
-	return out, sc.Err()
+	return out, header, sc.Err()
 }
 
-func describeRun() Run {
-	run := Run{Date: time.Now().UTC().Format("2006-01-02 15:04 MST"), Cores: runtime.NumCPU(), Go: runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH}
-	if b, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output(); err == nil {
-		run.Commit = strings.TrimSpace(string(b))
-		if b, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(b)) > 0 {
-			run.Commit += " (with uncommitted changes)"
+// describeRun says where the run was: the date and commit make bench recorded before it started
+// (the benchmarks take minutes, and the tree may change meanwhile), else the present ones.
+func describeRun(header map[string]string) Run {
+	run := Run{Date: header["run-date"], Commit: header["run-commit"], Cores: runtime.NumCPU(),
+		Go: runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH, Machine: cpuModel()}
+	if run.Date == "" {
+		run.Date = time.Now().UTC().Format("2006-01-02 15:04 MST")
+	}
+	if run.Commit == "" {
+		if b, err := exec.Command("git", "describe", "--always", "--dirty= (with uncommitted changes)", "--abbrev=12").Output(); err == nil {
+			run.Commit = strings.TrimSpace(string(b))
 		}
 	}
-	run.Machine = cpuModel()
 	return run
 }
 

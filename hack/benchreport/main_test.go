@@ -7,7 +7,9 @@ import (
 	"testing"
 )
 
-const sample = `goos: linux
+const sample = `run-date: 2026-11-23 17:35 UTC
+run-commit: 383e72fdb6de
+goos: linux
 goarch: amd64
 pkg: github.com/lobby-http/lobby/interceptor/internal/routing
 cpu: Intel(R) Xeon(R) Processor @ 2.80GHz
@@ -21,9 +23,12 @@ ok  	github.com/lobby-http/lobby/e2e/activation	30.1s
 `
 
 func TestParseAndEvaluate(t *testing.T) {
-	results, err := parse(strings.NewReader(sample))
+	results, header, err := parse(strings.NewReader(sample))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if run := describeRun(header); run.Date != "2026-11-23 17:35 UTC" || run.Commit != "383e72fdb6de" {
+		t.Errorf("run = %+v, want the date and commit recorded before the benchmarks", run)
 	}
 	if len(results) != 4 || results[3].Package != "github.com/lobby-http/lobby/e2e/activation" || results[3].Name != "BenchmarkActivationLatency" {
 		t.Fatalf("parsed %+v", results)
@@ -47,7 +52,7 @@ func TestParseAndEvaluate(t *testing.T) {
 }
 
 func TestOddFieldsAreAnError(t *testing.T) {
-	if _, err := parse(strings.NewReader("pkg: x\nBenchmarkX-2  10  5 ns/op 7\n")); err == nil {
+	if _, _, err := parse(strings.NewReader("pkg: x\nBenchmarkX-2  10  5 ns/op 7\n")); err == nil {
 		t.Fatal("a value without a unit parsed without error")
 	}
 }
