@@ -120,18 +120,7 @@ func deployApp(t *testing.T, ns string, s appSpec) *app {
 		})
 		return a
 	}
-	eventually(t, 30*time.Second, "every interceptor to route "+a.key(), func() error {
-		for _, in := range suite.lobby.Instances("interceptor") {
-			q, err := queue(in.URL("admin"))
-			if err != nil {
-				return err
-			}
-			if _, ok := q[a.key()]; !ok {
-				return fmt.Errorf("%s does not route %s yet", in.Process.Name, a.key())
-			}
-		}
-		return nil
-	})
+	waitRouting(t, a.key(), 30*time.Second)
 	eventually(t, 60*time.Second, "KEDA to create the HPA of "+a.key(), func() error {
 		var hpa unstructured.Unstructured
 		hpa.SetGroupVersionKind(schema.GroupVersionKind{Group: "autoscaling", Version: "v2", Kind: "HorizontalPodAutoscaler"})
@@ -147,6 +136,24 @@ func (a *app) replicas(ctx context.Context) (desired, ready int32, err error) {
 		return 0, 0, err
 	}
 	return ptr.Deref(dep.Spec.Replicas, 1), dep.Status.ReadyReplicas, nil
+}
+
+// waitRouting waits until every interceptor of the release has a route for key (namespace/name):
+// the operator's route reached each one's watch.
+func waitRouting(t *testing.T, key string, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, "every interceptor to route "+key, func() error {
+		for _, in := range suite.lobby.Instances("interceptor") {
+			q, err := queue(in.URL("admin"))
+			if err != nil {
+				return err
+			}
+			if _, ok := q[key]; !ok {
+				return fmt.Errorf("%s does not route %s yet", in.Process.Name, key)
+			}
+		}
+		return nil
+	})
 }
 
 // queue reads an interceptor's /queue.

@@ -281,18 +281,7 @@ func waitScaledObject(t *testing.T, a *app, timeout time.Duration) {
 // answered by one of its pods.
 func waitRouted(t *testing.T, a *app, host string, timeout time.Duration) {
 	t.Helper()
-	eventually(t, timeout, "every interceptor to route "+a.key(), func() error {
-		for _, in := range suite.lobby.Instances("interceptor") {
-			q, err := queue(in.URL("admin"))
-			if err != nil {
-				return err
-			}
-			if _, ok := q[a.key()]; !ok {
-				return fmt.Errorf("%s does not route %s", in.Process.Name, a.key())
-			}
-		}
-		return nil
-	})
+	waitRouting(t, a.key(), timeout)
 	eventually(t, timeout, a.key()+" to answer through nginx", func() error {
 		r := send(t.Context(), http.MethodGet, suite.ingress.URL+"/", host, nil)
 		if r.err != nil || r.code != http.StatusOK {

@@ -166,25 +166,8 @@ func TestOperatorTLSTriggerWithKEDA(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, 60*time.Second, "every interceptor to route "+ns+"/"+name, func() error {
-		for _, ic := range rel.Instances("interceptor") {
-			q, err := queue(ic.URL("admin"))
-			if err != nil {
-				return err
-			}
-			if _, ok := q[ns+"/"+name]; !ok {
-				return fmt.Errorf("%s does not route it yet", ic.Process.Name)
-			}
-		}
-		return nil
-	})
-	adminURL := scaler.URL("admin") + "/metrics"
-	eventually(t, 60*time.Second, "KEDA to open StreamIsActive on the TLS scaler and mark the ScaledObject ready", func() error {
-		if v, err := scrapeSample(adminURL, "lobby_scaler_streams", map[string]string{"method": "StreamIsActive"}); err != nil || v < 1 {
-			return fmt.Errorf("StreamIsActive streams %v (%v)", v, err)
-		}
-		return kedaReady(t, ns, name)
-	})
+	waitRouting(t, ns+"/"+name, 60*time.Second)
+	waitTLSStream(t, scaler, ns, name)
 	// The operator mirrors KEDA's verdict onto the HTTPScaledObject, where users look.
 	eventually(t, 60*time.Second, "the HTTPScaledObject to be Ready with KEDA's ScaledObjectReady mirrored", func() error {
 		var got v1alpha1.HTTPScaledObject
@@ -213,13 +196,5 @@ func TestOperatorTLSTriggerWithKEDA(t *testing.T) {
 	}
 	// KEDA's operator asked the TLS scaler for the metric too, with its client certificate: the
 	// scaler refuses connections without one.
-	for _, method := range []string{"IsActive", "GetMetricSpec"} {
-		eventually(t, 60*time.Second, "a successful "+method+" call on the TLS scaler", func() error {
-			v, err := scrapeSample(adminURL, "lobby_scaler_rpc_duration_seconds_count", map[string]string{"method": method, "code": "OK"})
-			if err == nil && v < 1 {
-				err = fmt.Errorf("%v successful calls", v)
-			}
-			return err
-		})
-	}
+	waitTLSCalls(t, scaler)
 }

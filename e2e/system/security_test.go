@@ -630,25 +630,8 @@ func TestScalerTLSWithKEDA(t *testing.T) {
 		t.Errorf("a client that does not trust the scaler's CA: IsActive returned %v; want Unavailable", err)
 	}
 
-	eventually(t, 60*time.Second, "every interceptor to route "+ns+"/"+name, func() error {
-		for _, ic := range rel.Instances("interceptor") {
-			q, err := queue(ic.URL("admin"))
-			if err != nil {
-				return err
-			}
-			if _, ok := q[ns+"/"+name]; !ok {
-				return fmt.Errorf("%s does not route it yet", ic.Process.Name)
-			}
-		}
-		return nil
-	})
-	adminURL := in.URL("admin") + "/metrics"
-	eventually(t, 60*time.Second, "KEDA to open StreamIsActive on the TLS scaler and mark the ScaledObject ready", func() error {
-		if v, err := scrapeSample(adminURL, "lobby_scaler_streams", map[string]string{"method": "StreamIsActive"}); err != nil || v < 1 {
-			return fmt.Errorf("StreamIsActive streams %v (%v)", v, err)
-		}
-		return kedaReady(t, ns, name)
-	})
+	waitRouting(t, ns+"/"+name, 60*time.Second)
+	waitTLSStream(t, in, ns, name)
 
 	resp := send(ctx, http.MethodGet, suite.ingress.URL+"/", host, nil)
 	var e echoed
@@ -661,16 +644,7 @@ func TestScalerTLSWithKEDA(t *testing.T) {
 		t.Errorf("the Deployment wants %d replicas (%v); want KEDA to have scaled it to 1", desired, err)
 	}
 	// KEDA's operator asked the TLS scaler for the metric too (the HPA's metric goes through it).
-	for _, method := range []string{"IsActive", "GetMetricSpec"} {
-		calls := func() error {
-			v, err := scrapeSample(adminURL, "lobby_scaler_rpc_duration_seconds_count", map[string]string{"method": method, "code": "OK"})
-			if err == nil && v < 1 {
-				err = fmt.Errorf("%v successful calls", v)
-			}
-			return err
-		}
-		eventually(t, 60*time.Second, "a successful "+method+" call on the TLS scaler", calls)
-	}
+	waitTLSCalls(t, in)
 }
 
 // callIsActive calls IsActive on the scaler at addr over a fresh connection with creds.
@@ -683,6 +657,35 @@ func callIsActive(ctx context.Context, addr string, creds credentials.TransportC
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return externalscaler.NewExternalScalerClient(conn).IsActive(ctx, ref)
+}
+
+// waitTLSStream waits until KEDA holds a StreamIsActive stream open on the TLS scaler in (so it
+// passed the scaler's client-certificate check) and marks the ScaledObject ns/name ready.
+func waitTLSStream(t *testing.T, in *deploy.Instance, ns, name string) {
+	t.Helper()
+	adminURL := in.URL("admin") + "/metrics"
+	eventually(t, 60*time.Second, "KEDA to open StreamIsActive on the TLS scaler and mark the ScaledObject ready", func() error {
+		if v, err := scrapeSample(adminURL, "lobby_scaler_streams", map[string]string{"method": "StreamIsActive"}); err != nil || v < 1 {
+			return fmt.Errorf("StreamIsActive streams %v (%v)", v, err)
+		}
+		return kedaReady(t, ns, name)
+	})
+}
+
+// waitTLSCalls waits until the TLS scaler in has answered an IsActive and a GetMetricSpec call
+// successfully: KEDA's operator reached it with its client certificate for the metric too.
+func waitTLSCalls(t *testing.T, in *deploy.Instance) {
+	t.Helper()
+	adminURL := in.URL("admin") + "/metrics"
+	for _, method := range []string{"IsActive", "GetMetricSpec"} {
+		eventually(t, 60*time.Second, "a successful "+method+" call on the TLS scaler", func() error {
+			v, err := scrapeSample(adminURL, "lobby_scaler_rpc_duration_seconds_count", map[string]string{"method": method, "code": "OK"})
+			if err == nil && v < 1 {
+				err = fmt.Errorf("%v successful calls", v)
+			}
+			return err
+		})
+	}
 }
 
 // kedaReady returns nil once KEDA's Ready condition of the ScaledObject is True.
