@@ -45,53 +45,16 @@ const etcdOutage = 5 * time.Second
 const recoveryTimeout = 2 * time.Minute
 
 func TestAPIServerDownFor30Seconds(t *testing.T) {
-	ns := testNamespace(t)
 	c := suite.cluster
-	warm := deployApp(t, ns, warmSpec(ns))
-	cold := deployApp(t, ns, appSpec{name: "cold", env: map[string]string{"STARTUP_DELAY": "500ms"},
-		hso: v1alpha1.HTTPScaledObjectSpec{Hosts: []string{outageHost("cold", ns)}}})
-	ctx := t.Context()
-	if r := send(ctx, http.MethodGet, suite.ingress.URL+"/", outageHost("warm", ns), nil); r.code != http.StatusOK {
-		t.Fatalf("the warm app before the outage: got %d %q (%v), want 200", r.code, r.body, r.err)
-	}
-	pids := lobbyPIDs()
-
-	w := watchOutage(ctx, outageHost("warm", ns))
-	down := true
-	if err := c.StopAPIServer(); err != nil {
-		w.stop()
-		t.Fatal(err)
-	}
-	// Whatever happens below, later tests need the API server and the operator back.
-	t.Cleanup(func() {
-		if down {
-			if err := c.StartAPIServer(context.Background()); err != nil {
-				t.Errorf("start the API server again: %v", err)
-			}
-		}
-		replaceExitedOperators(t)
-	})
-	t.Logf("API server stopped; down for %s", apiOutage)
-	// The outage itself is the scenario, so this is a fixed wait, not a wait for a condition.
-	time.Sleep(apiOutage)
-	exitedDuring := exitedLobby()
-	if err := c.StartAPIServer(ctx); err != nil {
-		t.Fatal(err)
-	}
-	down = false
-	back := time.Now()
-	t.Log("API server ready again")
+	s := newOutageScenario(t)
+	// Whatever happens below, later tests need the operator back; a cleanup registered first runs
+	// last, after the API server is started again.
+	t.Cleanup(func() { replaceExitedOperators(t) })
+	var exitedDuring map[string]error
+	s.outage(t, "the API server", apiOutage, c.StopAPIServer, c.StartAPIServer, func() { exitedDuring = exitedLobby() })
 	// A Deployment's kubelet would restart an operator that exited; this does it at once.
 	replaceExitedOperators(t)
-
-	// A change made after the API is back: a new app behind a new HTTPScaledObject. Every
-	// interceptor routing it shows that its HTTPScaledObject informer re-watched; the app answering
-	// through nginx, that its EndpointSlice informer did (and the controller manager and kubelet).
-	late := createOutageApp(t, ns, "late", outageHost("late", ns))
-	waitRouted(t, late, outageHost("late", ns), recoveryTimeout)
-	t.Logf("a new HTTPScaledObject was routed %s after the API server came back", time.Since(back).Round(time.Millisecond))
-	waitScaledObject(t, late, recoveryTimeout)
-	seen := w.stop()
+	seen := s.routeLateApp(t, "the API server")
 	t.Logf("during the outage and the re-list: %s", seen)
 
 	t.Run("The warm app answered every request through nginx while the API server was down.", func(t *testing.T) {
@@ -114,7 +77,7 @@ func TestAPIServerDownFor30Seconds(t *testing.T) {
 
 	t.Run("No interceptor or scaler exited or restarted; the operator only gave up its lease.", func(t *testing.T) {
 		for name, exitErr := range exitedDuring {
-			in := pids[name]
+			in := s.pids[name]
 			if in.Component == "operator" && operatorLostLease(in) {
 				// controller-runtime ends the manager when the Lease cannot be renewed within its
 				// renew deadline (10 s): a replica that may have lost the lease must stop
@@ -125,66 +88,22 @@ func TestAPIServerDownFor30Seconds(t *testing.T) {
 			}
 			t.Errorf("%s exited during the outage: %v; see %s", name, exitErr, in.Process.LogFile)
 		}
-		for name, in := range pids {
+		for name, in := range s.pids {
 			if in.Component != "operator" && !running(in) {
 				t.Errorf("%s is not running after the outage", name)
 			}
 		}
 	})
 
-	t.Run("An HTTPScaledObject edited after the outage moves its host.", func(t *testing.T) {
-		moveHost(t, warm, outageHost("warm", ns), outageHost("moved", ns), recoveryTimeout)
-	})
-
-	t.Run("A cold app is woken after the outage: the scalers and KEDA scale it from zero.", func(t *testing.T) {
-		r := send(ctx, http.MethodGet, suite.ingress.URL+"/", outageHost("cold", ns), nil)
-		if r.code != http.StatusOK {
-			t.Fatalf("got %d %q (%v), want 200 after a cold start", r.code, r.body, r.err)
-		}
-		if desired, _, _ := cold.replicas(ctx); desired < 1 {
-			t.Errorf("Deployment replicas = %d after the wake, want ≥ 1", desired)
-		}
-	})
-
+	s.checkRecovered(t, "the outage")
 	waitLobbyReady(t)
 }
 
 func TestEtcdRestart(t *testing.T) {
-	ns := testNamespace(t)
 	c := suite.cluster
-	warm := deployApp(t, ns, warmSpec(ns))
-	cold := deployApp(t, ns, appSpec{name: "cold", env: map[string]string{"STARTUP_DELAY": "500ms"},
-		hso: v1alpha1.HTTPScaledObjectSpec{Hosts: []string{outageHost("cold", ns)}}})
-	ctx := t.Context()
-	pids := lobbyPIDs()
-
-	w := watchOutage(ctx, outageHost("warm", ns))
-	down := true
-	if err := c.StopEtcd(); err != nil {
-		w.stop()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if down {
-			if err := c.StartEtcd(context.Background()); err != nil {
-				t.Errorf("start etcd again: %v", err)
-			}
-		}
-	})
-	t.Logf("etcd stopped; down for %s", etcdOutage)
-	time.Sleep(etcdOutage)
-	if err := c.StartEtcd(ctx); err != nil {
-		t.Fatal(err)
-	}
-	down = false
-	back := time.Now()
-	t.Log("etcd restarted; the API server is ready on it")
-
-	late := createOutageApp(t, ns, "late", outageHost("late", ns))
-	waitRouted(t, late, outageHost("late", ns), recoveryTimeout)
-	t.Logf("a new HTTPScaledObject was routed %s after etcd came back", time.Since(back).Round(time.Millisecond))
-	waitScaledObject(t, late, recoveryTimeout)
-	seen := w.stop()
+	s := newOutageScenario(t)
+	s.outage(t, "etcd", etcdOutage, c.StopEtcd, c.StartEtcd, func() {})
+	seen := s.routeLateApp(t, "etcd")
 	t.Logf("during the restart: %s", seen)
 
 	t.Run("The warm app answered every request through nginx while etcd restarted.", func(t *testing.T) {
@@ -199,23 +118,11 @@ func TestEtcdRestart(t *testing.T) {
 		}
 	})
 
-	t.Run("An HTTPScaledObject edited after the restart moves its host.", func(t *testing.T) {
-		moveHost(t, warm, outageHost("warm", ns), outageHost("moved", ns), recoveryTimeout)
-	})
-
-	t.Run("A cold app is woken after the restart.", func(t *testing.T) {
-		r := send(ctx, http.MethodGet, suite.ingress.URL+"/", outageHost("cold", ns), nil)
-		if r.code != http.StatusOK {
-			t.Fatalf("got %d %q (%v), want 200 after a cold start", r.code, r.body, r.err)
-		}
-		if desired, _, _ := cold.replicas(ctx); desired < 1 {
-			t.Errorf("Deployment replicas = %d after the wake, want ≥ 1", desired)
-		}
-	})
+	s.checkRecovered(t, "the restart")
 
 	t.Run("Every lobby process is the one that ran before: nothing restarted.", func(t *testing.T) {
 		now := lobbyPIDs()
-		for name, in := range pids {
+		for name, in := range s.pids {
 			if !running(in) {
 				t.Errorf("%s exited: see %s", name, in.Process.LogFile)
 			}
@@ -223,12 +130,103 @@ func TestEtcdRestart(t *testing.T) {
 				t.Errorf("%s is no longer one of lobby's instances", name)
 			}
 		}
-		if len(now) != len(pids) {
-			t.Errorf("lobby runs %d processes after the restart, %d before", len(now), len(pids))
+		if len(now) != len(s.pids) {
+			t.Errorf("lobby runs %d processes after the restart, %d before", len(now), len(s.pids))
 		}
 	})
 
 	waitLobbyReady(t)
+}
+
+// outageScenario is what the control-plane scenarios share: a warm app that must keep answering
+// through the outage, a cold one scaled to zero to be woken after it, lobby's processes as they
+// were before it, and the watch of the warm app's requests and lobby's readiness.
+type outageScenario struct {
+	ns         string
+	warm, cold *app
+	pids       map[string]*deploy.Instance
+	watch      *outageWatch
+	// back is when the control plane was ready again.
+	back time.Time
+}
+
+// newOutageScenario deploys the scenario's apps in a namespace of t's, checks that the warm one
+// answers, records lobby's processes and starts the watch.
+func newOutageScenario(t *testing.T) *outageScenario {
+	t.Helper()
+	ns := testNamespace(t)
+	s := &outageScenario{ns: ns}
+	s.warm = deployApp(t, ns, warmSpec(ns))
+	s.cold = deployApp(t, ns, appSpec{name: "cold", env: map[string]string{"STARTUP_DELAY": "500ms"},
+		hso: v1alpha1.HTTPScaledObjectSpec{Hosts: []string{outageHost("cold", ns)}}})
+	if r := send(t.Context(), http.MethodGet, suite.ingress.URL+"/", outageHost("warm", ns), nil); r.code != http.StatusOK {
+		t.Fatalf("the warm app before the outage: got %d %q (%v), want 200", r.code, r.body, r.err)
+	}
+	s.pids = lobbyPIDs()
+	s.watch = watchOutage(t.Context(), outageHost("warm", ns))
+	return s
+}
+
+// outage stops the control-plane component what with stop, keeps it down for d, runs during and
+// starts it again with start. If the test ends while the component is down, a cleanup starts it
+// again, for the tests that follow.
+func (s *outageScenario) outage(t *testing.T, what string, d time.Duration, stop func() error, start func(context.Context) error, during func()) {
+	t.Helper()
+	down := true
+	if err := stop(); err != nil {
+		s.watch.stop()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if down {
+			if err := start(context.Background()); err != nil {
+				t.Errorf("start %s again: %v", what, err)
+			}
+		}
+	})
+	t.Logf("%s stopped; down for %s", what, d)
+	// The outage itself is the scenario, so this is a fixed wait, not a wait for a condition.
+	time.Sleep(d)
+	during()
+	if err := start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	down = false
+	s.back = time.Now()
+	t.Logf("%s is back and the API server ready", what)
+}
+
+// routeLateApp makes a change after the outage of what: a new app behind a new HTTPScaledObject.
+// Every interceptor routing it shows that its HTTPScaledObject informer re-watched; the app
+// answering through nginx, that its EndpointSlice informer did (and the controller manager and
+// kubelet); KEDA's HPA, that the operator and KEDA did. It stops the watch and returns what it
+// saw.
+func (s *outageScenario) routeLateApp(t *testing.T, what string) outageSeen {
+	t.Helper()
+	late := createOutageApp(t, s.ns, "late", outageHost("late", s.ns))
+	waitRouted(t, late, outageHost("late", s.ns), recoveryTimeout)
+	t.Logf("a new HTTPScaledObject was routed %s after %s came back", time.Since(s.back).Round(time.Millisecond), what)
+	waitScaledObject(t, late, recoveryTimeout)
+	return s.watch.stop()
+}
+
+// checkRecovered checks, after the outage or restart named after, that an edit of the warm app's
+// HTTPScaledObject takes effect and that the cold app is woken from zero.
+func (s *outageScenario) checkRecovered(t *testing.T, after string) {
+	t.Helper()
+	t.Run("An HTTPScaledObject edited after "+after+" moves its host.", func(t *testing.T) {
+		moveHost(t, s.warm, outageHost("warm", s.ns), outageHost("moved", s.ns), recoveryTimeout)
+	})
+
+	t.Run("A cold app is woken after "+after+": the scalers and KEDA scale it from zero.", func(t *testing.T) {
+		r := send(t.Context(), http.MethodGet, suite.ingress.URL+"/", outageHost("cold", s.ns), nil)
+		if r.code != http.StatusOK {
+			t.Fatalf("got %d %q (%v), want 200 after a cold start", r.code, r.body, r.err)
+		}
+		if desired, _, _ := s.cold.replicas(t.Context()); desired < 1 {
+			t.Errorf("Deployment replicas = %d after the wake, want ≥ 1", desired)
+		}
+	})
 }
 
 // warmSpec is an app that stays up: KEDA would scale an idle app with a minimum of zero down
