@@ -439,6 +439,24 @@ func procCPU(pid int) (time.Duration, error) {
 // scrapeValues returns the values of the unlabelled samples names in the Prometheus text
 // exposition at url, in the order of names; a missing one is an error.
 func scrapeValues(ctx context.Context, url string, names ...string) ([]float64, error) {
+	found, err := scrapeSamples(ctx, url, func(name string) bool { return slices.Contains(names, name) })
+	if err != nil {
+		return nil, err
+	}
+	vals := make([]float64, len(names))
+	for i, name := range names {
+		v, ok := found[name]
+		if !ok {
+			return nil, fmt.Errorf("GET %s: no %s", url, name)
+		}
+		vals[i] = v
+	}
+	return vals, nil
+}
+
+// scrapeSamples returns the unlabelled samples of the Prometheus text exposition at url whose
+// names keep accepts, by name.
+func scrapeSamples(ctx context.Context, url string, keep func(name string) bool) (map[string]float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -455,7 +473,7 @@ func scrapeValues(ctx context.Context, url string, names ...string) ([]float64, 
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		name, v, ok := strings.Cut(sc.Text(), " ")
-		if !ok || !slices.Contains(names, name) {
+		if !ok || !keep(name) {
 			continue
 		}
 		if found[name], err = strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil {
@@ -465,15 +483,7 @@ func scrapeValues(ctx context.Context, url string, names ...string) ([]float64, 
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("GET %s: %w", url, err)
 	}
-	vals := make([]float64, len(names))
-	for i, name := range names {
-		v, ok := found[name]
-		if !ok {
-			return nil, fmt.Errorf("GET %s: no %s", url, name)
-		}
-		vals[i] = v
-	}
-	return vals, nil
+	return found, nil
 }
 
 // statusError is an answer with an unexpected status.

@@ -1,10 +1,8 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -166,30 +164,8 @@ func parallel(ctx context.Context, n int, f func(int) error) error {
 
 // goMemstats returns the go_memstats_* gauges of a Prometheus text exposition at url.
 func goMemstats(ctx context.Context, url string) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	m, err := scrapeSamples(ctx, url, func(name string) bool { return strings.HasPrefix(name, "go_memstats_") })
 	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	m := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		name, v, ok := strings.Cut(sc.Text(), " ")
-		if !ok || !strings.HasPrefix(name, "go_memstats_") {
-			continue
-		}
-		if f, err := strconv.ParseFloat(v, 64); err == nil {
-			m[name] = f
-		}
-	}
-	if err := sc.Err(); err != nil {
 		return nil, err
 	}
 	if _, ok := m["go_memstats_heap_inuse_bytes"]; !ok {
