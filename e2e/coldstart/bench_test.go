@@ -217,7 +217,7 @@ func deployApps(ctx context.Context, c *framework.Cluster, ns string) ([]string,
 		}
 	}
 	admin := lobby.Instances("interceptor")[0].URL("admin")
-	err = waitFor(ctx, 3*time.Minute, "lobby and KEDA to take the apps over", func() error {
+	err = framework.Poll(ctx, 3*time.Minute, 20*time.Millisecond, "lobby and KEDA to take the apps over", func() error {
 		q, err := get(ctx, admin+"/queue")
 		if err != nil {
 			return err
@@ -494,23 +494,4 @@ func get(ctx context.Context, url string) (string, error) {
 		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return string(b), nil
-}
-
-// waitFor calls check every 20 ms until it returns nil, ctx ends or timeout passes.
-func waitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("wait %v for %s: %w", timeout, what, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }

@@ -96,7 +96,7 @@ func run(ctx context.Context, out io.Writer) (err error) {
 	if err := deployApp(ctx, c.Client); err != nil {
 		return err
 	}
-	if err := waitFor(ctx, 60*time.Second, "lobby and KEDA to take the app over", func() error {
+	if err := framework.Poll(ctx, 60*time.Second, 100*time.Millisecond, "lobby and KEDA to take the app over", func() error {
 		return ready(ctx, c.Client, interceptor.URL("admin"))
 	}); err != nil {
 		return err
@@ -131,7 +131,7 @@ func run(ctx context.Context, out io.Writer) (err error) {
 
 	say("== waiting for KEDA to scale the idle app back to zero (scaledownPeriod %ds, plus KEDA's polling interval)", cooldown)
 	idle := time.Now()
-	if err := waitFor(ctx, 3*time.Minute, "the app to scale back to zero", func() error {
+	if err := framework.Poll(ctx, 3*time.Minute, 100*time.Millisecond, "the app to scale back to zero", func() error {
 		var dep appsv1.Deployment
 		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: appNamespace, Name: appName}, &dep); err != nil {
 			return err
@@ -198,25 +198,6 @@ func ready(ctx context.Context, c client.Client, adminURL string) error {
 	}
 	var hpa = &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "autoscaling/v2", Kind: "HorizontalPodAutoscaler"}}
 	return c.Get(ctx, client.ObjectKey{Namespace: appNamespace, Name: "keda-hpa-" + appName}, hpa)
-}
-
-// waitFor retries check every 100 ms until it returns nil, ctx ends or timeout passes.
-func waitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("wait %v for %s: %w", timeout, what, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // printer lets DumpLogs print to a writer.
