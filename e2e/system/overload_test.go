@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/lobby-http/lobby/e2e/deploy"
+	"github.com/lobby-http/lobby/e2e/system/internal/loadreport"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -313,7 +314,7 @@ func TestOverload(t *testing.T) {
 
 	// Every request has a defined answer: the cap's worth 200 after being held, every other one
 	// 503 with Retry-After; no connection error, no other status.
-	finals := make([]loadReport, len(gens))
+	finals := make([]loadreport.Report, len(gens))
 	for i, g := range gens {
 		r, err := g.close()
 		if err != nil {
@@ -471,20 +472,6 @@ func setReadinessPath(t *testing.T, a *app, path string) {
 	}
 }
 
-// loadReport is what a load generator reports (e2e/system/internal/loadgen).
-type loadReport struct {
-	Conns                     int64         `json:"conns"`
-	DialErrors                int64         `json:"dialErrors"`
-	Sent                      int64         `json:"sent"`
-	Codes                     map[int]int64 `json:"codes"`
-	RejectedWithoutRetryAfter int64         `json:"rejectedWithoutRetryAfter"`
-	HeldAnswers               int64         `json:"heldAnswers"`
-	Closed                    int64         `json:"closed"`
-	Errors                    int64         `json:"errors"`
-	ErrorSamples              []string      `json:"errorSamples"`
-	Waiting                   int64         `json:"waiting"`
-}
-
 // loadgen is a running load generator, driven over its standard input and output.
 type loadgen struct {
 	name  string
@@ -568,10 +555,10 @@ func (g *loadgen) command(cmd string) error {
 }
 
 // report returns the generator's counters.
-func (g *loadgen) report() (loadReport, error) { return g.decode("report") }
+func (g *loadgen) report() (loadreport.Report, error) { return g.decode("report") }
 
 // close closes every connection of the generator and returns its final counters; it exits.
-func (g *loadgen) close() (loadReport, error) {
+func (g *loadgen) close() (loadreport.Report, error) {
 	r, err := g.decode("close")
 	if err != nil {
 		return r, err
@@ -587,8 +574,8 @@ func (g *loadgen) close() (loadReport, error) {
 	return r, nil
 }
 
-func (g *loadgen) decode(cmd string) (loadReport, error) {
-	var r loadReport
+func (g *loadgen) decode(cmd string) (loadreport.Report, error) {
+	var r loadreport.Report
 	line, err := g.call(cmd)
 	if err != nil {
 		return r, err

@@ -11,7 +11,7 @@
 // The test drives it with one command per line on standard input, each answered by one line on
 // standard output:
 //
-//	report     the counters so far, as JSON (see report)
+//	report     the counters so far, as JSON (see loadreport.Report)
 //	retry on   every connection rejected with 503 sends its request again once the Retry-After
 //	           it was given has passed, plus a random part of it, and again after every further
 //	           503, as a polite client does (the jitter keeps clients rejected together from
@@ -44,32 +44,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-)
 
-// report is what the generator tells the test.
-type report struct {
-	// Conns is how many connections were opened; DialErrors how many dials failed.
-	Conns      int64 `json:"conns"`
-	DialErrors int64 `json:"dialErrors"`
-	// Sent counts requests written, first ones and sent-again ones.
-	Sent int64 `json:"sent"`
-	// Codes counts answers by status code.
-	Codes map[int]int64 `json:"codes"`
-	// RejectedWithoutRetryAfter counts 503s without a Retry-After header.
-	RejectedWithoutRetryAfter int64 `json:"rejectedWithoutRetryAfter"`
-	// HeldAnswers counts answers that carry the header named by -held-header: requests the server
-	// held before it answered them.
-	HeldAnswers int64 `json:"heldAnswers"`
-	// Closed counts connections the server closed: with its answer (Connection: close), or
-	// later while they were idle.
-	Closed int64 `json:"closed"`
-	// Errors counts requests that got no answer: failed writes and reads, malformed answers,
-	// timeouts. ErrorSamples holds the first few.
-	Errors       int64    `json:"errors"`
-	ErrorSamples []string `json:"errorSamples,omitempty"`
-	// Waiting is how many requests are sent and neither answered nor failed: held, right now.
-	Waiting int64 `json:"waiting"`
-}
+	"github.com/lobby-http/lobby/e2e/system/internal/loadreport"
+)
 
 // maxSamples bounds the error messages kept.
 const maxSamples = 5
@@ -206,10 +183,10 @@ func (g *gen) serve(in io.Reader, out io.Writer, cancel context.CancelFunc) int 
 }
 
 // report returns the counters.
-func (g *gen) report() report {
+func (g *gen) report() loadreport.Report {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	r := report{
+	r := loadreport.Report{
 		Conns: g.conns.Load(), DialErrors: g.dialErrors.Load(), Sent: g.sent.Load(),
 		Codes: make(map[int]int64, len(g.codes)), RejectedWithoutRetryAfter: g.rejectedNoRetryAfter.Load(),
 		HeldAnswers: g.held.Load(), Closed: g.closed.Load(), Errors: g.errs.Load(),
