@@ -54,9 +54,7 @@ func run(signals context.Context) error {
 	}
 	log := logging.New(logging.Options{Level: cfg.LogLevel, Format: cfg.LogFormat})
 	klog.SetLogger(log.WithName("client-go"))
-	if _, err := memlimit.Configure(os.LookupEnv, log); err != nil {
-		return err
-	}
+	memlimit.Configure(cfg.MemoryLimit, os.Getenv(memlimit.GoVariable) != "", log)
 	restCfg, err := kube.RESTConfig(cfg.Kubeconfig)
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	// Aliased: the package tests use env as the name of their lookup helper.
 	envvar "github.com/lobby-http/lobby/internal/env"
 	"github.com/lobby-http/lobby/internal/logging"
+	"github.com/lobby-http/lobby/internal/memlimit"
 	"github.com/lobby-http/lobby/operator/internal/resources"
 )
 
@@ -44,6 +45,9 @@ type Config struct {
 	LogLevel logging.Level
 	// LogFormat is how it is written (LOBBY_LOG_FORMAT).
 	LogFormat logging.Format
+	// MemoryLimit is the container's memory limit in bytes, 0 when unknown (LOBBY_MEMORY_LIMIT);
+	// main gives the Go runtime its soft limit from it (internal/memlimit).
+	MemoryLimit int64
 	// Kubeconfig is the kubeconfig path list; empty means the in-cluster configuration
 	// (KUBECONFIG).
 	Kubeconfig string
@@ -78,6 +82,7 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 	}
 	c.LogLevel = envvar.Parse(l, "LOBBY_LOG_LEVEL", logging.LevelInfo, logging.ParseLevel)
 	c.LogFormat = envvar.Parse(l, "LOBBY_LOG_FORMAT", logging.FormatJSON, logging.ParseFormat)
+	c.MemoryLimit = envvar.Parse(l, memlimit.Variable, 0, memlimit.Parse)
 	if c.MetricsAddr == c.HealthAddr {
 		l.Fail("LOBBY_HEALTH_ADDR", fmt.Errorf("must differ from LOBBY_METRICS_ADDR (%q)", c.MetricsAddr))
 	}

@@ -53,6 +53,7 @@ func TestLoadConfig(t *testing.T) {
 			"LOBBY_LOG_LEVEL":                 "debug",
 			"LOBBY_LOG_FORMAT":                "console",
 			"KUBECONFIG":                      "/tmp/kubeconfig",
+			"LOBBY_MEMORY_LIMIT":              "268435456",
 		}))
 		if err != nil {
 			t.Fatal(err)
@@ -71,6 +72,7 @@ func TestLoadConfig(t *testing.T) {
 			LogLevel:                logging.LevelDebug,
 			LogFormat:               logging.FormatConsole,
 			Kubeconfig:              "/tmp/kubeconfig",
+			MemoryLimit:             256 << 20,
 		}
 		if got != want {
 			t.Errorf("loadConfig() = %+v, want %+v", got, want)
@@ -125,6 +127,9 @@ func TestLoadConfig(t *testing.T) {
 		{"a TLS switch that is not a boolean is refused", map[string]string{
 			"LOBBY_SCALER_ADDRESS": "s:1", "POD_NAMESPACE": "lobby", "LOBBY_SCALER_TLS": "on please",
 		}, []string{"LOBBY_SCALER_TLS: parse boolean"}},
+		{"a memory limit that is no quantity is named", map[string]string{
+			"LOBBY_SCALER_ADDRESS": "s:1", "POD_NAMESPACE": "lobby", "LOBBY_MEMORY_LIMIT": "half",
+		}, []string{"LOBBY_MEMORY_LIMIT: parse memory limit"}},
 		{"the metrics and health addresses must differ", map[string]string{
 			"LOBBY_SCALER_ADDRESS": "s:1", "POD_NAMESPACE": "lobby", "LOBBY_METRICS_ADDR": ":9000", "LOBBY_HEALTH_ADDR": ":9000",
 		}, []string{"LOBBY_HEALTH_ADDR: must differ from LOBBY_METRICS_ADDR"}},

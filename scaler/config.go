@@ -10,6 +10,7 @@ import (
 
 	"github.com/lobby-http/lobby/internal/env"
 	"github.com/lobby-http/lobby/internal/logging"
+	"github.com/lobby-http/lobby/internal/memlimit"
 )
 
 // Config is everything the scaler is configured with, loaded from environment variables once at
@@ -48,6 +49,9 @@ type Config struct {
 	LogLevel logging.Level
 	// LogFormat is how it is written (LOBBY_LOG_FORMAT).
 	LogFormat logging.Format
+	// MemoryLimit is the container's memory limit in bytes, 0 when unknown (LOBBY_MEMORY_LIMIT);
+	// main gives the Go runtime its soft limit from it (internal/memlimit).
+	MemoryLimit int64
 	// Kubeconfig is the kubeconfig path list; empty means the in-cluster configuration
 	// (KUBECONFIG).
 	Kubeconfig string
@@ -75,6 +79,7 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 	}
 	c.LogLevel = env.Parse(l, "LOBBY_LOG_LEVEL", logging.LevelInfo, logging.ParseLevel)
 	c.LogFormat = env.Parse(l, "LOBBY_LOG_FORMAT", logging.FormatJSON, logging.ParseFormat)
+	c.MemoryLimit = env.Parse(l, memlimit.Variable, 0, memlimit.Parse)
 
 	switch {
 	case c.InterceptorService == "":

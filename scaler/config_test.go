@@ -47,6 +47,14 @@ func TestLoadConfig(t *testing.T) {
 			"LOBBY_LOG_LEVEL": "loud", "LOBBY_WATCH_NAMESPACE": "A",
 		}, wantErr: []string{"LOBBY_INTERCEPTOR_SERVICE", "LOBBY_INTERCEPTOR_NAMESPACE", "LOBBY_GRPC_ADDR", "LOBBY_ADMIN_ADDR",
 			"LOBBY_STREAM_GRACE", "LOBBY_INTERCEPTOR_PORT_NAME", "LOBBY_LOG_LEVEL", "LOBBY_WATCH_NAMESPACE"}},
+		{name: "a memory limit that is no quantity is named", env: merge(base, map[string]string{"LOBBY_MEMORY_LIMIT": "half"}),
+			wantErr: []string{"LOBBY_MEMORY_LIMIT: parse memory limit"}},
+		{name: "the memory limit is read in bytes", env: merge(base, map[string]string{"LOBBY_MEMORY_LIMIT": "256Mi"}),
+			check: func(t *testing.T, c Config) {
+				if c.MemoryLimit != 256<<20 {
+					t.Fatalf("MemoryLimit = %d", c.MemoryLimit)
+				}
+			}},
 		{name: "a grace period must be positive", env: merge(base, map[string]string{"LOBBY_STREAM_GRACE": "0s"}),
 			wantErr: []string{"LOBBY_STREAM_GRACE: must be positive"}},
 		{name: "the two servers need two addresses", env: merge(base, map[string]string{"LOBBY_ADMIN_ADDR": ":9090"}),

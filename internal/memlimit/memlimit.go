@@ -86,21 +86,11 @@ func Decide(container int64, goMemLimitSet bool) Setting {
 	}
 }
 
-// Configure reads the container's memory limit and GOMEMLIMIT through lookup (os.LookupEnv in a
-// binary), sets the runtime's soft limit when the container's limit decides it, and logs the
-// limit in effect. An empty variable counts as unset, as the runtime and Helm treat it. A
-// container limit that does not parse is an error, and nothing is changed.
-func Configure(lookup func(string) (string, bool), log logr.Logger) (Setting, error) {
-	var container int64
-	if v, ok := lookup(Variable); ok && v != "" {
-		n, err := Parse(v)
-		if err != nil {
-			return Setting{}, fmt.Errorf("load configuration: %s: %w", Variable, err)
-		}
-		container = n
-	}
-	v, ok := lookup(GoVariable)
-	s := Decide(container, ok && v != "")
+// Configure sets the runtime's soft limit for a container limit of container bytes (0 when
+// unknown; each binary's configuration reads it from Variable with Parse) unless goMemLimitSet
+// says GOMEMLIMIT decided it already, and logs the limit in effect.
+func Configure(container int64, goMemLimitSet bool, log logr.Logger) Setting {
+	s := Decide(container, goMemLimitSet)
 	if s.Source == SourceContainer {
 		debug.SetMemoryLimit(s.Soft)
 	} else {
@@ -108,5 +98,5 @@ func Configure(lookup func(string) (string, bool), log logr.Logger) (Setting, er
 		s.Soft = debug.SetMemoryLimit(-1)
 	}
 	log.Info("memory limit", "source", string(s.Source), "softLimitBytes", s.Soft, "containerLimitBytes", s.Container)
-	return s, nil
+	return s
 }

@@ -78,37 +78,24 @@ func TestConfigure(t *testing.T) {
 	const other = 3 << 30
 
 	tests := []struct {
-		name    string
-		env     map[string]string
-		want    Setting
-		wantErr string
+		name      string
+		container int64
+		goSet     bool
+		want      Setting
 		// wantRuntime is the runtime's limit afterwards.
 		wantRuntime int64
 	}{
 		{
-			name: "The container limit sets the runtime's soft limit.",
-			env:  map[string]string{Variable: "1073741824"},
+			name: "The container limit sets the runtime's soft limit.", container: 1 << 30,
 			want: Setting{Source: SourceContainer, Container: 1 << 30, Soft: 966367620}, wantRuntime: 966367620,
 		},
 		{
-			name: "GOMEMLIMIT leaves the runtime's limit as the runtime set it.",
-			env:  map[string]string{Variable: "1073741824", GoVariable: "3GiB"},
+			name: "GOMEMLIMIT leaves the runtime's limit as the runtime set it.", container: 1 << 30, goSet: true,
 			want: Setting{Source: SourceGOMEMLIMIT, Container: 1 << 30, Soft: other}, wantRuntime: other,
 		},
 		{
-			name: "Empty variables count as unset.",
-			env:  map[string]string{Variable: "", GoVariable: ""},
+			name: "No container limit changes nothing.",
 			want: Setting{Source: SourceNone, Soft: other}, wantRuntime: other,
-		},
-		{
-			name: "A container limit of zero is no limit.",
-			env:  map[string]string{Variable: "0"},
-			want: Setting{Source: SourceNone, Soft: other}, wantRuntime: other,
-		},
-		{
-			name:    "A container limit that does not parse is an error naming the variable, and changes nothing.",
-			env:     map[string]string{Variable: "half"},
-			wantErr: Variable, wantRuntime: other,
 		},
 	}
 	for _, tt := range tests {
@@ -117,21 +104,9 @@ func TestConfigure(t *testing.T) {
 			debug.SetMemoryLimit(other)
 			var logged []string
 			log := funcr.New(func(prefix, args string) { logged = append(logged, args) }, funcr.Options{})
-			got, err := Configure(func(k string) (string, bool) {
-				v, ok := tt.env[k]
-				return v, ok
-			}, log)
+			got := Configure(tt.container, tt.goSet, log)
 			if rt := debug.SetMemoryLimit(-1); rt != tt.wantRuntime {
 				t.Errorf("runtime soft limit = %d, want %d", rt, tt.wantRuntime)
-			}
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("Configure() error = %v, want one containing %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("Configure() error = %v", err)
 			}
 			if got != tt.want {
 				t.Errorf("Configure() = %+v, want %+v", got, tt.want)
