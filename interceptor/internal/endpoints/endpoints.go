@@ -88,12 +88,6 @@ func (e *Endpoint) Claim(d time.Duration) bool {
 	return e.suspect.CompareAndSwap(until, now+int64(d))
 }
 
-// pickable reports whether the endpoint may be picked at now: it has no mark, or its mark ran out.
-func (e *Endpoint) pickable(now int64) bool {
-	until := e.suspect.Load()
-	return until == 0 || until <= now
-}
-
 // InFlight returns the number of requests the interceptor has forwarded to this endpoint and not
 // yet finished (for least-in-flight balancing).
 func (e *Endpoint) InFlight() int64 { return e.inFlight.Load() }

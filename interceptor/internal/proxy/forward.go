@@ -221,8 +221,8 @@ func pick(eps []*endpoints.Endpoint) *endpoints.Endpoint {
 	case 0:
 		return nil
 	case 1:
-		if e := eps[0]; !e.Suspect() || e.Claim(suspectFor) {
-			return e
+		if ok, _ := usable(eps[0]); ok {
+			return eps[0]
 		}
 		return nil
 	}
@@ -232,30 +232,36 @@ func pick(eps []*endpoints.Endpoint) *endpoints.Endpoint {
 		j++
 	}
 	a, b := eps[i], eps[j]
-	if a.Suspect() {
-		if a.Claim(suspectFor) {
-			return a
-		}
-		a = nil
+	okA, claimed := usable(a)
+	if claimed {
+		return a
 	}
-	if b.Suspect() {
-		if b.Claim(suspectFor) {
-			return b
-		}
-		b = nil
+	okB, claimed := usable(b)
+	if claimed {
+		return b
 	}
 	switch {
-	case a != nil && b != nil:
+	case okA && okB:
 		if b.InFlight() < a.InFlight() {
 			return b
 		}
 		return a
-	case a != nil:
+	case okA:
 		return a
-	case b != nil:
+	case okB:
 		return b
 	}
 	return pickAmong(eps, nil)
+}
+
+// usable reports whether e may be picked: it has no suspect mark, or its mark has run out and
+// this caller claimed it (claimed), to try it again.
+func usable(e *endpoints.Endpoint) (ok, claimed bool) {
+	if !e.Suspect() {
+		return true, false
+	}
+	claimed = e.Claim(suspectFor)
+	return claimed, claimed
 }
 
 // pickAmong returns an endpoint of eps not in tried: one that is not suspect, starting at a random
