@@ -27,13 +27,13 @@ const (
 )
 
 // maxConnectionsFor returns the connection cap for a container memory limit of limit bytes: what
-// the Go soft limit (memlimit.Percent of it) holds after baseReserve, at connectionBudget each,
-// and at least minMaxConnections. No known limit gives 0, no cap.
+// the Go soft limit memlimit gives that container holds after baseReserve, at connectionBudget
+// each, and at least minMaxConnections. No known limit gives 0, no cap.
 func maxConnectionsFor(limit int64) int {
 	if limit <= 0 {
 		return 0
 	}
-	soft := limit / 100 * memlimit.Percent
+	soft := memlimit.Decide(limit, false).Soft
 	return int(max((soft-baseReserve)/connectionBudget, minMaxConnections))
 }
 
