@@ -82,46 +82,54 @@ func TestHeldThenReady(t *testing.T) {
 	}
 }
 
+// timeoutOutcome is what a request gets when its cold-start timeout ends, for a route changed by
+// change.
+type timeoutOutcome struct {
+	name     string
+	change   func(e *env, r *routing.Route)
+	wantCode int
+	wantBody string
+}
+
+// timeoutOutcomes are the answers to a request whose cold-start timeout ended, whatever kept it
+// waiting: 504, the failover, the placeholder, and the placeholder when the failover has no
+// endpoint either.
+var timeoutOutcomes = []timeoutOutcome{
+	{
+		name:     "without a failover or placeholder it gets 504",
+		change:   func(*env, *routing.Route) {},
+		wantCode: http.StatusGatewayTimeout, wantBody: "gateway timeout\n",
+	},
+	{
+		name: "it goes to the failover service",
+		change: func(e *env, r *routing.Route) {
+			e.backend("10.0.0.9", hello("failover"))
+			r.Failover = e.target("failover", "")
+			e.ready("failover", "10.0.0.9")
+		},
+		wantCode: http.StatusOK, wantBody: "hello from failover",
+	},
+	{
+		name: "it gets the placeholder",
+		change: func(_ *env, r *routing.Route) {
+			r.Placeholder = &routing.Placeholder{StatusCode: 202, Body: []byte("starting up"),
+				Header: http.Header{"Content-Type": {"text/plain"}, "Content-Length": {"11"}, "Refresh": {"5"}}}
+		},
+		wantCode: http.StatusAccepted, wantBody: "starting up",
+	},
+	{
+		name: "a failover without endpoints falls back to the placeholder",
+		change: func(e *env, r *routing.Route) {
+			r.Failover = e.target("failover", "")
+			r.Placeholder = &routing.Placeholder{StatusCode: 503, Body: []byte("soon"),
+				Header: http.Header{"Content-Length": {"4"}}}
+		},
+		wantCode: http.StatusServiceUnavailable, wantBody: "soon",
+	},
+}
+
 func TestHeldThenTimeout(t *testing.T) {
-	tests := []struct {
-		name     string
-		change   func(e *env, r *routing.Route)
-		wantCode int
-		wantBody string
-	}{
-		{
-			name:     "a request held past the cold-start timeout gets 504",
-			change:   func(*env, *routing.Route) {},
-			wantCode: http.StatusGatewayTimeout, wantBody: "gateway timeout\n",
-		},
-		{
-			name: "a request held past the cold-start timeout goes to the failover service",
-			change: func(e *env, r *routing.Route) {
-				e.backend("10.0.0.9", hello("failover"))
-				r.Failover = e.target("failover", "")
-				e.ready("failover", "10.0.0.9")
-			},
-			wantCode: http.StatusOK, wantBody: "hello from failover",
-		},
-		{
-			name: "a request held past the cold-start timeout gets the placeholder",
-			change: func(_ *env, r *routing.Route) {
-				r.Placeholder = &routing.Placeholder{StatusCode: 202, Body: []byte("starting up"),
-					Header: http.Header{"Content-Type": {"text/plain"}, "Content-Length": {"11"}, "Refresh": {"5"}}}
-			},
-			wantCode: http.StatusAccepted, wantBody: "starting up",
-		},
-		{
-			name: "a failover without endpoints falls back to the placeholder",
-			change: func(e *env, r *routing.Route) {
-				r.Failover = e.target("failover", "")
-				r.Placeholder = &routing.Placeholder{StatusCode: 503, Body: []byte("soon"),
-					Header: http.Header{"Content-Length": {"4"}}}
-			},
-			wantCode: http.StatusServiceUnavailable, wantBody: "soon",
-		},
-	}
-	for _, tc := range tests {
+	for _, tc := range timeoutOutcomes {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t)
 			route := e.route("app.test", "app", func(r *routing.Route) { r.ColdStartTimeout = 50 * time.Millisecond })

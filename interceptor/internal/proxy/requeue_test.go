@@ -134,36 +134,7 @@ func TestRequestToARefusingLastEndpointIsHeldForTheNextPod(t *testing.T) {
 }
 
 func TestRequestToARefusingLastEndpointTimesOutLikeAColdStart(t *testing.T) {
-	tests := []struct {
-		name     string
-		change   func(e *env, r *routing.Route)
-		wantCode int
-		wantBody string
-	}{
-		{
-			name:     "without a failover or placeholder it gets 504",
-			change:   func(*env, *routing.Route) {},
-			wantCode: http.StatusGatewayTimeout, wantBody: "gateway timeout\n",
-		},
-		{
-			name: "it gets the placeholder",
-			change: func(_ *env, r *routing.Route) {
-				r.Placeholder = &routing.Placeholder{StatusCode: http.StatusAccepted, Body: []byte("starting up"),
-					Header: http.Header{"Content-Length": {"11"}}}
-			},
-			wantCode: http.StatusAccepted, wantBody: "starting up",
-		},
-		{
-			name: "it goes to the failover service",
-			change: func(e *env, r *routing.Route) {
-				e.backend("10.0.0.9", hello("failover"))
-				r.Failover = e.target("failover", "")
-				e.ready("failover", "10.0.0.9")
-			},
-			wantCode: http.StatusOK, wantBody: "hello from failover",
-		},
-	}
-	for _, tc := range tests {
+	for _, tc := range timeoutOutcomes {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t)
 			e.refusing("10.0.0.1")
