@@ -12,6 +12,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -23,6 +24,14 @@ const bulkFetch = 32
 
 // fetchRetry is how long the Informer waits before fetching again after a failure.
 const fetchRetry = time.Second
+
+// watchBackoff is how the Informer's reflectors wait between attempts to list and watch.
+// client-go's default grows to 30 s, doubled by jitter, and shrinks back only after two quiet
+// minutes: after an API server outage a reflector's next attempt can come a minute after the API
+// is back, and a second wait follows when the restarted API server answers its first watch with
+// "too old". Until then new pods stay unknown to the interceptor and cold starts time out. A cap
+// of 4 s (8 s with jitter) costs an idle API server one list or watch per reflector that often.
+var watchBackoff = wait.Backoff{Duration: 250 * time.Millisecond, Factor: 2, Jitter: 1, Steps: 5, Cap: 4 * time.Second}
 
 // Informer feeds a Store from the API server. It watches EndpointSlices and Services (in one
 // namespace, or all), hands them to the Store, which drops those of Services no Target refers to,
@@ -66,7 +75,7 @@ func (i *Informer) Start(ctx context.Context) error {
 			o.LabelSelector = discoveryv1.LabelServiceName
 			return i.client.DiscoveryV1().EndpointSlices(ns).Watch(ctx, o)
 		},
-	}, i.client), &discoveryv1.EndpointSlice{}, sliceSink{i}, cache.ReflectorOptions{Name: "endpointslices", Logger: &log})
+	}, i.client), &discoveryv1.EndpointSlice{}, sliceSink{i}, i.reflectorOptions("endpointslices", &log))
 	services := cache.NewReflectorWithOptions(cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return i.listServices(ctx, o, nil)
@@ -74,7 +83,7 @@ func (i *Informer) Start(ctx context.Context) error {
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			return i.client.CoreV1().Services(ns).Watch(ctx, o)
 		},
-	}, i.client), &corev1.Service{}, serviceSink{i}, cache.ReflectorOptions{Name: "services", Logger: &log})
+	}, i.client), &corev1.Service{}, serviceSink{i}, i.reflectorOptions("services", &log))
 
 	var wg sync.WaitGroup
 	wg.Go(func() { slices.RunWithContext(ctx) })
@@ -82,6 +91,12 @@ func (i *Informer) Start(ctx context.Context) error {
 	wg.Go(func() { i.fetchLoop(ctx) })
 	wg.Wait()
 	return nil
+}
+
+// reflectorOptions are the options of the Informer's reflector of name.
+func (i *Informer) reflectorOptions(name string, log *logr.Logger) cache.ReflectorOptions {
+	b := watchBackoff
+	return cache.ReflectorOptions{Name: name, Logger: log, Backoff: &b}
 }
 
 func (i *Informer) markSynced() {
@@ -217,18 +232,23 @@ func (i *Informer) listSlices(ctx context.Context, o metav1.ListOptions, wanted 
 const listPage = 500
 
 // pages calls page with o, then with each continue token page returns, until it returns none.
-// A request for any version (resource version "0", the reflectors' first list) asks for the
-// latest instead, and continued requests carry no resource version of their own, as the API
+// It always lists the latest version, which is what the reflectors' lists ask for or newer:
+// their first list asks for any version ("0"), a relist after a watch ended for one not older
+// than the last they saw. Continued requests carry no resource version of their own, as the API
 // requires.
+//
+// Neither may go to the API server as asked. "Any version" is answered from the API server's
+// cache in one piece, ignoring the limit. And a resource version with a limit means that exact
+// version, read from etcd: after the API server restarts, its new watch cache starts later than
+// that version, so the watch from the listed version is refused as too old, the reflector lists
+// the same version again, and the two repeat until etcd compacts it away, minutes later, with
+// every change missed meanwhile. The latest version is answered in pages, and a watch from it
+// is always accepted.
 func pages(ctx context.Context, o metav1.ListOptions, page func(context.Context, metav1.ListOptions) (string, error)) error {
 	if o.Limit == 0 {
 		o.Limit = listPage
 	}
-	if o.ResourceVersion == "0" {
-		// "Any version" is answered from the API server's cache in one piece, ignoring the limit;
-		// the latest version is answered in pages.
-		o.ResourceVersion, o.ResourceVersionMatch = "", ""
-	}
+	o.ResourceVersion, o.ResourceVersionMatch = "", ""
 	for {
 		next, err := page(ctx, o)
 		if err != nil || next == "" {

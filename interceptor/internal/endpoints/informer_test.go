@@ -193,3 +193,44 @@ func TestListsFollowPagesAndKeepOnlyWhatTheStoreReads(t *testing.T) {
 		t.Errorf("requests %+v, want one with limit %d", requests, listPage)
 	}
 }
+
+// The reflectors' lists are paged at the latest version whatever they ask for: "any version"
+// would be answered unpaged from the API server's cache, and a paged list at a version is that
+// exact version, which a restarted API server's watch cache refuses to watch from (see pages).
+func TestPagesListTheLatestVersion(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   metav1.ListOptions
+	}{
+		{"the first list, at any version", metav1.ListOptions{ResourceVersion: "0"}},
+		{"a relist after a watch ended, not older than the last version seen", metav1.ListOptions{ResourceVersion: "42"}},
+		{"a relist after the last version expired", metav1.ListOptions{ResourceVersion: ""}},
+		{"an exact version", metav1.ListOptions{ResourceVersion: "42", ResourceVersionMatch: metav1.ResourceVersionMatchExact}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []metav1.ListOptions
+			err := pages(t.Context(), tc.in, func(_ context.Context, o metav1.ListOptions) (string, error) {
+				got = append(got, o)
+				if len(got) == 1 {
+					return "next", nil
+				}
+				return "", nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 2 {
+				t.Fatalf("%d pages requested, want 2", len(got))
+			}
+			for n, o := range got {
+				if o.ResourceVersion != "" || o.ResourceVersionMatch != "" || o.Limit != listPage {
+					t.Errorf("page %d: resource version %q, match %q, limit %d; want the latest version in pages of %d",
+						n+1, o.ResourceVersion, o.ResourceVersionMatch, o.Limit, listPage)
+				}
+			}
+			if got[1].Continue != "next" {
+				t.Errorf("second page: continue %q, want the first page's token", got[1].Continue)
+			}
+		})
+	}
+}
