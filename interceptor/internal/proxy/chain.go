@@ -12,8 +12,10 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -85,9 +87,22 @@ type Exchange struct {
 	// waiting. It does so only when waitAgain is set, by Wait, which does the waiting.
 	lost      error
 	waitAgain bool
+	// sent is set once the request has been written whole to an upstream connection: from then
+	// on the upstream may have acted on it, and it is never held to be sent again. trace sets it;
+	// it is the pooled Exchange's own, kept across uses, so that tracing allocates nothing.
+	sent  atomic.Bool
+	trace *httptrace.ClientTrace
 }
 
-var exchanges = sync.Pool{New: func() any { return new(Exchange) }}
+var exchanges = sync.Pool{New: func() any {
+	x := new(Exchange)
+	x.trace = &httptrace.ClientTrace{WroteRequest: func(info httptrace.WroteRequestInfo) {
+		if info.Err == nil {
+			x.sent.Store(true)
+		}
+	}}
+	return x
+}}
 
 // Route returns the request's route.
 func (x *Exchange) Route() *routing.Route { return x.route }
@@ -200,7 +215,7 @@ func Route(router Router, metrics *Metrics, log logr.Logger, now func() time.Tim
 func (s *routeStage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	x := exchanges.Get().(*Exchange)
-	*x = Exchange{log: s.log}
+	*x = Exchange{log: s.log, trace: x.trace}
 	defer func() {
 		if x.code == 0 {
 			// A handler that writes nothing answers 200, as net/http does.
@@ -208,7 +223,7 @@ func (s *routeStage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		x.metrics.request(x.code)
 		x.metrics.duration.Observe(s.now().Sub(start).Seconds())
-		*x = Exchange{}
+		*x = Exchange{trace: x.trace}
 		exchanges.Put(x)
 	}()
 	x.route = s.router.Route(r)

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"slices"
 	"sync"
@@ -203,12 +204,37 @@ func (f *Forwarder) ServeExchange(w http.ResponseWriter, r *http.Request, x *Exc
 	f.rp.ServeHTTP(w, r.WithContext(fw))
 }
 
-// Value returns the forward itself for exchangeKey, and asks the request's context otherwise.
+// Value returns the forward itself for exchangeKey and the exchange's trace for httptrace's key,
+// and asks the request's context otherwise.
 func (fw *forward) Value(key any) any {
-	if key == (exchangeKey{}) {
+	switch key {
+	case exchangeKey{}:
 		return fw
+	case clientTraceKey:
+		return fw.x.trace
 	}
 	return fw.Context.Value(key)
+}
+
+// clientTraceKey is the key under which net/http/httptrace finds a request's ClientTrace in its
+// context. The package does not export it; asking a context that records the key it is asked
+// for learns it. A forward answers it itself: httptrace.WithClientTrace would allocate a
+// context for every request.
+var clientTraceKey = func() any {
+	var p keyProbe
+	httptrace.ContextClientTrace(&p)
+	return p.key
+}()
+
+// keyProbe is a context that records the last key it was asked for.
+type keyProbe struct {
+	context.Context
+	key any
+}
+
+func (p *keyProbe) Value(key any) any {
+	p.key = key
+	return nil
 }
 
 // pick chooses the endpoint with fewer requests in flight of two picked at random, passing
@@ -494,6 +520,13 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 		// tell, whatever the EndpointSlice says yet.
 		fw.ep.MarkSuspect(suspectFor)
 		if fw.body != nil && fw.body.read.Load() {
+			return nil, err
+		}
+		if fw.x.sent.Load() {
+			// The request was written whole to a connection before this dial: the transport sends
+			// an idempotent request again on a new connection when a reused one closed before the
+			// response (the app crashed with it in hand, or closed an idle connection just then).
+			// The upstream may have acted on it, so it is neither sent elsewhere nor held again.
 			return nil, err
 		}
 		next := fw.another()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -209,6 +210,11 @@ func TestOneRefusingEndpointOfTwoIsPassedOverWithoutHolding(t *testing.T) {
 func crashingBackend(e *env, ip string, during func(r *http.Request), arrived chan<- struct{}, crash <-chan struct{}) {
 	var stop func() error
 	srv := e.backend(ip, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/warm" {
+			// Answered, to leave a kept-alive connection behind; the body names it.
+			fmt.Fprint(w, r.RemoteAddr)
+			return
+		}
 		during(r)
 		arrived <- struct{}{}
 		<-crash
@@ -231,8 +237,12 @@ func TestPodCrashingMidRequestFailsOnlyThatRequest(t *testing.T) {
 		// body is the crashing request's body; during is what the pod reads before it crashes.
 		body   string
 		during func(r *http.Request)
+		// reused sends a request first, so that the crashing one goes on a kept-alive connection:
+		// the transport then sends it again on a new connection, whose dial is refused.
+		reused bool
 	}{
 		{name: "the pod crashes after reading the request", during: func(*http.Request) {}},
+		{name: "the pod crashes after reading a request sent on a kept-alive connection", during: func(*http.Request) {}, reused: true},
 		{
 			name: "the pod crashes after reading part of the request body",
 			body: strings.Repeat("x", 64<<10),
@@ -247,9 +257,22 @@ func TestPodCrashingMidRequestFailsOnlyThatRequest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t)
 			arrived, crash := make(chan struct{}, 1), make(chan struct{})
-			crashingBackend(e, "10.0.0.1", tc.during, arrived, crash)
+			var crashConn atomic.Value
+			crashingBackend(e, "10.0.0.1", func(r *http.Request) { crashConn.Store(r.RemoteAddr); tc.during(r) }, arrived, crash)
 			route := e.route("app.test", "app", nil)
 			e.ready("app", "10.0.0.1")
+			var warmConn string
+			if tc.reused {
+				req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, e.proxy.URL+"/warm", nil)
+				req.Host = "app.test"
+				resp, err := e.client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				warmConn = string(b)
+			}
 
 			first := make(chan result, 1)
 			go func() {
@@ -269,9 +292,17 @@ func TestPodCrashingMidRequestFailsOnlyThatRequest(t *testing.T) {
 				first <- result{code: resp.StatusCode, body: string(b)}
 			}()
 			<-arrived
+			if tc.reused && crashConn.Load() != warmConn {
+				t.Fatalf("the crashing request came on connection %v, the first one on %s: want the same, kept alive", crashConn.Load(), warmConn)
+			}
 			close(crash)
-			if r := <-first; r.code != http.StatusBadGateway || r.body != "bad gateway\n" {
-				t.Fatalf("request at the pod when it crashed: %d %q (%v), want 502", r.code, r.body, r.err)
+			select {
+			case r := <-first:
+				if r.code != http.StatusBadGateway || r.body != "bad gateway\n" {
+					t.Fatalf("request at the pod when it crashed: %d %q (%v), want 502", r.code, r.body, r.err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("request at the pod when it crashed: no answer 10s after the crash, want 502 at once")
 			}
 			if n := requeues(t, e); n != 0 {
 				t.Errorf("requeues = %v after the crash, want none: the pod had the request", n)
