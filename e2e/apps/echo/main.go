@@ -20,7 +20,8 @@
 // Endpoints: the readiness path; / echoes the request as JSON (method, host, path, query,
 // proto, headers, podName; ?delay=250ms delays the answer); /status/<code> answers with that
 // status; /sse streams ?n= events (default 3) ?interval= apart (default 100ms), each flushed;
-// /ws echoes WebSocket messages; /crash answers, then exits 1.
+// /ws echoes WebSocket messages; /crash answers, then exits 1; /delayed answers how many
+// requests are in their delay now (a test can wait until a slow request has reached the app).
 package main
 
 import (
@@ -36,6 +37,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -208,6 +210,10 @@ func handler(cfg config) http.Handler {
 	mux.HandleFunc(cfg.readyPath, func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	var waiting atomic.Int64
+	mux.HandleFunc("/delayed", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, "%d\n", waiting.Load())
+	})
 	delayed := func(h http.HandlerFunc) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			d := cfg.responseDelay
@@ -220,10 +226,14 @@ func handler(cfg config) http.Handler {
 				d += v
 			}
 			if d > 0 {
+				waiting.Add(1)
 				select {
 				case <-r.Context().Done():
-					return
 				case <-time.After(d):
+				}
+				waiting.Add(-1)
+				if r.Context().Err() != nil {
+					return
 				}
 			}
 			h(w, r)

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/websocket"
@@ -171,5 +172,45 @@ func TestHandler(t *testing.T) {
 		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "delay") {
 			t.Errorf("GET /?delay=later = %d %q", resp.StatusCode, b)
 		}
+	})
+
+	t.Run("/delayed counts the requests in their delay", func(t *testing.T) {
+		delayed := func() string {
+			resp, err := http.Get("http://" + addr + "/delayed")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return strings.TrimSpace(string(b))
+		}
+		if got := delayed(); got != "0" {
+			t.Fatalf("before a slow request: %q, want 0", got)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/?delay=1m", nil)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		waitFor := func(want string) {
+			t.Helper()
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				got := delayed()
+				if got == want {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("/delayed = %q, want %q", got, want)
+				}
+			}
+		}
+		waitFor("1")
+		cancel()
+		<-done
+		waitFor("0")
 	})
 }
