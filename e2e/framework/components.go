@@ -185,11 +185,6 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 		"--initial-advertise-peer-urls=" + peerURL,
 		"--initial-cluster=lobby-e2e=" + peerURL,
 		"--initial-cluster-state=new",
-		// Progress notifications on every watch, so the API server's watch cache learns etcd's
-		// current revision even for resources nobody writes. Without them a watch or consistent
-		// list that asks for a revision newer than the cache waits ("Too large resource
-		// version"), which after an API server restart leaves informers stale.
-		"--experimental-watch-progress-notify-interval=5s",
 		"--log-level=warn",
 		"--logger=zap",
 	}
