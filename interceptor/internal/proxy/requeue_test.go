@@ -263,9 +263,7 @@ func TestPodCrashingMidRequestFailsOnlyThatRequest(t *testing.T) {
 			e.ready("app", "10.0.0.1")
 			var warmConn string
 			if tc.reused {
-				req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, e.proxy.URL+"/warm", nil)
-				req.Host = "app.test"
-				resp, err := e.client.Do(req)
+				resp, err := e.get(t.Context(), "app.test", "/warm")
 				if err != nil {
 					t.Fatal(err)
 				}
