@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -319,6 +320,20 @@ func (c *Cluster) DumpLogs(t TB) {
 	if err != nil {
 		t.Logf("read log folder %s: %v", c.LogDir, err)
 	}
+}
+
+// DumpLogsIfFailed registers a cleanup on t that, if t failed, prints the last lines of every
+// log to standard error at once. go test prints a test's own lines when it has ended, after its
+// cleanups, so the test's errors come after the logs, at the end of its output, where they are
+// found first; with -v everything is printed as it happens anyway.
+func (c *Cluster) DumpLogsIfFailed(t testing.TB) {
+	t.Helper()
+	t.Cleanup(func() {
+		if t.Failed() {
+			fmt.Fprintf(os.Stderr, "--- %s failed; the logs of the local cluster follow, its errors after them ---\n", t.Name())
+			c.DumpLogs(Stderr)
+		}
+	})
 }
 
 // newScheme returns the scheme of Cluster.Client.

@@ -105,11 +105,7 @@ func cluster(t *testing.T) *framework.Cluster {
 		}
 		t.Skip(setupErr)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			shared.DumpLogs(t)
-		}
-	})
+	shared.DumpLogsIfFailed(t)
 	return shared
 }
 

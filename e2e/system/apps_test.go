@@ -46,12 +46,8 @@ func testNamespace(t *testing.T) string {
 	if err := c.Client.Create(t.Context(), ns); err != nil {
 		t.Fatalf("create namespace: %v", err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			c.DumpLogs(t)
-		}
-		_ = c.Client.Delete(context.Background(), ns)
-	})
+	t.Cleanup(func() { _ = c.Client.Delete(context.Background(), ns) })
+	c.DumpLogsIfFailed(t)
 	return name
 }
 
