@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
 )
 
 const (
@@ -512,7 +514,7 @@ func TestValuesFilesChangeWhatTheyShould(t *testing.T) {
 		{
 			name: "the defaults render no optional object",
 			check: func(t *testing.T, r *Rendered) {
-				for _, kind := range []string{"ServiceMonitor", "ScaledObject", "ConfigMap"} {
+				for _, kind := range []string{"ServiceMonitor", "PrometheusRule", "ScaledObject", "ConfigMap"} {
 					if n := len(r.OfKind(kind)); n != 0 {
 						t.Errorf("%d %s rendered by default", n, kind)
 					}
@@ -523,7 +525,7 @@ func TestValuesFilesChangeWhatTheyShould(t *testing.T) {
 			},
 		},
 		{
-			name:  "monitoring renders ServiceMonitors on the admin ports and the dashboard ConfigMap",
+			name:  "monitoring renders ServiceMonitors on the admin ports, the alerts and the dashboard ConfigMap",
 			files: ci("monitoring-values.yaml"),
 			check: func(t *testing.T, r *Rendered) {
 				sms := r.OfKind("ServiceMonitor")
@@ -554,6 +556,24 @@ func TestValuesFilesChangeWhatTheyShould(t *testing.T) {
 					if sm.GetLabels()["release"] != "kube-prometheus-stack" {
 						t.Errorf("ServiceMonitor %s lacks the extra label", sm.GetName())
 					}
+				}
+				pr := r.Find("PrometheusRule", testRelease+"-alerts")
+				if pr == nil {
+					t.Fatal("no PrometheusRule")
+				}
+				if pr.GetAPIVersion() != "monitoring.coreos.com/v1" || pr.GetLabels()["release"] != "kube-prometheus-stack" {
+					t.Errorf("PrometheusRule apiVersion %s labels %v, want monitoring.coreos.com/v1 and the extra label", pr.GetAPIVersion(), pr.GetLabels())
+				}
+				raw, err := os.ReadFile(AlertRulesPath())
+				if err != nil {
+					t.Fatal(err)
+				}
+				var shipped map[string]any
+				if err := yaml.Unmarshal(raw, &shipped); err != nil {
+					t.Fatal(err)
+				}
+				if spec, _, _ := unstructured.NestedMap(pr.Object, "spec"); !reflect.DeepEqual(spec, shipped) {
+					t.Errorf("the PrometheusRule's spec is not the shipped rule file:\n%v\nwant\n%v", spec, shipped)
 				}
 				cm := r.Find("ConfigMap", testRelease+"-dashboard")
 				if cm == nil {
@@ -979,5 +999,51 @@ func TestDashboardQueries(t *testing.T) {
 	sort.Strings(quantiles)
 	if w := []string{"Cold-start wait 0.5", "Cold-start wait 0.99", "RPC latency 0.5", "RPC latency 0.99"}; !reflect.DeepEqual(quantiles, w) {
 		t.Errorf("quantiles %v, want %v", quantiles, w)
+	}
+}
+
+// TestAlertRules checks the shipped rule file with promtool (from the Debian package prometheus,
+// which make deps installs) and runs its unit tests, testdata/alerts_test.yaml: every alert fires
+// for the series that should make it fire, after its "for", and not for those beside them.
+func TestAlertRules(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if testing.Short() {
+			t.Skip("promtool not found (make deps installs it)")
+		}
+		t.Fatal("promtool not found: install the Debian package prometheus (make deps)")
+	}
+	for _, args := range [][]string{
+		{"check", "rules", AlertRulesPath()},
+		{"test", "rules", filepath.Join("testdata", "alerts_test.yaml")},
+	} {
+		out, err := exec.CommandContext(t.Context(), promtool, args...).CombinedOutput()
+		if err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+
+	rules, err := AlertRules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests, err := os.ReadFile(filepath.Join("testdata", "alerts_test.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join(repoRoot(), "docs", "chart.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rules {
+		if len(r.Metrics()) == 0 {
+			t.Errorf("alert %s reads none of lobby's metrics: %s", r.Alert, r.Expr)
+		}
+		if !bytes.Contains(tests, []byte("alertname: "+r.Alert+"\n")) {
+			t.Errorf("alert %s has no unit test in testdata/alerts_test.yaml", r.Alert)
+		}
+		if !bytes.Contains(doc, []byte("`"+r.Alert+"`")) {
+			t.Errorf("alert %s is not explained in docs/chart.md", r.Alert)
+		}
 	}
 }

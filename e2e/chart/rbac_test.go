@@ -129,8 +129,8 @@ func (c *cluster) install(t *testing.T, r *Rendered, namespaces ...string) {
 	var objs []*unstructured.Unstructured
 	for _, o := range r.Objects {
 		switch {
-		case o.GetKind() == "ServiceMonitor":
-			t.Logf("not applying ServiceMonitor %s: the Prometheus Operator's CRD is not available here", o.GetName())
+		case o.GetKind() == "ServiceMonitor" || o.GetKind() == "PrometheusRule":
+			t.Logf("not applying %s %s: the Prometheus Operator's CRDs are not available here", o.GetKind(), o.GetName())
 			continue
 		case o.GetKind() == "ScaledObject" && !c.keda:
 			t.Logf("not applying ScaledObject %s: KEDA's CRDs are not installed", o.GetName())
