@@ -29,7 +29,8 @@ import (
 )
 
 // startPrometheus runs Prometheus (Debian package prometheus) with testdata/prometheus.yml.tmpl,
-// discovering lobby's admin endpoints through the API server, and returns its URL.
+// discovering lobby's admin endpoints through the API server and evaluating the chart's alert
+// rules, and returns its URL.
 func startPrometheus(ctx context.Context, c *framework.Cluster, namespace string) (string, error) {
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -49,10 +50,10 @@ func startPrometheus(ctx context.Context, c *framework.Cluster, namespace string
 	}
 	var conf bytes.Buffer
 	suite.promTargets = filepath.Join(dir, "targets.json")
-	if err := writeTargets(ctx, c, namespace); err != nil {
+	if _, err := writeTargets(ctx, c, namespace); err != nil {
 		return "", err
 	}
-	if err := tmpl.Execute(&conf, map[string]any{"Targets": suite.promTargets}); err != nil {
+	if err := tmpl.Execute(&conf, map[string]any{"Targets": suite.promTargets, "Rules": chart.AlertRulesPath()}); err != nil {
 		return "", err
 	}
 	file := filepath.Join(dir, "prometheus.yml")
@@ -86,11 +87,11 @@ func startPrometheus(ctx context.Context, c *framework.Cluster, namespace string
 
 // writeTargets writes Prometheus' file_sd targets: every ready endpoint, on the port named admin,
 // of the Services labelled app.kubernetes.io/name=lobby in namespace, as a ServiceMonitor selects
-// them.
-func writeTargets(ctx context.Context, c *framework.Cluster, namespace string) error {
+// them. It returns how many there are.
+func writeTargets(ctx context.Context, c *framework.Cluster, namespace string) (int, error) {
 	var svcs corev1.ServiceList
 	if err := c.Client.List(ctx, &svcs, client.InNamespace(namespace), client.MatchingLabels{"app.kubernetes.io/name": "lobby"}); err != nil {
-		return fmt.Errorf("list lobby's Services: %w", err)
+		return 0, fmt.Errorf("list lobby's Services: %w", err)
 	}
 	type group struct {
 		Targets []string          `json:"targets"`
@@ -100,7 +101,7 @@ func writeTargets(ctx context.Context, c *framework.Cluster, namespace string) e
 	for _, svc := range svcs.Items {
 		var slices discoveryv1.EndpointSliceList
 		if err := c.Client.List(ctx, &slices, client.InNamespace(namespace), client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name}); err != nil {
-			return fmt.Errorf("list the EndpointSlices of %s: %w", svc.Name, err)
+			return 0, fmt.Errorf("list the EndpointSlices of %s: %w", svc.Name, err)
 		}
 		for _, sl := range slices.Items {
 			for _, p := range sl.Ports {
@@ -125,13 +126,13 @@ func writeTargets(ctx context.Context, c *framework.Cluster, namespace string) e
 	}
 	b, err := json.Marshal(groups)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	tmp := suite.promTargets + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
+		return 0, err
 	}
-	return os.Rename(tmp, suite.promTargets)
+	return len(groups), os.Rename(tmp, suite.promTargets)
 }
 
 // labelValues matches Grafana's label_values(metric, label) variable query.
@@ -148,39 +149,61 @@ func promQL(expr string) string {
 
 // promQuery runs an instant query and returns the number of series in its result.
 func promQuery(ctx context.Context, base, query string) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/query?query="+url.QueryEscape(query), nil)
-	if err != nil {
+	var data struct {
+		Result []json.RawMessage `json:"result"`
+	}
+	if err := promGet(ctx, base+"/api/v1/query?query="+url.QueryEscape(query), &data); err != nil {
 		return 0, err
+	}
+	return len(data.Result), nil
+}
+
+// promGet calls Prometheus' HTTP API at u and decodes the answer's data into data.
+func promGet(ctx context.Context, u string, data any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer resp.Body.Close()
-	var r struct {
+	r := struct {
 		Status string `json:"status"`
 		Error  string `json:"error"`
-		Data   struct {
-			Result []json.RawMessage `json:"result"`
-		} `json:"data"`
-	}
+		Data   any    `json:"data"`
+	}{Data: data}
 	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return 0, fmt.Errorf("decode the answer to %s: %w", query, err)
+		return fmt.Errorf("decode the answer of %s: %w", u, err)
 	}
 	if r.Status != "success" {
-		return 0, fmt.Errorf("query %s: %s", query, r.Error)
+		return fmt.Errorf("%s: %s", u, r.Error)
 	}
-	return len(r.Data.Result), nil
+	return nil
 }
 
 func TestPrometheusSeesLobby(t *testing.T) {
 	framework.SuiteCluster(t) // The suite's setup started Prometheus with the cluster.
-	// Earlier tests may have replaced an interceptor: scrape the current ones.
-	if err := writeTargets(t.Context(), suite.cluster, suite.lobby.Namespace); err != nil {
+	// Earlier tests may have replaced an interceptor: scrape the current ones, and wait until
+	// Prometheus does (it applies a changed targets file within 5 s, then scrapes each target
+	// within a scrape interval).
+	targets, err := writeTargets(t.Context(), suite.cluster, suite.lobby.Namespace)
+	if err != nil {
 		t.Fatal(err)
 	}
+	up := fmt.Sprintf(`up{namespace=%q} == 1`, suite.lobby.Namespace)
+	eventually(t, 30*time.Second, fmt.Sprintf("Prometheus to scrape all %d of lobby's targets", targets), func() error {
+		n, err := promQuery(t.Context(), suite.prometheus, up)
+		if err == nil && n != targets {
+			err = fmt.Errorf("%d up", n)
+		}
+		return err
+	})
 	ns := testNamespace(t)
-	a := deployApp(t, ns, appSpec{name: "watched", env: map[string]string{"STARTUP_DELAY": "2s"}, hso: v1alpha1.HTTPScaledObjectSpec{
+	// The app starts slowly enough for Prometheus to scrape the held requests' new series before
+	// the queue rejects any: a counter's first increase is seen only from a sample before it.
+	a := deployApp(t, ns, appSpec{name: "watched", env: map[string]string{"STARTUP_DELAY": "5s"}, hso: v1alpha1.HTTPScaledObjectSpec{
 		Hosts: []string{"watched.example.com"}, ColdStart: &v1alpha1.ColdStartSpec{MaxPendingRequests: ptr.To[int32](2)}}})
 	ctx := t.Context()
 	// Two requests held through a cold start and two rejected by the queue bound, all through
@@ -197,6 +220,14 @@ func TestPrometheusSeesLobby(t *testing.T) {
 			return fmt.Errorf("held = %d", q[a.key()].Held)
 		}
 		return nil
+	})
+	rejections := fmt.Sprintf(`lobby_interceptor_queue_rejections_total{route=%q} == 0`, a.key())
+	eventually(t, 5*time.Second, "Prometheus to scrape "+rejections, func() error {
+		n, err := promQuery(ctx, suite.prometheus, rejections)
+		if err == nil && n == 0 {
+			err = fmt.Errorf("no series")
+		}
+		return err
 	})
 	checkAll(t, "requests over the bound", sendMany(ctx, 2, in.URL("http")+"/", "watched.example.com"), http.StatusServiceUnavailable)
 	checkAll(t, "held requests", <-held, http.StatusOK)
@@ -232,4 +263,76 @@ func TestPrometheusSeesLobby(t *testing.T) {
 			})
 		})
 	}
+	checkAlertRules(t, a.key())
+}
+
+// checkAlertRules checks the chart's alert rules, which the suite's Prometheus evaluates against
+// lobby: every rule evaluates without error, every metric of lobby's that a rule reads has series,
+// and LobbyHoldQueueFull is pending for route, whose hold queue overflowed (it fires only after
+// 5 minutes).
+func checkAlertRules(t *testing.T, route string) {
+	t.Helper()
+	ctx := t.Context()
+	rules, err := chart.AlertRules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "Prometheus to evaluate every alert rule", func() error {
+		var data struct {
+			Groups []struct {
+				Rules []struct {
+					Name      string `json:"name"`
+					Health    string `json:"health"`
+					LastError string `json:"lastError"`
+				} `json:"rules"`
+			} `json:"groups"`
+		}
+		if err := promGet(ctx, suite.prometheus+"/api/v1/rules?type=alert", &data); err != nil {
+			return err
+		}
+		health := map[string]string{}
+		for _, g := range data.Groups {
+			for _, r := range g.Rules {
+				health[r.Name] = r.Health + r.LastError
+			}
+		}
+		for _, r := range rules {
+			if h := health[r.Alert]; h != "ok" {
+				return fmt.Errorf("rule %s: health %q", r.Alert, h)
+			}
+		}
+		return nil
+	})
+	for _, r := range rules {
+		for _, m := range r.Metrics() {
+			q := fmt.Sprintf(`count(%s{namespace=%q})`, m, suite.lobby.Namespace)
+			eventually(t, 15*time.Second, "Prometheus to have "+m+", which "+r.Alert+" reads", func() error {
+				n, err := promQuery(ctx, suite.prometheus, q)
+				if err == nil && n == 0 {
+					err = fmt.Errorf("no series")
+				}
+				return err
+			})
+		}
+	}
+	eventually(t, 15*time.Second, "LobbyHoldQueueFull to be pending for "+route, func() error {
+		var data struct {
+			Alerts []struct {
+				Labels map[string]string `json:"labels"`
+				State  string            `json:"state"`
+			} `json:"alerts"`
+		}
+		if err := promGet(ctx, suite.prometheus+"/api/v1/alerts", &data); err != nil {
+			return err
+		}
+		var seen []string
+		for _, a := range data.Alerts {
+			l := a.Labels
+			if l["alertname"] == "LobbyHoldQueueFull" && l["route"] == route && l["namespace"] == suite.lobby.Namespace && a.State == "pending" {
+				return nil
+			}
+			seen = append(seen, fmt.Sprintf("%s %v", a.State, l))
+		}
+		return fmt.Errorf("alerts: %v", seen)
+	})
 }
