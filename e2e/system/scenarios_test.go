@@ -137,7 +137,7 @@ func TestColdStartTimeout(t *testing.T) {
 		Hosts:    []string{"placeholder.example.com"},
 		Timeouts: &v1alpha1.HTTPScaledObjectTimeoutsSpec{ConditionWait: duration(2 * time.Second)},
 		ColdStart: &v1alpha1.ColdStartSpec{Placeholder: &v1alpha1.PlaceholderSpec{
-			StatusCode: 202, Headers: map[string]string{"Refresh": "5"}, Body: "warming up"}}}})
+			StatusCode: 202, Headers: map[string]v1alpha1.PlaceholderHeaderValue{"Refresh": "5"}, Body: "warming up"}}}})
 
 	ctx := t.Context()
 	if r := send(ctx, http.MethodGet, suite.ingress.URL+"/", "plain.example.com", nil); r.code != http.StatusGatewayTimeout {

@@ -276,7 +276,7 @@ func newPlaceholder(p *v1alpha1.PlaceholderSpec) *Placeholder {
 		ph.StatusCode = http.StatusServiceUnavailable
 	}
 	for k, v := range p.Headers {
-		ph.Header.Set(k, v)
+		ph.Header.Set(k, string(v))
 	}
 	if ph.Header.Get("Content-Type") == "" {
 		ph.Header.Set("Content-Type", "text/plain; charset=utf-8")

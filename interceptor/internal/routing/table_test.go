@@ -255,7 +255,7 @@ func TestRouteFields(t *testing.T) {
 				s.ColdStart = &v1alpha1.ColdStartSpec{
 					MaxPendingRequests: new(int32(7)),
 					Overflow:           v1alpha1.OverflowPlaceholder,
-					Placeholder:        &v1alpha1.PlaceholderSpec{Headers: map[string]string{"retry-after": "5"}, Body: "starting"},
+					Placeholder:        &v1alpha1.PlaceholderSpec{Headers: map[string]v1alpha1.PlaceholderHeaderValue{"retry-after": "5"}, Body: "starting"},
 				}
 			},
 			check: func(t *testing.T, r *Route, _ *fakeCounters) {
@@ -278,7 +278,7 @@ func TestRouteFields(t *testing.T) {
 			name: "A placeholder keeps its own content type and status.",
 			edit: func(s *v1alpha1.HTTPScaledObjectSpec) {
 				s.ColdStart = &v1alpha1.ColdStartSpec{
-					Placeholder: &v1alpha1.PlaceholderSpec{StatusCode: 200, Headers: map[string]string{"Content-Type": "text/html"}},
+					Placeholder: &v1alpha1.PlaceholderSpec{StatusCode: 200, Headers: map[string]v1alpha1.PlaceholderHeaderValue{"Content-Type": "text/html"}},
 				}
 			},
 			check: func(t *testing.T, r *Route, _ *fakeCounters) {

@@ -209,6 +209,13 @@ type ColdStartSpec struct {
 	Placeholder *PlaceholderSpec `json:"placeholder,omitempty"`
 }
 
+// PlaceholderHeaderValue is the value of one placeholder header: text and tabs, at most 4096
+// bytes. Line breaks and other control characters, which an HTTP header value cannot hold, are
+// refused.
+// +kubebuilder:validation:MaxLength=4096
+// +kubebuilder:validation:XValidation:rule=`!self.matches('[\\x00-\\x08\\x0a-\\x1f\\x7f]')`,message="coldStart.placeholder.headers values must not hold line breaks or other control characters (tabs are allowed)"
+type PlaceholderHeaderValue string
+
 // PlaceholderSpec is a static response served while the target is not ready.
 type PlaceholderSpec struct {
 	// StatusCode of the placeholder response.
@@ -218,11 +225,11 @@ type PlaceholderSpec struct {
 	// +optional
 	StatusCode int32 `json:"statusCode,omitempty"`
 	// Headers of the placeholder response, by HTTP header name (a response cannot carry
-	// another). Line breaks in a value are sent as spaces.
+	// another).
 	// +kubebuilder:validation:MaxProperties=32
 	// +kubebuilder:validation:XValidation:rule=`self.all(k, size(k) <= 256 && k.matches("^[A-Za-z0-9!#$%&'*+.^_|~-]+$"))`,message="coldStart.placeholder.headers names must be HTTP header names of at most 256 characters"
 	// +optional
-	Headers map[string]string `json:"headers,omitempty"`
+	Headers map[string]PlaceholderHeaderValue `json:"headers,omitempty"`
 	// Body of the placeholder response.
 	// +kubebuilder:validation:MaxLength=65536
 	// +optional

@@ -203,6 +203,15 @@ func TestAPIServerRefusesInvalidObjects(t *testing.T) {
 		{"a placeholder header name that is not an HTTP header name is refused",
 			`coldStart: {placeholder: {headers: {"Bad Name": v}}}`,
 			[]string{"spec.coldStart.placeholder.headers", "names must be HTTP header names"}},
+		{"a placeholder header value with a line break is refused",
+			`coldStart: {placeholder: {headers: {X-Note: "warm\r\nSet-Cookie: a=b"}}}`,
+			[]string{"spec.coldStart.placeholder.headers[X-Note]", "values must not hold line breaks or other control characters"}},
+		{"a placeholder header value with a NUL is refused",
+			`coldStart: {placeholder: {headers: {X-Note: "a\0b"}}}`,
+			[]string{"spec.coldStart.placeholder.headers[X-Note]", "values must not hold line breaks or other control characters"}},
+		{"a placeholder header value longer than the maximum is refused",
+			`coldStart: {placeholder: {headers: {X-Note: ` + strings.Repeat("v", 4097) + `}}}`,
+			[]string{"spec.coldStart.placeholder.headers.X-Note", "may not be more than 4096"}},
 		{"a placeholder body longer than the maximum is refused",
 			`coldStart: {placeholder: {body: ` + strings.Repeat("b", 65537) + `}}`,
 			[]string{"spec.coldStart.placeholder.body", "may not be more than 65536"}},
@@ -245,6 +254,8 @@ func TestAPIServerAcceptsValidObjects(t *testing.T) {
 		{"the longest Go duration is accepted", `timeouts: {request: 2562047h}`},
 		{"placeholder headers with tabs and non-ASCII text are accepted",
 			`coldStart: {placeholder: {headers: {Refresh: "5", X-Note: "w\tarm · up", "X-O'Brien": "1"}}}`},
+		{"placeholder header values of the maximum length are accepted",
+			`coldStart: {placeholder: {headers: ` + placeholderHeaderValues(32, 4096) + `}}`},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -284,6 +295,15 @@ func headerList(n, valueLen int) string {
 }
 
 // placeholderHeaders returns n distinct response headers as a YAML flow map.
+// placeholderHeaderValues returns n placeholder headers whose values are size bytes long.
+func placeholderHeaderValues(n, size int) string {
+	headers := make([]string, n)
+	for i := range headers {
+		headers[i] = fmt.Sprintf("X-H%02d: %s", i, strings.Repeat("v", size))
+	}
+	return "{" + strings.Join(headers, ", ") + "}"
+}
+
 func placeholderHeaders(n int) string {
 	headers := make([]string, n)
 	for i := range headers {

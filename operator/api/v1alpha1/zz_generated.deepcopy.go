@@ -273,7 +273,7 @@ func (in *PlaceholderSpec) DeepCopyInto(out *PlaceholderSpec) {
 	*out = *in
 	if in.Headers != nil {
 		in, out := &in.Headers, &out.Headers
-		*out = make(map[string]string, len(*in))
+		*out = make(map[string]PlaceholderHeaderValue, len(*in))
 		for key, val := range *in {
 			(*out)[key] = val
 		}
