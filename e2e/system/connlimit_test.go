@@ -3,15 +3,15 @@
 package system
 
 import (
-	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,12 +72,9 @@ func TestInterceptorAtItsConnectionCap(t *testing.T) {
 	// Two connections, each kept alive after one answered request, take both slots.
 	var held []*capConn
 	for i := range 2 {
-		c, err := dialCapConn(proxyAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if code, err := c.get("capped.example.com", 10*time.Second); err != nil || code != http.StatusOK {
+		c := newCapConn(proxyAddr)
+		t.Cleanup(c.Close)
+		if code, err := c.get(ctx, "capped.example.com", 10*time.Second); err != nil || code != http.StatusOK {
 			t.Fatalf("connection %d: status %d, %v; want 200", i+1, code, err)
 		}
 		held = append(held, c)
@@ -87,15 +84,13 @@ func TestInterceptorAtItsConnectionCap(t *testing.T) {
 	}
 
 	// A third connection completes its handshake in the kernel and sends its request; the
-	// interceptor does not take it while both slots are taken.
-	third, err := dialCapConn(proxyAddr)
-	if err != nil {
-		t.Fatalf("dial a third connection at the cap: %v; want it to wait in the backlog", err)
-	}
-	t.Cleanup(func() { third.Close() })
+	// interceptor does not take it while both slots are taken. A refused or reset connection
+	// would end the request with an error at once.
+	third := newCapConn(proxyAddr)
+	t.Cleanup(third.Close)
 	answered := make(chan capAnswer, 1)
 	go func() {
-		code, err := third.get("capped.example.com", time.Minute)
+		code, err := third.get(ctx, "capped.example.com", time.Minute)
 		answered <- capAnswer{code, err}
 	}()
 	select {
@@ -127,16 +122,19 @@ func TestInterceptorAtItsConnectionCap(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the third connection was not answered within 30s of a slot freeing")
 	}
-	// The second connection was never disturbed.
-	if code, err := held[1].get("capped.example.com", 10*time.Second); err != nil || code != http.StatusOK {
-		t.Errorf("the second connection after the wait: status %d, %v; want 200", code, err)
+	// The second connection was never disturbed: it answers again, on the connection it dialled
+	// first.
+	if code, err := held[1].get(ctx, "capped.example.com", 10*time.Second); err != nil || code != http.StatusOK || held[1].dials.Load() != 1 {
+		t.Errorf("the second connection after the wait: status %d, %v, %d dials; want 200 on its one connection", code, err, held[1].dials.Load())
 	}
 }
 
-// capConn is one client connection that sends HTTP/1.1 requests one at a time and keeps alive.
+// capConn is one client connection, kept alive between requests sent one at a time.
 type capConn struct {
-	net.Conn
-	r *bufio.Reader
+	tr    *http.Transport
+	hc    *http.Client
+	url   string
+	dials atomic.Int32
 }
 
 type capAnswer struct {
@@ -144,33 +142,26 @@ type capAnswer struct {
 	err  error
 }
 
-func dialCapConn(addr string) (*capConn, error) {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	return &capConn{Conn: c, r: bufio.NewReader(c)}, nil
+// newCapConn returns a client of the proxy at addr that never opens a second connection; its
+// first request dials.
+func newCapConn(addr string) *capConn {
+	c := &capConn{url: "http://" + addr + "/"}
+	var d net.Dialer
+	c.tr = &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, DisableCompression: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c.dials.Add(1)
+			return d.DialContext(ctx, network, addr)
+		}}
+	c.hc = &http.Client{Transport: c.tr}
+	return c
 }
 
 // get sends GET / for host and reads the whole answer within timeout.
-func (c *capConn) get(host string, timeout time.Duration) (int, error) {
-	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
-		return 0, err
-	}
-	req, err := http.NewRequest(http.MethodGet, "http://"+host+"/", nil)
-	if err != nil {
-		return 0, err
-	}
-	if err := req.Write(c); err != nil {
-		return 0, err
-	}
-	resp, err := http.ReadResponse(c.r, req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		return 0, err
-	}
-	return resp.StatusCode, nil
+func (c *capConn) get(ctx context.Context, host string, timeout time.Duration) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return getStatus(ctx, c.hc, c.url, host)
 }
+
+// Close closes the connection, which is idle between requests.
+func (c *capConn) Close() { c.tr.CloseIdleConnections() }
