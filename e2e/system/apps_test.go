@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/lobby-http/lobby/e2e/apps"
+	"github.com/lobby-http/lobby/e2e/deploy"
 	"github.com/lobby-http/lobby/e2e/framework"
 	"github.com/lobby-http/lobby/internal/stream"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
@@ -38,10 +39,8 @@ var scaledObjectGVK = schema.GroupVersionKind{Group: "keda.sh", Version: "v1alph
 func testNamespace(t *testing.T) string {
 	t.Helper()
 	c := framework.SuiteCluster(t)
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
 	name := strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(t.Name(), "-"))
-	name = strings.Trim(name[:min(len(name), 40)], "-") + "-" + hex.EncodeToString(b)
+	name = strings.Trim(name[:min(len(name), 40)], "-") + "-" + randomSuffix()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if err := c.Client.Create(t.Context(), ns); err != nil {
 		t.Fatalf("create namespace: %v", err)
@@ -49,6 +48,14 @@ func testNamespace(t *testing.T) string {
 	t.Cleanup(func() { _ = c.Client.Delete(context.Background(), ns) })
 	c.DumpLogsIfFailed(t)
 	return name
+}
+
+// randomSuffix returns six random hex digits, to tell apart the names of objects and processes
+// that outlive a test or share a namespace with others.
+func randomSuffix() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // appSpec describes a sample app behind an HTTPScaledObject.
@@ -107,13 +114,7 @@ func deployApp(t *testing.T, ns string, s appSpec) *app {
 	}
 	a := &app{ns: ns, name: s.name}
 	if s.plain {
-		eventually(t, 60*time.Second, "the replicas of "+a.key()+" to be ready", func() error {
-			_, ready, err := a.replicas(ctx)
-			if err == nil && ready < s.replicas {
-				err = fmt.Errorf("%d of %d ready", ready, s.replicas)
-			}
-			return err
-		})
+		a.waitReady(t, s.replicas)
 		return a
 	}
 	waitRouting(t, a.key(), 30*time.Second)
@@ -134,12 +135,30 @@ func (a *app) replicas(ctx context.Context) (desired, ready int32, err error) {
 	return ptr.Deref(dep.Spec.Replicas, 1), dep.Status.ReadyReplicas, nil
 }
 
+// waitReady waits up to a minute until at least n replicas of the app are ready.
+func (a *app) waitReady(t *testing.T, n int32) {
+	t.Helper()
+	eventually(t, time.Minute, "the replicas of "+a.key()+" to be ready", func() error {
+		_, ready, err := a.replicas(t.Context())
+		if err == nil && ready < n {
+			err = fmt.Errorf("%d of %d ready", ready, n)
+		}
+		return err
+	})
+}
+
 // waitRouting waits until every interceptor of the release has a route for key (namespace/name):
 // the operator's route reached each one's watch.
 func waitRouting(t *testing.T, key string, timeout time.Duration) {
 	t.Helper()
+	waitRoutingOn(t, suite.lobby.Instances("interceptor"), key, timeout)
+}
+
+// waitRoutingOn waits until each of the interceptors has a route for key.
+func waitRoutingOn(t *testing.T, interceptors []*deploy.Instance, key string, timeout time.Duration) {
+	t.Helper()
 	eventually(t, timeout, "every interceptor to route "+key, func() error {
-		for _, in := range suite.lobby.Instances("interceptor") {
+		for _, in := range interceptors {
 			q, err := queue(in.URL("admin"))
 			if err != nil {
 				return err

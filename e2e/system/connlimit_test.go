@@ -4,9 +4,6 @@ package system
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -35,18 +32,10 @@ func TestInterceptorAtItsConnectionCap(t *testing.T) {
 		Hosts:    []string{"capped.example.com"},
 		Replicas: &v1alpha1.ReplicaStruct{Min: ptr.To[int32](1), Max: ptr.To[int32](1)},
 	}})
-	eventually(t, time.Minute, "the app's pod to be ready", func() error {
-		_, ready, err := a.replicas(ctx)
-		if err == nil && ready != 1 {
-			err = fmt.Errorf("%d ready replicas", ready)
-		}
-		return err
-	})
+	a.waitReady(t, 1)
 
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
 	in, err := rel.StartVariant(ctx, "interceptor", deploy.VariantOptions{
-		Name:        "cap-" + hex.EncodeToString(b),
+		Name:        "cap-" + randomSuffix(),
 		ValuesFiles: []string{filepath.Join("testdata", "values.yaml")},
 		Set:         map[string]string{"interceptor.maxConnections": "2"},
 	})
@@ -56,15 +45,7 @@ func TestInterceptorAtItsConnectionCap(t *testing.T) {
 	t.Cleanup(func() { _ = in.Process.Stop() })
 	metrics := in.URL("admin") + "/metrics"
 	proxyAddr := netip.AddrPortFrom(in.Addr, uint16(in.Ports["http"])).String()
-	eventually(t, 30*time.Second, in.Process.Name+" to route "+a.key(), func() error {
-		q, err := queue(in.URL("admin"))
-		if err == nil {
-			if _, ok := q[a.key()]; !ok {
-				err = fmt.Errorf("no route yet")
-			}
-		}
-		return err
-	})
+	waitRoutingOn(t, []*deploy.Instance{in}, a.key(), 30*time.Second)
 	if v, err := scrapeSample(metrics, "lobby_interceptor_proxy_max_connections", nil); err != nil || v != 2 {
 		t.Fatalf("lobby_interceptor_proxy_max_connections = %v (%v), want 2 from interceptor.maxConnections", v, err)
 	}

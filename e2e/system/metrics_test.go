@@ -158,6 +158,15 @@ func promQuery(ctx context.Context, base, query string) (int, error) {
 	return len(data.Result), nil
 }
 
+// promHas fails unless query has at least one series in its result.
+func promHas(ctx context.Context, query string) error {
+	n, err := promQuery(ctx, suite.prometheus, query)
+	if err == nil && n == 0 {
+		err = fmt.Errorf("no series for %s", query)
+	}
+	return err
+}
+
 // promGet calls Prometheus' HTTP API at u and decodes the answer's data into data.
 func promGet(ctx context.Context, u string, data any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -222,13 +231,7 @@ func TestPrometheusSeesLobby(t *testing.T) {
 		return nil
 	})
 	rejections := fmt.Sprintf(`lobby_interceptor_queue_rejections_total{route=%q} == 0`, a.key())
-	eventually(t, 5*time.Second, "Prometheus to scrape "+rejections, func() error {
-		n, err := promQuery(ctx, suite.prometheus, rejections)
-		if err == nil && n == 0 {
-			err = fmt.Errorf("no series")
-		}
-		return err
-	})
+	eventually(t, 5*time.Second, "Prometheus to scrape "+rejections, func() error { return promHas(ctx, rejections) })
 	checkAll(t, "requests over the bound", sendMany(ctx, 2, in.URL("http")+"/", "watched.example.com"), http.StatusServiceUnavailable)
 	checkAll(t, "held requests", <-held, http.StatusOK)
 
@@ -238,13 +241,7 @@ func TestPrometheusSeesLobby(t *testing.T) {
 		fmt.Sprintf(`lobby_interceptor_in_flight_requests{route=%q}`, a.key()),
 		fmt.Sprintf(`lobby_interceptor_held_requests{route=%q}`, a.key()),
 	} {
-		eventually(t, 15*time.Second, "Prometheus to have "+q, func() error {
-			n, err := promQuery(ctx, suite.prometheus, q)
-			if err == nil && n == 0 {
-				err = fmt.Errorf("no series")
-			}
-			return err
-		})
+		eventually(t, 15*time.Second, "Prometheus to have "+q, func() error { return promHas(ctx, q) })
 	}
 
 	queries, err := chart.Dashboard()
@@ -254,13 +251,7 @@ func TestPrometheusSeesLobby(t *testing.T) {
 	for _, q := range queries {
 		expr := promQL(q.PromQL(a.key()))
 		t.Run(q.Panel+" "+q.RefID, func(t *testing.T) {
-			eventually(t, 15*time.Second, "the dashboard query to return data: "+expr, func() error {
-				n, err := promQuery(ctx, suite.prometheus, expr)
-				if err == nil && n == 0 {
-					err = fmt.Errorf("no series")
-				}
-				return err
-			})
+			eventually(t, 15*time.Second, "the dashboard query to return data: "+expr, func() error { return promHas(ctx, expr) })
 		})
 	}
 	checkAlertRules(t, a.key())
@@ -306,13 +297,7 @@ func checkAlertRules(t *testing.T, route string) {
 	for _, r := range rules {
 		for _, m := range r.Metrics() {
 			q := fmt.Sprintf(`count(%s{namespace=%q})`, m, suite.lobby.Namespace)
-			eventually(t, 15*time.Second, "Prometheus to have "+m+", which "+r.Alert+" reads", func() error {
-				n, err := promQuery(ctx, suite.prometheus, q)
-				if err == nil && n == 0 {
-					err = fmt.Errorf("no series")
-				}
-				return err
-			})
+			eventually(t, 15*time.Second, "Prometheus to have "+m+", which "+r.Alert+" reads", func() error { return promHas(ctx, q) })
 		}
 	}
 	eventually(t, 15*time.Second, "LobbyHoldQueueFull to be pending for "+route, func() error {

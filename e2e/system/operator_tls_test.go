@@ -4,9 +4,7 @@ package system
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -56,9 +54,7 @@ func TestOperatorTLSTriggerWithKEDA(t *testing.T) {
 	ca := newTestCA(t, "lobby scaler CA")
 	serverCert, serverKey := ca.issue(t, "lobby-scaler", x509.ExtKeyUsageServerAuth, addr)
 	clientCert, clientKey := ca.issue(t, "keda-operator", x509.ExtKeyUsageClientAuth, netip.Addr{})
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	suffix := hex.EncodeToString(b)
+	suffix := randomSuffix()
 
 	// The scaler's Secret, as cert-manager writes it, in the release namespace; KEDA's, as the
 	// chart's documentation tells users to write it, in KEDA's namespace.

@@ -104,13 +104,7 @@ func TestOverload(t *testing.T) {
 	for _, in := range interceptors {
 		targets = append(targets, in.URL("http"))
 	}
-	eventually(t, time.Minute, "the warm app's pod to be ready", func() error {
-		_, ready, err := warm.replicas(ctx)
-		if err == nil && ready != 1 {
-			err = fmt.Errorf("%d ready replicas", ready)
-		}
-		return err
-	})
+	warm.waitReady(t, 1)
 
 	before := measureWarm(ctx, targets, "warm.example.com")
 	if err := before.check(); err != nil {

@@ -11,7 +11,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -523,9 +522,8 @@ func TestScalerTLSWithKEDA(t *testing.T) {
 	strangerCert, strangerKey := stranger.issue(t, "keda-operator", x509.ExtKeyUsageClientAuth, netip.Addr{})
 
 	// The scaler's Secret, as cert-manager writes it, in the release namespace.
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	secretName := rel.Release + "-scaler-tls-" + hex.EncodeToString(b)
+	suffix := randomSuffix()
+	secretName := rel.Release + "-scaler-tls-" + suffix
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: secretName, Namespace: rel.Namespace},
 		Type:       corev1.SecretTypeTLS,
@@ -536,7 +534,7 @@ func TestScalerTLSWithKEDA(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = c.Client.Delete(t.Context(), secret) })
 	in, err := rel.StartVariant(ctx, "scaler", deploy.VariantOptions{
-		Name:        "tls-" + hex.EncodeToString(b),
+		Name:        "tls-" + suffix,
 		ValuesFiles: []string{filepath.Join("testdata", "values.yaml")},
 		Set: map[string]string{
 			"scaler.tls.enabled": "true", "scaler.tls.secretName": secretName, "scaler.tls.verifyClients": "true",
