@@ -20,10 +20,9 @@ type AlertRule struct {
 	Expr  string `yaml:"expr"`
 }
 
-// RuleFile is a Prometheus rule file, as far as the tests read it.
-type RuleFile struct {
+// ruleFile is a Prometheus rule file, as far as the tests read it.
+type ruleFile struct {
 	Groups []struct {
-		Name  string      `yaml:"name"`
 		Rules []AlertRule `yaml:"rules"`
 	} `yaml:"groups"`
 }
@@ -34,7 +33,7 @@ func AlertRules() ([]AlertRule, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read alert rules: %w", err)
 	}
-	var f RuleFile
+	var f ruleFile
 	if err := yaml.Unmarshal(raw, &f); err != nil {
 		return nil, fmt.Errorf("parse %s: %w", AlertRulesPath(), err)
 	}

@@ -99,6 +99,16 @@ type Rendered struct {
 	Objects []*unstructured.Unstructured
 }
 
+// monitoringGroup is the API group of the Prometheus Operator's kinds (ServiceMonitor,
+// PrometheusRule), whose CRDs a cluster without the operator lacks.
+const monitoringGroup = "monitoring.coreos.com"
+
+// ForPrometheusOperator reports whether o is one of the Prometheus Operator's kinds, which only a
+// cluster running the operator can hold.
+func ForPrometheusOperator(o *unstructured.Unstructured) bool {
+	return o.GroupVersionKind().Group == monitoringGroup
+}
+
 // Render renders the chart as `helm template` does for releaseName in namespace, with the values
 // files (in order) and --set values (applied after them, keys in sorted order), CRDs included.
 func Render(ctx context.Context, releaseName, namespace string, valuesFiles []string, set map[string]string) (*Rendered, error) {

@@ -129,7 +129,7 @@ func (c *cluster) install(t *testing.T, r *Rendered, namespaces ...string) {
 	var objs []*unstructured.Unstructured
 	for _, o := range r.Objects {
 		switch {
-		case o.GetKind() == "ServiceMonitor" || o.GetKind() == "PrometheusRule":
+		case ForPrometheusOperator(o):
 			t.Logf("not applying %s %s: the Prometheus Operator's CRDs are not available here", o.GetKind(), o.GetName())
 			continue
 		case o.GetKind() == "ScaledObject" && !c.keda:

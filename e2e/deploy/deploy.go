@@ -154,15 +154,14 @@ func Install(ctx context.Context, c *framework.Cluster, o Options) (*Lobby, erro
 }
 
 // apply applies every rendered object but the Deployments (run as processes), and those whose
-// API the local cluster lacks (ServiceMonitor, PrometheusRule), with server-side apply.
+// API the local cluster lacks (the Prometheus Operator's), with server-side apply.
 func (l *Lobby) apply(ctx context.Context) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: l.Namespace}}
 	if err := l.c.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create namespace %s: %w", l.Namespace, err)
 	}
 	for _, obj := range l.Rendered.Objects {
-		switch obj.GetKind() {
-		case "Deployment", "ServiceMonitor", "PrometheusRule":
+		if obj.GetKind() == "Deployment" || chart.ForPrometheusOperator(obj) {
 			continue
 		}
 		if err := l.c.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj.DeepCopy()),
@@ -391,8 +390,7 @@ func (l *Lobby) Uninstall(ctx context.Context) error {
 		}
 	}
 	for _, obj := range slices.Backward(l.Rendered.Objects) {
-		switch obj.GetKind() {
-		case "Deployment", "ServiceMonitor", "PrometheusRule", "CustomResourceDefinition":
+		if kind := obj.GetKind(); kind == "Deployment" || kind == "CustomResourceDefinition" || chart.ForPrometheusOperator(obj) {
 			continue
 		}
 		if err := l.c.Client.Delete(ctx, obj.DeepCopy()); err != nil && !apierrors.IsNotFound(err) {
