@@ -193,7 +193,7 @@ func NewConnLimitCollector(prefix string, limit *ConnLimit) *ConnLimitCollector 
 		max: prometheus.NewDesc(prefix+"_max_connections",
 			"Most client connections kept open at once; more wait in the listen backlog. 0 is no cap.", nil, nil),
 		waits: prometheus.NewDesc(prefix+"_connection_waits_total",
-			"Times every connection slot was taken and the next connection waited in the listen backlog for one to free.", nil, nil),
+			"Times the accept loop found every connection slot taken and waited for one to free; connections arriving meanwhile wait in the listen backlog.", nil, nil),
 	}
 }
 

@@ -372,7 +372,7 @@ func TestConnLimitCollector(t *testing.T) {
 	f.accept()
 	f.accept()
 	const want = `
-# HELP lobby_interceptor_proxy_connection_waits_total Times every connection slot was taken and the next connection waited in the listen backlog for one to free.
+# HELP lobby_interceptor_proxy_connection_waits_total Times the accept loop found every connection slot taken and waited for one to free; connections arriving meanwhile wait in the listen backlog.
 # TYPE lobby_interceptor_proxy_connection_waits_total counter
 lobby_interceptor_proxy_connection_waits_total 0
 # HELP lobby_interceptor_proxy_max_connections Most client connections kept open at once; more wait in the listen backlog. 0 is no cap.
