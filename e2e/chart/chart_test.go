@@ -1013,9 +1013,10 @@ func TestAlertRules(t *testing.T) {
 		}
 		t.Fatal("promtool not found: install the Debian package prometheus (make deps)")
 	}
+	unitTests := filepath.Join("testdata", "alerts_test.yaml")
 	for _, args := range [][]string{
 		{"check", "rules", AlertRulesPath()},
-		{"test", "rules", filepath.Join("testdata", "alerts_test.yaml")},
+		{"test", "rules", unitTests},
 	} {
 		out, err := exec.CommandContext(t.Context(), promtool, args...).CombinedOutput()
 		if err != nil {
@@ -1027,7 +1028,7 @@ func TestAlertRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tests, err := os.ReadFile(filepath.Join("testdata", "alerts_test.yaml"))
+	tests, err := os.ReadFile(unitTests)
 	if err != nil {
 		t.Fatal(err)
 	}
