@@ -71,7 +71,7 @@ func run(ctx context.Context, out io.Writer) (err error) {
 	}
 	defer func() {
 		say("== stopping everything")
-		err = errors.Join(err, c.Stop(), framework.RemoveBuilds())
+		err = errors.Join(err, c.Stop())
 	}()
 	// A failure prints the components' logs: they say why.
 	defer func() {

@@ -32,6 +32,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/kubelet"
 	"github.com/lobby-http/lobby/e2e/netns"
+	"github.com/lobby-http/lobby/e2e/prebuilt"
 )
 
 // readyTimeout bounds how long Start waits for any one component to become ready.
@@ -586,23 +587,12 @@ func (c *Cluster) publishAdapter(ctx context.Context, addr netip.Addr, port int)
 	return nil
 }
 
-// appsBuild is the outcome of building the sample apps.
-type appsBuild struct {
-	images map[string]string
-	err    error
-	took   time.Duration
-}
-
-// startKubelet takes the sample apps' build and runs the process kubelet until Stop, then waits
-// for the node to be Ready.
-func (c *Cluster) startKubelet(ctx context.Context, apps chan appsBuild) error {
-	b := <-apps
-	apps <- b
-	if b.err != nil {
-		return b.err
+// startKubelet starts the process kubelet, which runs the sample apps prebuilt.Prepare built.
+func (c *Cluster) startKubelet(ctx context.Context) error {
+	images, err := prebuilt.Apps()
+	if err != nil {
+		return err
 	}
-	c.progress("sample apps built in %s", b.took.Round(time.Millisecond))
-	images := b.images
 	c.Images = images
 	logFile, err := os.OpenFile(filepath.Join(c.LogDir, "kubelet.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {

@@ -34,7 +34,6 @@ import (
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 
-	"github.com/lobby-http/lobby/e2e/kubelet"
 	"github.com/lobby-http/lobby/e2e/netns"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -160,25 +159,6 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 
-	// The sample apps build while the control plane starts.
-	var apps chan appsBuild
-	if !opts.WithoutKubelet {
-		apps = make(chan appsBuild, 1)
-		go func() {
-			t0 := time.Now()
-			images, err := kubelet.BuildApps(ctx, filepath.Join(c.Dir, "apps"))
-			apps <- appsBuild{images, err, time.Since(t0)}
-		}()
-		// On an early return, wait for the build before Stop removes its folder.
-		defer func() {
-			if err != nil {
-				if b, ok := <-apps; ok {
-					apps <- b
-				}
-			}
-		}()
-	}
-
 	if err := c.step("etcd", func() error { return c.startEtcd(ctx) }); err != nil {
 		return nil, err
 	}
@@ -204,7 +184,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	})
 	if !opts.WithoutKubelet {
 		wg.Go(func() {
-			errs[2] = c.step("kubelet (node ready)", func() error { return c.startKubelet(ctx, apps) })
+			errs[2] = c.step("kubelet (node ready)", func() error { return c.startKubelet(ctx) })
 		})
 	}
 	wg.Wait()

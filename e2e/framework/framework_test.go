@@ -77,10 +77,6 @@ func runInside(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "FAIL: processes still running after Stop: %v\n", left)
 		code = 1
 	}
-	if err := framework.RemoveBuilds(); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
-		code = 1
-	}
 	return code
 }
 

@@ -1,21 +1,19 @@
 package framework
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/lobby-http/lobby/e2e/prebuilt"
 )
 
 // tokenLifetime is the lifetime of the service-account tokens RunBinary mints: longer than any
@@ -116,66 +114,9 @@ func (c *Cluster) serviceAccountKubeconfig(ctx context.Context, process, ns, nam
 	return file, nil
 }
 
-// builds caches Build's results per package for the life of the test binary.
-var builds struct {
-	mu   sync.Mutex
-	dir  string
-	done map[string]*buildResult
-}
-
-type buildResult struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// Build compiles the main package pkg (an import path, or a path relative to the module root
-// such as ./interceptor) once per test binary run and returns the executable's path. The go
-// command's cache makes an unchanged package build in seconds.
-func (c *Cluster) Build(ctx context.Context, pkg string) (string, error) {
-	builds.mu.Lock()
-	if builds.done == nil {
-		dir, err := os.MkdirTemp("", "lobby-e2e-bin-")
-		if err != nil {
-			builds.mu.Unlock()
-			return "", fmt.Errorf("build %s: %w", pkg, err)
-		}
-		builds.dir, builds.done = dir, make(map[string]*buildResult)
-	}
-	r, ok := builds.done[pkg]
-	if !ok {
-		r = &buildResult{}
-		builds.done[pkg] = r
-	}
-	dir := builds.dir
-	builds.mu.Unlock()
-
-	r.once.Do(func() {
-		out := filepath.Join(dir, strings.NewReplacer("/", "_", ".", "_").Replace(strings.TrimPrefix(pkg, "./")))
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
-		cmd.Dir = c.root
-		var stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stderr, &stderr
-		if err := cmd.Run(); err != nil {
-			r.err = fmt.Errorf("go build %s: %w\n%s", pkg, err, stderr.Bytes())
-			return
-		}
-		r.path = out
-	})
-	return r.path, r.err
-}
-
-// RemoveBuilds deletes the executables Build made; call it at the end of TestMain.
-func RemoveBuilds() error {
-	builds.mu.Lock()
-	defer builds.mu.Unlock()
-	if builds.dir == "" {
-		return nil
-	}
-	err := os.RemoveAll(builds.dir)
-	builds.dir, builds.done = "", nil
-	if err != nil {
-		return fmt.Errorf("remove built binaries: %w", err)
-	}
-	return nil
+// Build returns the executable of the main package pkg (a path relative to the module root, such
+// as ./interceptor), which prebuilt.Prepare built before the test binary entered its network
+// namespace: nothing in the namespace can download a module, so nothing there runs `go build`.
+func (c *Cluster) Build(_ context.Context, pkg string) (string, error) {
+	return prebuilt.Path(pkg)
 }

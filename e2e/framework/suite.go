@@ -64,10 +64,6 @@ func RunSuite(m *testing.M, opts Options, setup func(context.Context, *Cluster) 
 	if err := c.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "warning: stop the local cluster: %v\n", err)
 	}
-	if err := RemoveBuilds(); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
-		code = 1
-	}
 	return code
 }
 

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/lobby-http/lobby/e2e/netns"
+	"github.com/lobby-http/lobby/e2e/prebuilt"
 )
 
 // TestMain runs the tests inside a private network namespace, where the kubelet may put pod
@@ -71,7 +72,7 @@ func controlPlane(t *testing.T) (kubernetes.Interface, map[string]string) {
 			"or set it to the folder printed by `bash e2e/tools/build.sh .cache/tools`")
 	}
 	cp.once.Do(func() {
-		images, err := BuildApps(context.Background(), filepath.Join(os.TempDir(), "lobby-e2e-apps"))
+		images, err := prebuilt.Apps()
 		if err != nil {
 			cp.err = err
 			return
@@ -168,7 +169,7 @@ func echoPod(name string, env ...corev1.EnvVar) *corev1.Pod {
 			TerminationGracePeriodSeconds: ptr.To[int64](5),
 			Containers: []corev1.Container{{
 				Name:  "app",
-				Image: ImagePrefix + "echo",
+				Image: prebuilt.ImagePrefix + "echo",
 				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
 				Env:   append([]corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}, env...),
 			}},
@@ -319,7 +320,7 @@ func TestPodLifecycle(t *testing.T) {
 			}
 		}
 		cs := st.ContainerStatuses[0]
-		if !cs.Ready || !ptr.Deref(cs.Started, false) || cs.RestartCount != 0 || cs.State.Running == nil || cs.Image != ImagePrefix+"echo" {
+		if !cs.Ready || !ptr.Deref(cs.Started, false) || cs.RestartCount != 0 || cs.State.Running == nil || cs.Image != prebuilt.ImagePrefix+"echo" {
 			t.Errorf("container status = %+v", cs)
 		}
 		// The app listens only after STARTUP_DELAY, so readiness cannot have passed sooner.

@@ -28,6 +28,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lobby-http/lobby/e2e/prebuilt"
 )
 
 // envName is the environment variable that carries the namespace's name into the re-executed
@@ -311,9 +313,22 @@ func RunInside(run func() int) int {
 	return reexec()
 }
 
-// reexec runs this binary again, with the same arguments, inside a fresh namespace.
-func reexec() int {
-	code, err := runInside(os.Args[1:], os.Stdout, os.Stderr)
+// reexec runs this binary again, with the same arguments, inside a fresh namespace, after
+// building on the machine's own network every program the namespace will run (prebuilt.Prepare):
+// inside, nothing can download a module.
+func reexec() (code int) {
+	cleanup, err := prebuilt.Prepare(context.Background())
+	defer func() {
+		if err := cleanup(); err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+			code = 1
+		}
+	}()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+		return 1
+	}
+	code, err = runInside(os.Args[1:], os.Stdout, os.Stderr)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
 		return 1
@@ -340,7 +355,9 @@ func runInside(args []string, stdout, stderr io.Writer) (code int, err error) {
 	}()
 	cmd := ns.Command(context.Background(), exe, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
-	cmd.Env = append(os.Environ(), envName+"="+ns.Name)
+	// GOPROXY=off makes any module download attempted inside fail at once, naming the module,
+	// rather than after a DNS failure: everything the namespace runs is built before it.
+	cmd.Env = append(os.Environ(), envName+"="+ns.Name, "GOPROXY=off")
 
 	// Forward interrupts so the tests inside can stop their processes; the namespace is
 	// deleted afterwards either way.
