@@ -4,8 +4,9 @@
 //
 // A test package's TestMain calls RunTestsInside. The first invocation (on the machine's own
 // network) creates a fresh named namespace with `ip netns add`, brings its loopback device up
-// with the control-plane address on it, and runs the same test binary again inside it with
-// `ip netns exec`. When that child exits, every process left in the namespace is killed and the
+// with the control-plane address on it, builds every program the namespace will run
+// (prebuilt.Prepare: nothing inside can download), and runs the same test binary again inside
+// it with `ip netns exec`. When that child exits, every process left in the namespace is killed and the
 // namespace is deleted, whatever the outcome. Inside, RunTestsInside simply runs the tests.
 //
 // Pods and lobby's processes get their own /32 addresses on the namespace's loopback device
