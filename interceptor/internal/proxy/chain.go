@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"golang.org/x/net/http/httpguts"
 
 	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
 	"github.com/lobby-http/lobby/interceptor/internal/routing"
@@ -241,7 +240,7 @@ func (s *routeStage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // request is in when next returns, so that the counters return to zero on every path.
 func Count(next Handler) Handler {
 	return HandlerFunc(func(w http.ResponseWriter, r *http.Request, x *Exchange) {
-		x.upgrade = isUpgrade(r)
+		x.upgrade = admitUpgrade(r)
 		defer func() {
 			c := x.route.Counts
 			switch x.state {
@@ -256,11 +255,6 @@ func Count(next Handler) Handler {
 		}()
 		next.ServeExchange(w, r, x)
 	})
-}
-
-// isUpgrade reports whether r asks to switch protocols on its connection (HTTP/1.1 Upgrade).
-func isUpgrade(r *http.Request) bool {
-	return r.Header.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade")
 }
 
 // Wait returns the stage that holds a request while its route's target has no ready endpoint that

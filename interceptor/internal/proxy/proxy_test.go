@@ -675,3 +675,53 @@ func TestNegativeForwarderOptionsAreRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestUpgradeOtherThanWebSocketIsForwardedAsAPlainRequest(t *testing.T) {
+	tests := []struct {
+		name        string
+		upgrade     string
+		wantUpgrade string // what the app sees in Upgrade
+		wantCode    int
+	}{
+		{name: "An h2c upgrade reaches the app as an ordinary request.", upgrade: "h2c", wantCode: http.StatusOK},
+		{name: "An unknown protocol reaches the app as an ordinary request.", upgrade: "tls/1.3, foo", wantCode: http.StatusOK},
+		{name: "A WebSocket offered beside h2c is the only protocol forwarded.", upgrade: "h2c, websocket", wantUpgrade: "websocket", wantCode: http.StatusSwitchingProtocols},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t)
+			// The app switches to whatever it is offered, as an h2c-capable server would.
+			seen := make(chan string, 1)
+			e.backend("10.0.0.1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				seen <- r.Header.Get("Upgrade")
+				if up := r.Header.Get("Upgrade"); up != "" {
+					w.Header().Set("Connection", "Upgrade")
+					w.Header().Set("Upgrade", up)
+					w.WriteHeader(http.StatusSwitchingProtocols)
+					return
+				}
+				w.WriteHeader(http.StatusOK)
+			}))
+			e.route("up.test", "app", nil)
+			e.ready("app", "10.0.0.1")
+
+			conn, err := net.Dial("tcp", e.proxy.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: up.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: %s\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", tc.upgrade)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.wantCode {
+				t.Errorf("status = %d, want %d", resp.StatusCode, tc.wantCode)
+			}
+			if got := <-seen; got != tc.wantUpgrade {
+				t.Errorf("the app saw Upgrade %q, want %q", got, tc.wantUpgrade)
+			}
+		})
+	}
+}

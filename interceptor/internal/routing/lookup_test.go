@@ -68,9 +68,7 @@ func reference(routes []*Route, objs map[string]*v1alpha1.HTTPScaledObject, host
 		host = h
 	}
 	host = strings.TrimSuffix(asciiLower(host), ".")
-	if path == "" {
-		path = "/"
-	}
+	path = cleanPath(path) // cleanPath has its own tests; this compares the matching
 	var best *Route
 	var bestRank [3]int
 	for _, r := range routes {

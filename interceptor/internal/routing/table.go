@@ -297,7 +297,8 @@ func (t *Table) Routes() []*Route {
 func (t *Table) Len() int { return len(t.Routes()) }
 
 // Lookup returns the route for a request's host, path and headers, or nil when none matches.
-// The host is matched case-insensitively, without its port and trailing dot. An exact host beats
+// The host is matched case-insensitively, without its port and trailing dot; the path after
+// resolving its dot segments and merging slashes (cleanPath), as an ingress in front sees it. An exact host beats
 // the most specific wildcard, which beats the catch-all; within a host level the longest path
 // prefix on a segment boundary wins, then the route with the most matching headers. A level
 // whose routes all fail to match the path or headers falls through to the next less specific one.
@@ -307,9 +308,7 @@ func (t *Table) Lookup(host, path string, header http.Header) *Route {
 	}
 	host = stripPort(host)
 	host = strings.TrimSuffix(host, ".")
-	if path == "" {
-		path = "/"
-	}
+	path = cleanPath(path)
 	if !hasUpper(host) {
 		return lookupHost(t, host, path, header)
 	}

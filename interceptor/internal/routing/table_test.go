@@ -128,6 +128,10 @@ func TestLookupPrecedence(t *testing.T) {
 		{name: "An IPv6 literal with a port gets the catch-all.", host: "[::1]:8080", path: "/static", want: "catch-all"},
 		{name: "No matching route gives nil.", host: "other.test", path: "/", want: ""},
 		{name: "An empty host gets the catch-all.", host: "", path: "/static", want: "catch-all"},
+		{name: "A dot-dot segment leaves the prefix it climbs out of, as an ingress sees it.", host: "a.example.com", path: "/api/../docs", want: "exact"},
+		{name: "A dot-dot segment may climb into a prefix.", host: "a.example.com", path: "/docs/../api/users", want: "exact-api"},
+		{name: "A dot segment stays within its prefix.", host: "a.example.com", path: "/api/./users", want: "exact-api"},
+		{name: "Runs of slashes merge before the prefix is matched.", host: "a.example.com", path: "//api//users", want: "exact-api"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
