@@ -79,11 +79,11 @@ tools: deps
 # `make test` before any of them enters one (see e2e/prebuilt).
 E2E_BIN := $(CURDIR)/.cache/e2e-bin
 
-## test: every test: unit, against a real API server, the end-to-end suite, and the newcomer's
-## `make demo` on an empty module cache.
+## test: every test: unit and against a real API server (both with the race detector), the
+## end-to-end suite, and the newcomer's `make demo` on an empty module cache.
 .PHONY: test
 test: verify tools
-	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v /e2e/)
+	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -race -count=1 -timeout 30m $$($(GO) list ./... | grep -v /e2e/)
 	rm -rf $(E2E_BIN)
 	LOBBY_E2E_BIN=$(E2E_BIN) KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -count=1 -timeout 60m -p 1 -tags e2e -skip '$(CONTROL_PLANE_TESTS)' $(E2E_PKGS)
 	LOBBY_E2E_BIN=$(E2E_BIN) KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -count=1 -timeout 20m -tags e2e -run '$(CONTROL_PLANE_TESTS)' ./e2e/system
