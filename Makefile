@@ -51,7 +51,8 @@ manifests:
 	$(CONTROLLER_GEN) rbac:roleName=lobby-operator paths=./operator/... output:rbac:artifacts:config=config/rbac
 	bash hack/sync-chart-crds.sh
 
-## verify: fail when generated files are stale or code is not gofmt/vet clean.
+## verify: fail when generated files are stale, code is not gofmt/vet clean, or the benchmark
+## summary in docs/benchmarks.md predates the last change to the hot path (interceptor/, internal/).
 .PHONY: verify
 verify: generate manifests
 	@if [ -n "$$(git status --porcelain -- operator/api config internal/externalscaler charts/lobby/crds)" ]; then \
@@ -63,6 +64,7 @@ verify: generate manifests
 	$(GO) vet ./...
 	$(GO) vet -tags e2e $(E2E_PKGS)
 	cd hack/images && $(GO) vet ./...
+	bash hack/bench-fresh.sh
 
 ## deps: install the Debian packages the local cluster and the e2e suite use (etcd, iproute2, nginx, prometheus).
 .PHONY: deps
