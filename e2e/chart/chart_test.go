@@ -525,6 +525,18 @@ func TestValuesFilesChangeWhatTheyShould(t *testing.T) {
 			},
 		},
 		{
+			name: "the operator at zero replicas, as while moving from the add-on, renders with the interceptor's add-on header on",
+			set:  map[string]string{"operator.replicas": "0", "interceptor.addOnColdStartHeader": "true"},
+			check: func(t *testing.T, r *Rendered) {
+				if p, _ := r.Process("operator"); p.Replicas != 0 {
+					t.Errorf("operator replicas %d, want 0", p.Replicas)
+				}
+				if p, _ := r.Process("interceptor"); p.Env["LOBBY_ADDON_COLD_START_HEADER"] != "true" {
+					t.Errorf("interceptor LOBBY_ADDON_COLD_START_HEADER = %q, want true", p.Env["LOBBY_ADDON_COLD_START_HEADER"])
+				}
+			},
+		},
+		{
 			name:  "monitoring renders ServiceMonitors on the admin ports, the alerts and the dashboard ConfigMap",
 			files: ci("monitoring-values.yaml"),
 			check: func(t *testing.T, r *Rendered) {

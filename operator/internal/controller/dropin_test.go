@@ -317,7 +317,7 @@ func addOnScaledObject(ns, name string, owner *unstructured.Unstructured) *unstr
 func TestAddOnLeftoversAreAdopted(t *testing.T) {
 	c := startControlPlane(t)
 	ns := c.namespace(t, "leftovers")
-	for _, svc := range []string{"web", "keep", "gone"} {
+	for _, svc := range []string{"web", "keep", "gone", "later"} {
 		c.service(t, ns, svc, "http=8080")
 	}
 	// As the add-on left them, before lobby's operator runs.
@@ -329,6 +329,7 @@ func TestAddOnLeftoversAreAdopted(t *testing.T) {
 		{"web", "", false},
 		{"keep", `{httpscaledobject.keda.sh/orphan-scaledobject: "true"}`, true},
 		{"gone", "", false},
+		{"later", "", false},
 	} {
 		meta := "metadata: {name: " + o.name + ", finalizers: [httpscaledobject.http.keda.sh]}"
 		if o.annotations != "" {
@@ -406,12 +407,9 @@ func TestAddOnLeftoversAreAdopted(t *testing.T) {
 		}
 	})
 	t.Run("setting the orphan annotation removes an owner reference the add-on wrote", func(t *testing.T) {
-		c.service(t, ns, "later", "http=8080")
-		hso := addOnObject(t, ns, "metadata: {name: later}\nspec: {hosts: [later.example.org], scaleTargetRef: {name: later, service: later, port: 8080}}\n")
-		c.create(t, hso)
 		key := types.NamespacedName{Namespace: ns, Name: "later"}
 		eventually(t, within, c.soIs(t, key, lobbySO("later", nil)))
-		if !isControlledByUID(c.scaledObject(t, key), hso.GetUID()) {
+		if !isControlledByUID(c.scaledObject(t, key), made["later"].GetUID()) {
 			t.Fatal("ScaledObject is not controlled by its HTTPScaledObject before the annotation")
 		}
 		c.update(t, key, func(h *v1alpha1.HTTPScaledObject) {

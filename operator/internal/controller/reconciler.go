@@ -218,7 +218,8 @@ func (r *Reconciler) reconcileScaledObject(ctx context.Context, s *state) error 
 		s.fail(ReasonInvalidSpec, "%v", err)
 		return nil
 	}
-	if live != nil && !resources.IsControlledBy(live, hso) && !resources.Adoptable(live, hso) {
+	wasControlled := live != nil && resources.IsControlledBy(live, hso)
+	if live != nil && !wasControlled && !resources.Adoptable(live, hso) {
 		s.fail(ReasonScaledObjectNotOwned, "ScaledObject %s exists and is not controlled by this HTTPScaledObject: "+
 			"delete it so lobby can create its own, or set the annotation %s: \"true\" to keep managing it yourself",
 			hso.Name, v1alpha1.SkipScaledObjectCreationAnnotation)
@@ -255,11 +256,16 @@ func (r *Reconciler) reconcileScaledObject(ctx context.Context, s *state) error 
 		live = desired
 	}
 	if resources.Orphaned(hso) && resources.IsControlledBy(live, hso) {
-		// The reference was set by an earlier apply, or by the KEDA HTTP Add-on under its own
-		// field manager, which an apply without it does not remove.
+		// The KEDA HTTP Add-on wrote the reference under its own field manager, which an apply
+		// without it does not remove.
 		if err := r.dropOwnerReference(ctx, live, hso); err != nil {
 			return err
 		}
+	}
+	if resources.Orphaned(hso) && wasControlled {
+		r.Events.Eventf(hso, nil, corev1.EventTypeNormal, EventScaledObjectOrphaned, "Update",
+			"Removed the owner reference of ScaledObject %s: the %s annotation is set, so deleting this object keeps it",
+			hso.Name, v1alpha1.OrphanScaledObjectAnnotation)
 	}
 	r.mirrorKEDAConditions(hso, live)
 	return nil
@@ -277,9 +283,6 @@ func (r *Reconciler) dropOwnerReference(ctx context.Context, so *unstructured.Un
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove the owner reference of ScaledObject %s: %w", httpso.Key(hso), err)
 	}
-	r.Events.Eventf(hso, nil, corev1.EventTypeNormal, EventScaledObjectOrphaned, "Update",
-		"Removed the owner reference of ScaledObject %s: the %s annotation is set, so deleting this object keeps it",
-		hso.Name, v1alpha1.OrphanScaledObjectAnnotation)
 	return nil
 }
 
