@@ -5,6 +5,7 @@ package system
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"os"
@@ -115,8 +116,27 @@ spec:
 			t.Fatalf("create the add-on's ScaledObject %s: %v", l.name, err)
 		}
 	}
-	warm, zero := &app{ns: ns, name: "warm"}, &app{ns: ns, name: "zero"}
-	warm.waitReady(t, 1)
+	// nginx, as the ingress, sends to the previous interceptor; retries off, so each request is
+	// answered once by the interceptor it reached.
+	in, err := startNginx(ctx, c, proxyAddrs([]*deploy.Instance{prevIn}), true)
+	if err != nil {
+		t.Fatalf("start nginx: %v", err)
+	}
+	t.Cleanup(func() { _ = in.proc.Stop() })
+	waitRoutingOn(t, []*deploy.Instance{prevIn}, ns+"/warm", 30*time.Second)
+
+	// Steady traffic on the warm app from here to the end of the switch.
+	load := startCountedLoad(ctx, in.URL+"/", warmHost, 2, 10*time.Millisecond, 20000, 4*time.Minute)
+	// KEDA scaled the warm app to zero when it took its ScaledObject over; the first requests
+	// wake it through the previous installation and are held meanwhile, as with the add-on.
+	eventually(t, 60*time.Second, "the warm app to answer through the previous interceptor", func() error {
+		if n := load.answered.Load(); n < 200 {
+			return fmt.Errorf("%d answered", n)
+		}
+		return nil
+	})
+
+	zero := &app{ns: ns, name: "zero"}
 	eventually(t, 90*time.Second, "KEDA to scale the idle app to zero through the previous scaler", func() error {
 		desired, _, err := zero.replicas(ctx)
 		if err == nil && desired != 0 {
@@ -128,24 +148,6 @@ spec:
 	if originalZero != 2 {
 		t.Fatalf("KEDA recorded %d as the original replica count of the idle app, want 2", originalZero)
 	}
-
-	// nginx, as the ingress, sends to the previous interceptor; retries off, so each request is
-	// answered once by the interceptor it reached.
-	in, err := startNginx(ctx, c, proxyAddrs([]*deploy.Instance{prevIn}), true)
-	if err != nil {
-		t.Fatalf("start nginx: %v", err)
-	}
-	t.Cleanup(func() { _ = in.proc.Stop() })
-	waitRoutingOn(t, []*deploy.Instance{prevIn}, ns+"/warm", 30*time.Second)
-
-	// Steady traffic on the warm app from here to the end of the switch.
-	load := startCountedLoad(ctx, in.URL+"/", warmHost, 2, 20*time.Millisecond, 6000, 4*time.Minute)
-	eventually(t, 30*time.Second, "the warm app to answer through the previous interceptor", func() error {
-		if n := load.answered.Load(); n < 50 {
-			return fmt.Errorf("%d answered", n)
-		}
-		return nil
-	})
 
 	// Step 1: back up the HTTPScaledObjects.
 	var backup v1alpha1.HTTPScaledObjectList
@@ -162,9 +164,34 @@ spec:
 	if err := in.pointAt(proxyAddrs(rel.Instances("interceptor"))); err != nil {
 		t.Fatalf("point nginx at lobby's interceptors: %v", err)
 	}
+	// nginx's old worker stops taking connections once the new ones run; the request goes on a
+	// fresh connection, so it reaches a new worker (the interceptors' counts below check it).
+	time.Sleep(time.Second)
 	switched := time.Now()
 	wake := make(chan response, 1)
-	go func() { wake <- send(ctx, http.MethodGet, in.URL+"/api/hello", zeroHost, nil) }()
+	go func() {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, in.URL+"/api/hello", nil)
+		if err != nil {
+			wake <- response{err: err}
+			return
+		}
+		req.Host = zeroHost
+		fresh := &http.Client{Timeout: 90 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := fresh.Do(req)
+		if err != nil {
+			wake <- response{err: err, at: time.Now()}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		wake <- response{code: resp.StatusCode, body: string(body), header: resp.Header, err: err, at: time.Now()}
+	}()
+	eventually(t, 10*time.Second, "lobby's interceptors to hold the request for the app at zero", func() error {
+		if n := routeRequests(t, rel.Instances("interceptor"), ns+"/zero"); n != 1 {
+			return fmt.Errorf("lobby's interceptors received %d requests for it", n)
+		}
+		return nil
+	})
 	// The previous interceptor answers what it still has in flight before the next step.
 	eventually(t, 30*time.Second, "the previous interceptor to finish its requests", func() error {
 		q, err := queue(prevIn.URL("admin"))
@@ -198,6 +225,10 @@ spec:
 		t.Logf("the app at zero answered the request sent during the switch after %v", r.at.Sub(switched).Round(time.Millisecond))
 	}
 
+	if n := routeRequests(t, []*deploy.Instance{prevIn}, ns+"/zero"); n != 0 {
+		t.Errorf("the previous interceptor received %d requests for the app at zero, want none: the wake-up is lobby's", n)
+	}
+
 	// Step 6: remove the previous installation; the warm app keeps serving through lobby.
 	before := load.answered.Load()
 	if err := prevScaler.Process.Stop(); err != nil {
@@ -207,7 +238,7 @@ spec:
 		t.Errorf("stop the previous interceptor: %v", err)
 	}
 	eventually(t, 30*time.Second, "the warm app to keep answering after the previous installation is gone", func() error {
-		if n := load.answered.Load(); n < before+100 {
+		if n := load.answered.Load(); n < before+300 {
 			return fmt.Errorf("%d answered since", n-before)
 		}
 		return nil
@@ -239,6 +270,20 @@ spec:
 		}
 		return err
 	})
+}
+
+// routeRequests returns how many requests for the route key the interceptors received.
+func routeRequests(t *testing.T, interceptors []*deploy.Instance, key string) uint64 {
+	t.Helper()
+	var n uint64
+	for _, in := range interceptors {
+		q, err := queue(in.URL("admin"))
+		if err != nil {
+			t.Fatalf("read the queue of %s: %v", in.Process.Name, err)
+		}
+		n += q[key].Requests
+	}
+	return n
 }
 
 // startPreviousDataPlane starts the stand-ins for the add-on's interceptor and scaler, limited to
