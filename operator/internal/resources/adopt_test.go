@@ -73,6 +73,11 @@ spec:
 			_ = unstructured.SetNestedSlice(u.Object, []any{map[string]any{"type": "external-push",
 				"metadata": map[string]any{"httpScaledObject": "other"}}}, "spec", "triggers")
 		}, false},
+		{"a user's own ScaledObject with the HTTP trigger beside a cron trigger is not adopted", func(u *unstructured.Unstructured) {
+			triggers, _, _ := unstructured.NestedSlice(u.Object, "spec", "triggers")
+			_ = unstructured.SetNestedSlice(u.Object, append(triggers, map[string]any{"type": "cron",
+				"metadata": map[string]any{"timezone": "Etc/UTC", "start": "0 8 * * *", "end": "0 18 * * *", "desiredReplicas": "2"}}), "spec", "triggers")
+		}, false},
 		{"a ScaledObject of a user's own with a cpu trigger is not adopted", func(u *unstructured.Unstructured) {
 			_ = unstructured.SetNestedSlice(u.Object, []any{map[string]any{"type": "cpu",
 				"metadata": map[string]any{"value": "50"}}}, "spec", "triggers")

@@ -255,23 +255,22 @@ func Orphaned(hso *v1alpha1.HTTPScaledObject) bool {
 	return hso.Annotations[v1alpha1.OrphanScaledObjectAnnotation] == "true"
 }
 
-// Adoptable reports whether so, which has no controller, was made for hso: one of its triggers
-// is an external-push trigger naming hso. Such are the ScaledObjects lobby writes for an object
-// with the orphan annotation, and those the KEDA HTTP Add-on left for one; lobby takes them
-// over rather than reporting a name clash.
+// Adoptable reports whether so, which has no controller, was made for hso in the shape lobby
+// and the KEDA HTTP Add-on write: its only trigger is an external-push trigger naming hso. Such
+// are the ScaledObjects lobby writes for an object with the orphan annotation, and those the
+// add-on left for one; lobby takes them over rather than reporting a name clash. A ScaledObject
+// with more triggers is a user's own (the skip annotation's use) and is never adopted.
 func Adoptable(so *unstructured.Unstructured, hso *v1alpha1.HTTPScaledObject) bool {
 	if metav1.GetControllerOfNoCopy(so) != nil {
 		return false
 	}
 	triggers, _, _ := unstructured.NestedSlice(so.Object, "spec", "triggers")
-	for _, raw := range triggers {
-		t, _ := raw.(map[string]any)
-		name, _, _ := unstructured.NestedString(t, "metadata", MetadataHTTPScaledObject)
-		if t["type"] == TriggerType && name == hso.Name {
-			return true
-		}
+	if len(triggers) != 1 {
+		return false
 	}
-	return false
+	t, _ := triggers[0].(map[string]any)
+	name, _, _ := unstructured.NestedString(t, "metadata", MetadataHTTPScaledObject)
+	return t["type"] == TriggerType && name == hso.Name
 }
 
 // triggerSpec returns the one trigger of the ScaledObject named name. KEDA's CRD declares the
