@@ -12,17 +12,23 @@ import (
 )
 
 // newProxyHandler returns the proxy's handler chain: route, count, wait for a ready endpoint,
-// forward (see docs/proxy.md). Connections to app pods are opened with dial.
-func newProxyHandler(router *routing.Router, metrics *proxy.Metrics, log logr.Logger, dial dialFunc) (http.Handler, error) {
+// forward (see docs/proxy.md). Connections to app pods are opened with dial. With addOnHeader
+// the KEDA HTTP Add-on's cold-start header is set before forwarding; without it the chain has no
+// stage for it, so it costs nothing.
+func newProxyHandler(router *routing.Router, metrics *proxy.Metrics, log logr.Logger, dial dialFunc, addOnHeader bool) (http.Handler, error) {
 	clk := clock.RealClock{}
 	forwarder, err := proxy.NewForwarder(proxy.ForwarderOptions{Dial: dial, Log: log})
 	if err != nil {
 		return nil, err
 	}
+	var last proxy.Handler = forwarder
+	if addOnHeader {
+		last = proxy.AddOnColdStart(forwarder)
+	}
 	return proxy.Route(router, metrics, log, clk.Now,
 		proxy.Count(
 			proxy.Wait(clk.Now,
-				forwarder))), nil
+				last))), nil
 }
 
 // routeCounters is what the routing watcher keeps per route: the counters, and the proxy's

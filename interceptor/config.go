@@ -49,7 +49,7 @@ type Config struct {
 	WatchNamespace string
 
 	// ColdStartTimeout is how long a request is held for a ready endpoint when its route says
-	// nothing (LOBBY_COLD_START_TIMEOUT).
+	// nothing; zero holds it until the client goes away (LOBBY_COLD_START_TIMEOUT).
 	ColdStartTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for the target's response headers when the route says
 	// nothing (LOBBY_RESPONSE_HEADER_TIMEOUT).
@@ -60,6 +60,9 @@ type Config struct {
 	// MaxPendingRequests is the most requests held at once per route when the route says nothing
 	// (LOBBY_MAX_PENDING_REQUESTS).
 	MaxPendingRequests int64
+	// AddOnColdStartHeader sends the KEDA HTTP Add-on's X-KEDA-HTTP-Cold-Start header on proxied
+	// responses, beside lobby's own (LOBBY_ADDON_COLD_START_HEADER).
+	AddOnColdStartHeader bool
 
 	// StreamInterval is the period of the push stream's counts frames (LOBBY_STREAM_INTERVAL).
 	StreamInterval time.Duration
@@ -110,10 +113,13 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 		AdminAddr:      l.Addr("LOBBY_ADMIN_ADDR", ":9090"),
 		WatchNamespace: l.Namespace("LOBBY_WATCH_NAMESPACE"),
 
-		ColdStartTimeout:      l.Duration("LOBBY_COLD_START_TIMEOUT", 30*time.Second, env.Positive),
-		ResponseHeaderTimeout: l.Duration("LOBBY_RESPONSE_HEADER_TIMEOUT", 60*time.Second, env.Positive),
+		// The add-on's defaults, so that what worked behind it works behind lobby: no bound on
+		// the hold but the client's (and the hold queue's cap), 300 s for response headers.
+		ColdStartTimeout:      l.Duration("LOBBY_COLD_START_TIMEOUT", 0, env.NonNegative),
+		ResponseHeaderTimeout: l.Duration("LOBBY_RESPONSE_HEADER_TIMEOUT", 300*time.Second, env.Positive),
 		RequestTimeout:        l.Duration("LOBBY_REQUEST_TIMEOUT", 0, env.NonNegative),
 		MaxPendingRequests:    int64(l.Int("LOBBY_MAX_PENDING_REQUESTS", 1000, 1)),
+		AddOnColdStartHeader:  l.Bool("LOBBY_ADDON_COLD_START_HEADER", false),
 
 		StreamInterval:     l.Duration("LOBBY_STREAM_INTERVAL", time.Second, env.AtLeast(10*time.Millisecond)),
 		StreamWriteTimeout: l.Duration("LOBBY_STREAM_WRITE_TIMEOUT", 10*time.Second, env.Positive),

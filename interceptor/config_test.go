@@ -14,8 +14,8 @@ func TestLoadConfig(t *testing.T) {
 	defaults := Config{
 		ProxyAddr:             ":8080",
 		AdminAddr:             ":9090",
-		ColdStartTimeout:      30 * time.Second,
-		ResponseHeaderTimeout: 60 * time.Second,
+		ColdStartTimeout:      0,                 // no bound but the client's, as in the KEDA HTTP Add-on
+		ResponseHeaderTimeout: 300 * time.Second, // the add-on's
 		MaxPendingRequests:    1000,
 		StreamInterval:        time.Second,
 		StreamWriteTimeout:    10 * time.Second,
@@ -48,6 +48,7 @@ func TestLoadConfig(t *testing.T) {
 				"LOBBY_READ_HEADER_TIMEOUT": "2s", "LOBBY_IDLE_TIMEOUT": "30s", "LOBBY_LOG_LEVEL": "DEBUG",
 				"LOBBY_LOG_FORMAT": "console", "POD_NAME": "interceptor-7", "KUBECONFIG": "/a:/b",
 				"LOBBY_MEMORY_LIMIT": "1073741824", "LOBBY_MAX_CONNECTIONS": "5000",
+				"LOBBY_ADDON_COLD_START_HEADER": "true",
 			},
 			change: func(c *Config) {
 				*c = Config{
@@ -57,12 +58,15 @@ func TestLoadConfig(t *testing.T) {
 					DrainDelay: 0, DrainTimeout: time.Minute, MaxHeaderBytes: 65536,
 					ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second, LogLevel: logging.LevelDebug,
 					LogFormat: logging.FormatConsole, PodName: "interceptor-7", Kubeconfig: "/a:/b",
-					MemoryLimit: 1 << 30, MaxConnections: 5000,
+					MemoryLimit: 1 << 30, MaxConnections: 5000, AddOnColdStartHeader: true,
 				}
 			},
 		},
 		{name: "A duration without a unit is rejected by name.", env: map[string]string{"LOBBY_COLD_START_TIMEOUT": "30"}, wantErr: []string{"LOBBY_COLD_START_TIMEOUT", `"30"`}},
-		{name: "A zero cold-start timeout is rejected.", env: map[string]string{"LOBBY_COLD_START_TIMEOUT": "0s"}, wantErr: []string{"LOBBY_COLD_START_TIMEOUT: must be positive"}},
+		{name: "A zero cold-start timeout holds until the client gives up, the default.", env: map[string]string{"LOBBY_COLD_START_TIMEOUT": "0s"}, change: func(*Config) {}},
+		{name: "A negative cold-start timeout is rejected.", env: map[string]string{"LOBBY_COLD_START_TIMEOUT": "-1s"}, wantErr: []string{"LOBBY_COLD_START_TIMEOUT: must not be negative"}},
+		{name: "A zero response header timeout is rejected.", env: map[string]string{"LOBBY_RESPONSE_HEADER_TIMEOUT": "0s"}, wantErr: []string{"LOBBY_RESPONSE_HEADER_TIMEOUT: must be positive"}},
+		{name: "An add-on header switch that is not a boolean is rejected.", env: map[string]string{"LOBBY_ADDON_COLD_START_HEADER": "yes please"}, wantErr: []string{"LOBBY_ADDON_COLD_START_HEADER"}},
 		{name: "A negative request timeout is rejected.", env: map[string]string{"LOBBY_REQUEST_TIMEOUT": "-1s"}, wantErr: []string{"LOBBY_REQUEST_TIMEOUT: must not be negative"}},
 		{name: "A zero request timeout means unbounded.", env: map[string]string{"LOBBY_REQUEST_TIMEOUT": "0"}, change: func(*Config) {}},
 		{name: "An unbounded hold queue is rejected.", env: map[string]string{"LOBBY_MAX_PENDING_REQUESTS": "0"}, wantErr: []string{"LOBBY_MAX_PENDING_REQUESTS: must be at least 1"}},

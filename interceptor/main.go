@@ -128,7 +128,7 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		return nil, err
 	}
 
-	handler, err := newProxyHandler(router, metrics, log.WithName("proxy"), dial)
+	handler, err := newProxyHandler(router, metrics, log.WithName("proxy"), dial, cfg.AddOnColdStartHeader)
 	if err != nil {
 		return nil, err
 	}

@@ -430,8 +430,8 @@ func TestProcessOfTheDefaults(t *testing.T) {
 			component: "interceptor",
 			env: map[string]string{
 				"LOBBY_PROXY_ADDR": ":8080", "LOBBY_ADMIN_ADDR": ":9090", "LOBBY_WATCH_NAMESPACE": "",
-				"LOBBY_COLD_START_TIMEOUT": "30s", "LOBBY_RESPONSE_HEADER_TIMEOUT": "60s", "LOBBY_REQUEST_TIMEOUT": "0s",
-				"LOBBY_MAX_PENDING_REQUESTS": "1000", "LOBBY_STREAM_INTERVAL": "1s", "LOBBY_STREAM_WRITE_TIMEOUT": "10s",
+				"LOBBY_COLD_START_TIMEOUT": "0s", "LOBBY_RESPONSE_HEADER_TIMEOUT": "300s", "LOBBY_REQUEST_TIMEOUT": "0s",
+				"LOBBY_MAX_PENDING_REQUESTS": "1000", "LOBBY_ADDON_COLD_START_HEADER": "false", "LOBBY_STREAM_INTERVAL": "1s", "LOBBY_STREAM_WRITE_TIMEOUT": "10s",
 				"LOBBY_DRAIN_DELAY": "5s", "LOBBY_DRAIN_TIMEOUT": "40s", "LOBBY_MAX_HEADER_BYTES": "1048576",
 				"LOBBY_READ_HEADER_TIMEOUT": "10s", "LOBBY_IDLE_TIMEOUT": "90s",
 				"LOBBY_LOG_LEVEL": "info", "LOBBY_LOG_FORMAT": "json",
@@ -521,6 +521,18 @@ func TestValuesFilesChangeWhatTheyShould(t *testing.T) {
 				}
 				if p, _ := r.Process("interceptor"); p.Replicas != 3 || p.TerminationGracePeriod != 50*time.Second {
 					t.Errorf("interceptor replicas %d grace %s, want 3 and 50s", p.Replicas, p.TerminationGracePeriod)
+				}
+			},
+		},
+		{
+			name: "the operator at zero replicas, as while moving from the add-on, renders with the interceptor's add-on header on",
+			set:  map[string]string{"operator.replicas": "0", "interceptor.addOnColdStartHeader": "true"},
+			check: func(t *testing.T, r *Rendered) {
+				if p, _ := r.Process("operator"); p.Replicas != 0 {
+					t.Errorf("operator replicas %d, want 0", p.Replicas)
+				}
+				if p, _ := r.Process("interceptor"); p.Env["LOBBY_ADDON_COLD_START_HEADER"] != "true" {
+					t.Errorf("interceptor LOBBY_ADDON_COLD_START_HEADER = %q, want true", p.Env["LOBBY_ADDON_COLD_START_HEADER"])
 				}
 			},
 		},

@@ -71,11 +71,29 @@ type ingress struct {
 	dir    string
 	conf   string
 	proc   *framework.Process
+	// noRetry switches nginx's retries on the next upstream off, so that every request a
+	// client sends reaches one interceptor once and what it answers is counted as it answered.
+	noRetry bool
 }
 
 // startIngress renders testdata/nginx.conf.tmpl with the interceptors' proxy addresses and runs
 // nginx with it.
 func startIngress(ctx context.Context, c *framework.Cluster, l *deploy.Lobby) (*ingress, error) {
+	return startNginx(ctx, c, proxyAddrs(l.Instances("interceptor")), false)
+}
+
+// proxyAddrs returns the proxy addresses of interceptors, as nginx's upstreams.
+func proxyAddrs(interceptors []*deploy.Instance) []string {
+	var upstreams []string
+	for _, i := range interceptors {
+		upstreams = append(upstreams, netip.AddrPortFrom(i.Addr, uint16(i.Ports["http"])).String())
+	}
+	return upstreams
+}
+
+// startNginx runs nginx with testdata/nginx.conf.tmpl in front of upstreams, retrying on the
+// next upstream as ingress-nginx does unless noRetry.
+func startNginx(ctx context.Context, c *framework.Cluster, upstreams []string, noRetry bool) (*ingress, error) {
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		if bin, err = exec.LookPath("/usr/sbin/nginx"); err != nil {
@@ -91,8 +109,8 @@ func startIngress(ctx context.Context, c *framework.Cluster, l *deploy.Lobby) (*
 		return nil, err
 	}
 	listen := netip.AddrPortFrom(addr, 80).String()
-	in := &ingress{URL: "http://" + listen, listen: listen, dir: dir, conf: filepath.Join(dir, "nginx.conf")}
-	conf, err := in.render(l)
+	in := &ingress{URL: "http://" + listen, listen: listen, dir: dir, conf: filepath.Join(dir, "nginx.conf"), noRetry: noRetry}
+	conf, err := in.renderTo(upstreams)
 	if err != nil {
 		return nil, err
 	}
@@ -121,16 +139,18 @@ func startIngress(ctx context.Context, c *framework.Cluster, l *deploy.Lobby) (*
 
 // render returns nginx's configuration with the current interceptors as upstreams.
 func (in *ingress) render(l *deploy.Lobby) ([]byte, error) {
-	var upstreams []string
-	for _, i := range l.Instances("interceptor") {
-		upstreams = append(upstreams, netip.AddrPortFrom(i.Addr, uint16(i.Ports["http"])).String())
-	}
+	return in.renderTo(proxyAddrs(l.Instances("interceptor")))
+}
+
+// renderTo returns nginx's configuration with the given upstreams.
+func (in *ingress) renderTo(upstreams []string) ([]byte, error) {
 	tmpl, err := template.ParseFiles(filepath.Join("testdata", "nginx.conf.tmpl"))
 	if err != nil {
 		return nil, err
 	}
 	var conf bytes.Buffer
-	if err := tmpl.Execute(&conf, map[string]any{"Dir": in.dir, "Listen": in.listen, "Upstreams": upstreams}); err != nil {
+	data := map[string]any{"Dir": in.dir, "Listen": in.listen, "Upstreams": upstreams, "NoRetry": in.noRetry}
+	if err := tmpl.Execute(&conf, data); err != nil {
 		return nil, err
 	}
 	return conf.Bytes(), nil

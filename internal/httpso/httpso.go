@@ -53,7 +53,7 @@ func NewInformer(client rest.Interface, namespace string, resync time.Duration) 
 // Trim is the informer's transform: it drops what no lobby binary reads from a cached
 // HTTPScaledObject (managed fields, annotations such as kubectl's last-applied copy of the whole
 // object, labels and status), keeping the name, namespace, UID, resource version, generation,
-// creation time and the spec. Other objects pass unchanged.
+// creation time and the spec, which it normalises (see Normalize). Other objects pass unchanged.
 func Trim(obj any) (any, error) {
 	o, ok := obj.(*v1alpha1.HTTPScaledObject)
 	if !ok {
@@ -63,6 +63,7 @@ func Trim(obj any) (any, error) {
 	o.Annotations = nil
 	o.Labels = nil
 	o.Status = v1alpha1.HTTPScaledObjectStatus{}
+	Normalize(&o.Spec)
 	return o, nil
 }
 
@@ -97,18 +98,27 @@ func (c Claim) String() string {
 	return s
 }
 
-// NormalizeHost lower-cases a host and removes a trailing dot; "*" becomes "", the catch-all.
+// NormalizeHost returns the host as routes are keyed: without a port, IPv6 brackets or a
+// trailing dot, lower case; "*" becomes "", the catch-all.
 func NormalizeHost(h string) string {
+	h = hostWithoutPort(h)
 	if h == "*" {
 		return "" // The add-on's spelling of the catch-all.
+	}
+	if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		h = h[1 : len(h)-1] // The interceptor strips them from the Host header too.
 	}
 	return strings.TrimSuffix(strings.ToLower(h), ".")
 }
 
-// NormalizePathPrefix maps "", "/" and "/a/" forms to the canonical prefix ("/", "/a").
+// NormalizePathPrefix maps "", "/", "/a/" and "a" forms to the canonical prefix ("/", "/a"). A
+// prefix without a leading slash is read as if it had one, as the KEDA HTTP Add-on does.
 func NormalizePathPrefix(p string) string {
 	if p == "" || p == "/" {
 		return "/"
+	}
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
 	}
 	if t := strings.TrimRight(p, "/"); t != "" {
 		return t

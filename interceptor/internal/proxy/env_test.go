@@ -60,6 +60,12 @@ func newEnv(t testing.TB, log logr.Logger) *env { return newEnvWith(t, log, prox
 // newEnvWith is newEnv with forwarder options. Log is the env's; Dial, when set, is called with
 // the loopback address the pod address maps to.
 func newEnvWith(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions) *env {
+	return newEnvChain(t, log, opts, nil)
+}
+
+// newEnvChain is newEnvWith with a stage between Wait and the forwarder, as main adds optional
+// ones; nil adds none.
+func newEnvChain(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, stage func(proxy.Handler) proxy.Handler) *env {
 	e := &env{
 		t:      t,
 		store:  endpoints.NewStore(log),
@@ -99,7 +105,11 @@ func newEnvWith(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions) *env
 		}
 		return rt
 	})
-	e.proxy = httptest.NewUnstartedServer(proxy.Route(router, metrics, log, nil, proxy.Count(proxy.Wait(nil, fwd))))
+	var last proxy.Handler = fwd
+	if stage != nil {
+		last = stage(fwd)
+	}
+	e.proxy = httptest.NewUnstartedServer(proxy.Route(router, metrics, log, nil, proxy.Count(proxy.Wait(nil, last))))
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)

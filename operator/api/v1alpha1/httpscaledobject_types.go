@@ -9,6 +9,16 @@ import (
 // write their own ScaledObject, for example to add more triggers.
 const SkipScaledObjectCreationAnnotation = "httpscaledobject.keda.sh/skip-scaledobject-creation"
 
+// OrphanScaledObjectAnnotation, set to "true" on an HTTPScaledObject, keeps its ScaledObject when
+// the HTTPScaledObject is deleted: the operator writes the ScaledObject without an owner
+// reference, as the KEDA HTTP Add-on does for the same annotation.
+const OrphanScaledObjectAnnotation = "httpscaledobject.keda.sh/orphan-scaledobject"
+
+// AddOnFinalizer is the finalizer the KEDA HTTP Add-on puts on every HTTPScaledObject it
+// reconciles and removes on delete. Lobby does not need a finalizer; it removes this one, so
+// that objects the add-on left behind can be deleted after a switch to lobby.
+const AddOnFinalizer = "httpscaledobject.http.keda.sh"
+
 // Condition types and reasons written on HTTPScaledObject status.
 const (
 	// ConditionReady is True when the object is routed by the interceptors and its ScaledObject is
@@ -137,29 +147,30 @@ type RateMetricSpec struct {
 	Granularity metav1.Duration `json:"granularity"`
 }
 
-// HTTPScaledObjectTimeoutsSpec overrides the interceptor's global timeouts for this object.
+// HTTPScaledObjectTimeoutsSpec overrides the interceptor's global timeouts for this object. A
+// timeout of 0s, which the KEDA HTTP Add-on accepts, means the global default, as if unset.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.conditionWait) || duration(self.conditionWait) > duration('0s')",message="timeouts.conditionWait must be positive"
-// +kubebuilder:validation:XValidation:rule="!has(self.responseHeader) || duration(self.responseHeader) > duration('0s')",message="timeouts.responseHeader must be positive"
-// +kubebuilder:validation:XValidation:rule="!has(self.request) || duration(self.request) > duration('0s')",message="timeouts.request must be positive"
+// +kubebuilder:validation:XValidation:rule="!has(self.conditionWait) || duration(self.conditionWait) >= duration('0s')",message="timeouts.conditionWait must not be negative"
+// +kubebuilder:validation:XValidation:rule="!has(self.responseHeader) || duration(self.responseHeader) >= duration('0s')",message="timeouts.responseHeader must not be negative"
+// +kubebuilder:validation:XValidation:rule="!has(self.request) || duration(self.request) >= duration('0s')",message="timeouts.request must not be negative"
 type HTTPScaledObjectTimeoutsSpec struct {
 	// ConditionWait is how long a request is held waiting for the target to have a ready endpoint
 	// (the cold-start timeout). Defaults to the interceptor's global setting.
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
 	// +optional
 	ConditionWait *metav1.Duration `json:"conditionWait,omitempty"`
 	// ResponseHeader is how long the interceptor waits for the response headers once the request
 	// has been sent to the target. Defaults to the interceptor's global setting.
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
 	// +optional
 	ResponseHeader *metav1.Duration `json:"responseHeader,omitempty"`
 	// Request bounds the whole exchange with the target, from forwarding the request to the end of
 	// the response body; it does not include time held for a cold start. Unset means no bound
 	// beyond the interceptor's global setting. Upgraded connections (WebSockets) are not bounded.
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
 	// +optional
 	Request *metav1.Duration `json:"request,omitempty"`
 }
@@ -238,19 +249,21 @@ type PlaceholderSpec struct {
 
 // HTTPScaledObjectSpec describes an app to route to and scale on HTTP demand.
 type HTTPScaledObjectSpec struct {
-	// Hosts routed to the target: exact names (matched case-insensitively, port ignored) or
-	// wildcards such as *.example.com. With no hosts, or the host "*" (as the KEDA HTTP Add-on
-	// writes it), the object is the catch-all for requests that match no host of any other object.
+	// Hosts routed to the target: exact names (matched case-insensitively) or wildcards such as
+	// *.example.com. A port ("shop.example.org:8080") is accepted, as the KEDA HTTP Add-on accepts
+	// it, and ignored: the host is routed whatever port the request names; the status says so.
+	// With no hosts, or the host "*" (as the add-on writes it), the object is the catch-all for
+	// requests that match no host of any other object.
 	// +kubebuilder:validation:MaxItems=256
-	// +kubebuilder:validation:items:MaxLength=253
-	// +kubebuilder:validation:items:Pattern=`^(\*|(\*\.)?([A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?\.)*[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)$`
+	// +kubebuilder:validation:items:MaxLength=261
+	// +kubebuilder:validation:items:Pattern=`^(\*|(\*\.)?([A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?\.)*[A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?\.?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$`
 	// +optional
 	Hosts []string `json:"hosts,omitempty"`
 	// PathPrefixes routed to the target, matched on path segment boundaries; the longest wins.
-	// With none, every path matches.
+	// With none, every path matches. A prefix without a leading slash ("api") is routed as if it
+	// had one ("/api"), as the KEDA HTTP Add-on does; the status says so.
 	// +kubebuilder:validation:MaxItems=256
 	// +kubebuilder:validation:items:MaxLength=1024
-	// +kubebuilder:validation:items:Pattern=`^/`
 	// +optional
 	PathPrefixes []string `json:"pathPrefixes,omitempty"`
 	// Headers a request must all carry to be routed to the target, after hosts and paths match.
@@ -302,6 +315,12 @@ type HTTPScaledObjectStatus struct {
 	// TargetService is the Service requests are routed to, as name:port.
 	// +optional
 	TargetService string `json:"targetService,omitempty"`
+	// Normalized lists what lobby reads differently from how the spec is written: each entry
+	// names a field the KEDA HTTP Add-on accepts in a lenient form (a host with a port, a path
+	// prefix without a leading slash, a 0s timeout, a deprecated field) and how it is read.
+	// Tidy the manifest and the list empties.
+	// +optional
+	Normalized []string `json:"normalized,omitempty"`
 	// Conditions of the object; Ready says whether it is routed and scaled.
 	// +listType=map
 	// +listMapKey=type

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -67,6 +68,9 @@ const (
 	EventScaledObjectUpdated = "ScaledObjectUpdated"
 	// EventScaledObjectDeleted: the ScaledObject was deleted because of the skip annotation.
 	EventScaledObjectDeleted = "ScaledObjectDeleted"
+	// EventScaledObjectOrphaned: the ScaledObject's owner reference was removed because of the
+	// orphan annotation.
+	EventScaledObjectOrphaned = "ScaledObjectOrphaned"
 )
 
 // Reconciler keeps a KEDA ScaledObject for each HTTPScaledObject and keeps its status true.
@@ -111,7 +115,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (resu
 		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
+	if err := r.releaseAddOnFinalizer(ctx, hso); err != nil {
+		return reconcile.Result{}, err
+	}
 	if !hso.DeletionTimestamp.IsZero() {
+		// Lobby holds no finalizer: what the object owns goes with it through owner references.
 		return reconcile.Result{}, nil
 	}
 	before := hso.DeepCopy()
@@ -129,6 +137,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (resu
 
 	s := &state{hso: hso}
 	hso.Status.TargetWorkload, hso.Status.TargetService = targets(&hso.Spec)
+	hso.Status.Normalized = httpso.Normalize(hso.Spec.DeepCopy())
+	dropForeignConditions(&hso.Status)
 	steps := []func(context.Context, *state) error{
 		r.reconcileScaledObject,
 		r.checkRoutes,
@@ -208,7 +218,8 @@ func (r *Reconciler) reconcileScaledObject(ctx context.Context, s *state) error 
 		s.fail(ReasonInvalidSpec, "%v", err)
 		return nil
 	}
-	if live != nil && !resources.IsControlledBy(live, hso) {
+	wasControlled := live != nil && resources.IsControlledBy(live, hso)
+	if live != nil && !wasControlled && !resources.Adoptable(live, hso) {
 		s.fail(ReasonScaledObjectNotOwned, "ScaledObject %s exists and is not controlled by this HTTPScaledObject: "+
 			"delete it so lobby can create its own, or set the annotation %s: \"true\" to keep managing it yourself",
 			hso.Name, v1alpha1.SkipScaledObjectCreationAnnotation)
@@ -244,8 +255,71 @@ func (r *Reconciler) reconcileScaledObject(ctx context.Context, s *state) error 
 		}
 		live = desired
 	}
+	if resources.Orphaned(hso) && resources.IsControlledBy(live, hso) {
+		// The KEDA HTTP Add-on wrote the reference under its own field manager, which an apply
+		// without it does not remove.
+		if err := r.dropOwnerReference(ctx, live, hso); err != nil {
+			return err
+		}
+	}
+	if resources.Orphaned(hso) && wasControlled {
+		r.Events.Eventf(hso, nil, corev1.EventTypeNormal, EventScaledObjectOrphaned, "Update",
+			"Removed the owner reference of ScaledObject %s: the %s annotation is set, so deleting this object keeps it",
+			hso.Name, v1alpha1.OrphanScaledObjectAnnotation)
+	}
 	r.mirrorKEDAConditions(hso, live)
 	return nil
+}
+
+// dropOwnerReference removes hso's reference from so, so that deleting hso keeps so (the orphan
+// annotation). The patch fails on a concurrent change of so, and the reconcile is retried.
+func (r *Reconciler) dropOwnerReference(ctx context.Context, so *unstructured.Unstructured, hso *v1alpha1.HTTPScaledObject) error {
+	before := so.DeepCopy()
+	refs := slices.DeleteFunc(slices.Clone(so.GetOwnerReferences()), func(ref metav1.OwnerReference) bool {
+		return ref.UID == hso.UID
+	})
+	so.SetOwnerReferences(refs)
+	err := r.Client.Patch(ctx, so, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("remove the owner reference of ScaledObject %s: %w", httpso.Key(hso), err)
+	}
+	return nil
+}
+
+// releaseAddOnFinalizer removes the KEDA HTTP Add-on's finalizer from hso, whether hso is live
+// (lobby adopts it) or being deleted (the add-on, gone, would never remove it, and the delete
+// would hang). The patch carries hso's resourceVersion, so it never drops a finalizer another
+// controller added meanwhile; a conflict is retried.
+func (r *Reconciler) releaseAddOnFinalizer(ctx context.Context, hso *v1alpha1.HTTPScaledObject) error {
+	if !slices.Contains(hso.Finalizers, v1alpha1.AddOnFinalizer) {
+		return nil
+	}
+	before := hso.DeepCopy()
+	hso.Finalizers = slices.DeleteFunc(slices.Clone(hso.Finalizers), func(f string) bool { return f == v1alpha1.AddOnFinalizer })
+	err := r.Client.Patch(ctx, hso, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remove finalizer %s from HTTPScaledObject %s: %w", v1alpha1.AddOnFinalizer, httpso.Key(hso), err)
+	}
+	r.Log.V(1).Info("removed the KEDA HTTP Add-on's finalizer", "httpScaledObject", httpso.Key(hso),
+		"deleting", !hso.DeletionTimestamp.IsZero())
+	return nil
+}
+
+// dropForeignConditions removes conditions lobby does not write, such as those the KEDA HTTP
+// Add-on left on objects it reconciled, and lobby's own conditions without a transition time
+// (older add-on versions wrote "Ready" without one). Left in place, they would make every
+// status write fail validation, or keep telling a story nobody updates.
+func dropForeignConditions(st *v1alpha1.HTTPScaledObjectStatus) {
+	st.Conditions = slices.DeleteFunc(st.Conditions, func(c metav1.Condition) bool {
+		switch c.Type {
+		case v1alpha1.ConditionReady, v1alpha1.ConditionScaledObjectReady, v1alpha1.ConditionActive:
+			return c.LastTransitionTime.IsZero()
+		}
+		return true
+	})
 }
 
 // liveScaledObject returns the ScaledObject named like hso from the cache, or nil.

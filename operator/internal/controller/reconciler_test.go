@@ -123,13 +123,14 @@ func TestReconciler(t *testing.T) {
 			t.Errorf("%d %s events after one spec change, want 1", n, EventScaledObjectUpdated)
 		}
 
-		// A user edits an owned field and adds one lobby does not own.
+		// A user edits owned fields and adds one lobby does not own.
 		edit := c.scaledObject(t, key)
-		patch := []byte(`{"spec":{"maxReplicaCount":50,"pollingInterval":7}}`)
+		patch := []byte(`{"spec":{"maxReplicaCount":50,"pollingInterval":7,"advanced":{"restoreToOriginalReplicaCount":false,"horizontalPodAutoscalerConfig":{"name":"custom-hpa"}}}}`)
 		if err := c.kube.Patch(t.Context(), edit, client.RawPatch(types.MergePatchType, patch), client.FieldOwner("kubectl-edit")); err != nil {
 			t.Fatalf("edit ScaledObject: %v", err)
 		}
-		eventually(t, within, c.soIs(t, key, map[string]any{"maxReplicaCount": 9, "pollingInterval": 7}))
+		eventually(t, within, c.soIs(t, key, map[string]any{"maxReplicaCount": 9, "pollingInterval": 15,
+			"advanced.restoreToOriginalReplicaCount": true, "advanced.horizontalPodAutoscalerConfig.name": "custom-hpa"}))
 
 		// KEDA reports on the ScaledObject; its conditions are mirrored.
 		status := []byte(`{"status":{"conditions":[` +

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -87,7 +88,7 @@ func (r *Reconciler) watch(mgr ctrl.Manager) error {
 	scaledObject := &unstructured.Unstructured{}
 	scaledObject.SetGroupVersionKind(resources.ScaledObjectGVK)
 	specOrMetadata := predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{},
-		predicate.AnnotationChangedPredicate{})
+		predicate.AnnotationChangedPredicate{}, addOnFinalizerPresent)
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("httpscaledobject").
 		For(&v1alpha1.HTTPScaledObject{}, builder.WithPredicates(specOrMetadata)).
@@ -167,3 +168,9 @@ func (h *contenders) enqueue(ctx context.Context, q workqueue.TypedRateLimitingI
 		}
 	}
 }
+
+// addOnFinalizerPresent passes the events of objects carrying the KEDA HTTP Add-on's finalizer,
+// such as the add-on putting it back or a delete that waits on it, so that lobby removes it.
+var addOnFinalizerPresent = predicate.NewPredicateFuncs(func(o client.Object) bool {
+	return slices.Contains(o.GetFinalizers(), v1alpha1.AddOnFinalizer)
+})

@@ -35,6 +35,10 @@ const (
 	DefaultAPIVersion = "apps/v1"
 	// DefaultKind is the kind of the target workload when scaleTargetRef has none.
 	DefaultKind = "Deployment"
+	// PollingInterval is how often, in seconds, KEDA asks the scaler whether the target is
+	// active, the KEDA HTTP Add-on's value. Activation is pushed, so this only bounds how late a
+	// missed push is noticed, and how often the HPA's metric is refreshed outside it.
+	PollingInterval = 15
 )
 
 // Trigger fields of the one trigger each ScaledObject has; the scaler reads them.
@@ -217,7 +221,11 @@ func ScaledObject(hso *v1alpha1.HTTPScaledObject, trigger Trigger) (*unstructure
 			"maxReplicaCount":       int64(hi),
 			"cooldownPeriod":        int64(cooldown),
 			"initialCooldownPeriod": int64(initial),
-			"triggers":              []any{triggerSpec(hso.Name, trigger)},
+			"pollingInterval":       int64(PollingInterval),
+			"advanced": map[string]any{
+				"restoreToOriginalReplicaCount": true,
+			},
+			"triggers": []any{triggerSpec(hso.Name, trigger)},
 		},
 	}}
 	so.SetGroupVersionKind(ScaledObjectGVK)
@@ -235,8 +243,34 @@ func ScaledObject(hso *v1alpha1.HTTPScaledObject, trigger Trigger) (*unstructure
 	if len(annotations) > 0 {
 		so.SetAnnotations(annotations)
 	}
-	so.SetOwnerReferences([]metav1.OwnerReference{OwnerReference(hso)})
+	if !Orphaned(hso) {
+		so.SetOwnerReferences([]metav1.OwnerReference{OwnerReference(hso)})
+	}
 	return so, nil
+}
+
+// Orphaned reports whether hso carries the orphan annotation: its ScaledObject has no owner
+// reference, so it stays when hso is deleted.
+func Orphaned(hso *v1alpha1.HTTPScaledObject) bool {
+	return hso.Annotations[v1alpha1.OrphanScaledObjectAnnotation] == "true"
+}
+
+// Adoptable reports whether so, which has no controller, was made for hso in the shape lobby
+// and the KEDA HTTP Add-on write: its only trigger is an external-push trigger naming hso. Such
+// are the ScaledObjects lobby writes for an object with the orphan annotation, and those the
+// add-on left for one; lobby takes them over rather than reporting a name clash. A ScaledObject
+// with more triggers is a user's own (the skip annotation's use) and is never adopted.
+func Adoptable(so *unstructured.Unstructured, hso *v1alpha1.HTTPScaledObject) bool {
+	if metav1.GetControllerOfNoCopy(so) != nil {
+		return false
+	}
+	triggers, _, _ := unstructured.NestedSlice(so.Object, "spec", "triggers")
+	if len(triggers) != 1 {
+		return false
+	}
+	t, _ := triggers[0].(map[string]any)
+	name, _, _ := unstructured.NestedString(t, "metadata", MetadataHTTPScaledObject)
+	return t["type"] == TriggerType && name == hso.Name
 }
 
 // triggerSpec returns the one trigger of the ScaledObject named name. KEDA's CRD declares the

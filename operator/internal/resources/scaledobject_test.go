@@ -66,7 +66,9 @@ spec:
   minReplicaCount: 0
   maxReplicaCount: 100
   cooldownPeriod: 300
-  initialCooldownPeriod: 0` + trigger,
+  initialCooldownPeriod: 0
+  pollingInterval: 15
+  advanced: {restoreToOriginalReplicaCount: true}` + trigger,
 		},
 		{
 			name: "every scaling field is carried over",
@@ -88,7 +90,9 @@ spec:
   minReplicaCount: 2
   maxReplicaCount: 7
   cooldownPeriod: 60
-  initialCooldownPeriod: 120` + trigger,
+  initialCooldownPeriod: 120
+  pollingInterval: 15
+  advanced: {restoreToOriginalReplicaCount: true}` + trigger,
 		},
 		{
 			name: "only a minimum keeps the default maximum",
@@ -107,7 +111,9 @@ spec:
   minReplicaCount: 1
   maxReplicaCount: 100
   cooldownPeriod: 0
-  initialCooldownPeriod: 0` + trigger,
+  initialCooldownPeriod: 0
+  pollingInterval: 15
+  advanced: {restoreToOriginalReplicaCount: true}` + trigger,
 		},
 		{
 			name: "labels and annotations are copied except kubectl's record and the skip switch",
@@ -134,7 +140,9 @@ spec:
   minReplicaCount: 0
   maxReplicaCount: 100
   cooldownPeriod: 300
-  initialCooldownPeriod: 0` + trigger,
+  initialCooldownPeriod: 0
+  pollingInterval: 15
+  advanced: {restoreToOriginalReplicaCount: true}` + trigger,
 		},
 		{
 			name: "routing and hold settings do not reach the ScaledObject",
@@ -155,7 +163,9 @@ spec:
   minReplicaCount: 0
   maxReplicaCount: 100
   cooldownPeriod: 300
-  initialCooldownPeriod: 0` + trigger,
+  initialCooldownPeriod: 0
+  pollingInterval: 15
+  advanced: {restoreToOriginalReplicaCount: true}` + trigger,
 		},
 		{
 			name:    "TLS without an authentication only turns TLS on",
@@ -172,6 +182,8 @@ spec:
   maxReplicaCount: 100
   cooldownPeriod: 300
   initialCooldownPeriod: 0
+  pollingInterval: 15
+  advanced: {restoreToOriginalReplicaCount: true}
   triggers:
   - type: external-push
     metadata:
@@ -195,6 +207,8 @@ spec:
   maxReplicaCount: 100
   cooldownPeriod: 300
   initialCooldownPeriod: 0
+  pollingInterval: 15
+  advanced: {restoreToOriginalReplicaCount: true}
   triggers:
   - type: external-push
     metadata:
@@ -219,6 +233,8 @@ spec:
   maxReplicaCount: 100
   cooldownPeriod: 300
   initialCooldownPeriod: 0
+  pollingInterval: 15
+  advanced: {restoreToOriginalReplicaCount: true}
   triggers:
   - type: external-push
     metadata:
@@ -309,7 +325,8 @@ func TestNeedsApply(t *testing.T) {
 	}{
 		{"an identical live object needs nothing", func(*unstructured.Unstructured) {}, false},
 		{"a field a user added and lobby does not own needs nothing", func(l *unstructured.Unstructured) {
-			_ = unstructured.SetNestedField(l.Object, int64(5), "spec", "pollingInterval")
+			_ = unstructured.SetNestedField(l.Object, int64(5), "spec", "fallback", "replicas")
+			_ = unstructured.SetNestedField(l.Object, "Direct", "spec", "advanced", "scalingModifiers", "formula")
 			l.SetLabels(map[string]string{"app": "web", "extra": "x"})
 		}, false},
 		{"a user's edit to an owned field is put back", func(l *unstructured.Unstructured) {
@@ -318,6 +335,12 @@ func TestNeedsApply(t *testing.T) {
 		{"a trigger a user added is taken out", func(l *unstructured.Unstructured) {
 			triggers, _, _ := unstructured.NestedSlice(l.Object, "spec", "triggers")
 			_ = unstructured.SetNestedSlice(l.Object, append(triggers, map[string]any{"type": "cpu"}), "spec", "triggers")
+		}, true},
+		{"a polling interval a user changed is put back", func(l *unstructured.Unstructured) {
+			_ = unstructured.SetNestedField(l.Object, int64(30), "spec", "pollingInterval")
+		}, true},
+		{"a replica count a user stopped restoring is put back", func(l *unstructured.Unstructured) {
+			_ = unstructured.SetNestedField(l.Object, false, "spec", "advanced", "restoreToOriginalReplicaCount")
 		}, true},
 		{"a missing controller reference is put back", func(l *unstructured.Unstructured) { l.SetOwnerReferences(nil) }, true},
 		{"a label lobby applied before and no longer wants is removed", func(l *unstructured.Unstructured) {
