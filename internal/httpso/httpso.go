@@ -6,6 +6,7 @@ package httpso
 import (
 	"cmp"
 	"fmt"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -112,7 +113,8 @@ func NormalizeHost(h string) string {
 }
 
 // NormalizePathPrefix maps "", "/", "/a/" and "a" forms to the canonical prefix ("/", "/a"). A
-// prefix without a leading slash is read as if it had one, as the KEDA HTTP Add-on does.
+// prefix without a leading slash is read as if it had one, as the KEDA HTTP Add-on does; dot
+// segments and doubled slashes are resolved, since requests are matched on their cleaned path.
 func NormalizePathPrefix(p string) string {
 	if p == "" || p == "/" {
 		return "/"
@@ -120,10 +122,7 @@ func NormalizePathPrefix(p string) string {
 	if !strings.HasPrefix(p, "/") {
 		p = "/" + p
 	}
-	if t := strings.TrimRight(p, "/"); t != "" {
-		return t
-	}
-	return "/"
+	return path.Clean(p)
 }
 
 // HeaderKey renders a header set canonically (see Claim.Headers).

@@ -2,6 +2,7 @@ package httpso
 
 import (
 	"fmt"
+	"path"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,7 +18,9 @@ import (
 //
 // What it accepts and how it reads it, as the add-on does:
 //   - a host with a port ("shop.example.org:8080") is routed on the host alone;
-//   - a path prefix without a leading slash ("api") is routed as "/api";
+//   - a path prefix without a leading slash ("api") is routed as "/api", and one with dot
+//     segments or doubled slashes ("/a//b/./c") as its cleaned form ("/a/b/c"), since requests
+//     are matched on their cleaned path;
 //   - a timeout of 0s (timeouts.conditionWait, responseHeader, request) means the interceptor's
 //     global default, as if unset;
 //   - targetPendingRequests, deprecated, is kept (the scaler reads it) and noted.
@@ -35,7 +38,15 @@ func Normalize(spec *v1alpha1.HTTPScaledObjectSpec) []string {
 	for i, p := range spec.PathPrefixes {
 		if p != "" && !strings.HasPrefix(p, "/") {
 			notes = append(notes, fmt.Sprintf("spec.pathPrefixes[%d] %q is routed as %q: a path prefix starts with /", i, p, "/"+p))
-			spec.PathPrefixes[i] = "/" + p
+			p = "/" + p
+			spec.PathPrefixes[i] = p
+		}
+		// Requests are routed on their path with dot segments resolved and slashes merged (as an
+		// ingress sees it), so a prefix spelled otherwise would never match: read it cleaned.
+		if trimmed := strings.TrimRight(p, "/"); trimmed != "" && path.Clean(p) != trimmed {
+			c := path.Clean(p)
+			notes = append(notes, fmt.Sprintf("spec.pathPrefixes[%d] %q is routed as %q: requests are matched on their cleaned path", i, p, c))
+			spec.PathPrefixes[i] = c
 		}
 	}
 	if tm := spec.Timeouts; tm != nil {
