@@ -1,0 +1,102 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// ContainerPID returns the process id, as this process sees it, of the main process of the
+// container a pod's status names (containerStatuses[].containerID, containerd://<id>).
+func (n *Node) ContainerPID(ctx context.Context, containerID string) (int, error) {
+	id, ok := strings.CutPrefix(containerID, "containerd://")
+	if !ok {
+		return 0, fmt.Errorf("find container %q: not a containerd container ID", containerID)
+	}
+	out, err := n.runCtr(ctx, "tasks", "list")
+	if err != nil {
+		return 0, err
+	}
+	// TASK PID STATUS
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == id {
+			return strconv.Atoi(f[1])
+		}
+	}
+	return 0, fmt.Errorf("find container %s: containerd lists no task for it", id)
+}
+
+// MemoryCgroup returns the memory cgroup of process pid and that cgroup's limit in bytes
+// (cgroup v1 memory.limit_in_bytes), read in the machine's mount namespace, where the cgroup
+// controllers are mounted.
+func (n *Node) MemoryCgroup(pid int) (path string, limit int64, err error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return "", 0, fmt.Errorf("read the cgroups of process %d: %w", pid, err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		// hierarchy-ID:controller-list:cgroup-path
+		parts := strings.SplitN(s.Text(), ":", 3)
+		if len(parts) == 3 && strings.Contains(","+parts[1]+",", ",memory,") {
+			path = parts[2]
+		}
+	}
+	if path == "" {
+		return "", 0, fmt.Errorf("process %d is in no memory cgroup", pid)
+	}
+	b, err := os.ReadFile(filepath.Join(n.host, "root", "sys", "fs", "cgroup", "memory", path, "memory.limit_in_bytes"))
+	if err != nil {
+		return path, 0, fmt.Errorf("read the memory limit of cgroup %s: %w", path, err)
+	}
+	limit, err = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return path, 0, fmt.Errorf("read the memory limit of cgroup %s: %w", path, err)
+	}
+	return path, limit, nil
+}
+
+// ProcessIDs returns the real user and group id of process pid.
+func ProcessIDs(pid int) (uid, gid string, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "", "", fmt.Errorf("read the status of process %d: %w", pid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 {
+			switch f[0] {
+			case "Uid:":
+				uid = f[1]
+			case "Gid:":
+				gid = f[1]
+			}
+		}
+	}
+	return uid, gid, nil
+}
+
+// ContainerLog returns what a container of a pod on the node has written so far (every
+// restart's log, oldest first), in the kubelet's CRI log format: "<time> <stream> <tag> <line>".
+func (n *Node) ContainerLog(pod *corev1.Pod, container string) (string, error) {
+	dir := filepath.Join(n.PodLogDir, pod.Namespace+"_"+pod.Name+"_"+string(pod.UID), container)
+	files, err := filepath.Glob(filepath.Join(dir, "*.log"))
+	if err != nil || len(files) == 0 {
+		return "", fmt.Errorf("read the log of %s/%s %s: no log in %s (%v)", pod.Namespace, pod.Name, container, dir, err)
+	}
+	var b strings.Builder
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read the log of %s/%s %s: %w", pod.Namespace, pod.Name, container, err)
+		}
+		b.Write(data)
+	}
+	return b.String(), nil
+}
