@@ -181,11 +181,18 @@ func chartPods(t *testing.T, c *framework.Cluster, n *node.Node) []corev1.Pod {
 				t.Error(err)
 				continue
 			}
-			uid, gid, err := node.ProcessIDs(pid)
-			if err != nil || uid != "65532" || gid != "65532" {
-				t.Errorf("pod %s container %s runs as %s:%s (%v); want the chart's 65532:65532", p.Name, cs.Name, uid, gid, err)
+			sec, err := node.ProcessSecurity(pid)
+			if err != nil {
+				t.Error(err)
+				continue
 			}
-			t.Logf("pod %s Running on %s, ready, from %s (%s), pid %d as %s:%s", p.Name, p.Spec.NodeName, cs.Image, cs.ImageID, pid, uid, gid)
+			// The chart's securityContext: user 65532, every capability dropped, no privilege
+			// escalation, a read-only root filesystem.
+			want := node.Security{UID: "65532", GID: "65532", CapEff: "0000000000000000", NoNewPrivs: true, ReadOnlyRoot: true}
+			if sec != want {
+				t.Errorf("pod %s container %s runs with %+v; want the chart's %+v", p.Name, cs.Name, sec, want)
+			}
+			t.Logf("pod %s Running on %s, ready, from %s (%s), pid %d: %+v", p.Name, p.Spec.NodeName, cs.Image, cs.ImageID, pid, sec)
 		}
 	}
 	for _, comp := range []string{"interceptor", "scaler", "operator"} {

@@ -63,23 +63,55 @@ func (n *Node) MemoryCgroup(pid int) (path string, limit int64, err error) {
 	return path, limit, nil
 }
 
-// ProcessIDs returns the real user and group id of process pid.
-func ProcessIDs(pid int) (uid, gid string, err error) {
+// Security is what the kernel says about a process's identity and privileges, to check a
+// container's security context against.
+type Security struct {
+	// UID and GID are the real user and group ids.
+	UID, GID string
+	// CapEff is the effective capability set, in hexadecimal (all zeros: every capability
+	// dropped).
+	CapEff string
+	// NoNewPrivs is true when the process cannot gain privileges (allowPrivilegeEscalation:
+	// false).
+	NoNewPrivs bool
+	// ReadOnlyRoot is true when its root filesystem is mounted read-only.
+	ReadOnlyRoot bool
+}
+
+// ProcessSecurity reads the Security of process pid from /proc.
+func ProcessSecurity(pid int) (Security, error) {
+	var sec Security
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return "", "", fmt.Errorf("read the status of process %d: %w", pid, err)
+		return sec, fmt.Errorf("read the status of process %d: %w", pid, err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 {
-			switch f[0] {
-			case "Uid:":
-				uid = f[1]
-			case "Gid:":
-				gid = f[1]
-			}
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "Uid:":
+			sec.UID = f[1]
+		case "Gid:":
+			sec.GID = f[1]
+		case "CapEff:":
+			sec.CapEff = f[1]
+		case "NoNewPrivs:":
+			sec.NoNewPrivs = f[1] == "1"
 		}
 	}
-	return uid, gid, nil
+	b, err = os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		return sec, fmt.Errorf("read the mounts of process %d: %w", pid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// The mount point is the fifth field, its options the sixth.
+		if f := strings.Fields(line); len(f) >= 6 && f[4] == "/" {
+			sec.ReadOnlyRoot = strings.HasPrefix(f[5], "ro,") || f[5] == "ro"
+		}
+	}
+	return sec, nil
 }
 
 // ContainerLog returns what a container of a pod on the node has written so far (every
