@@ -171,6 +171,12 @@ func chartPods(t *testing.T, c *framework.Cluster, n *node.Node) []corev1.Pod {
 			t.Errorf("pod %s: %s on node %q; want Running on %s", p.Name, p.Status.Phase, p.Spec.NodeName, n.Name)
 			continue
 		}
+		for _, spec := range p.Spec.Containers {
+			// Ready comes from the kubelet running these probes; nothing in the test probes pods.
+			if spec.ReadinessProbe == nil || spec.LivenessProbe == nil {
+				t.Errorf("pod %s container %s: the chart declares no readiness or liveness probe", p.Name, spec.Name)
+			}
+		}
 		for _, cs := range p.Status.ContainerStatuses {
 			if want := "ghcr.io/lobby-http/" + comp + ":"; !strings.HasPrefix(cs.Image, want) || cs.ImageID == "" || !cs.Ready {
 				t.Errorf("pod %s container %s: image %s (%s), ready %t; want ready from %s<version>", p.Name, cs.Name, cs.Image, cs.ImageID, cs.Ready, want)
