@@ -32,13 +32,13 @@ func ServiceNames(name, namespace string) []string {
 // state is the private /etc/hosts of this test process and its children.
 var state struct {
 	mu   sync.Mutex
-	file string // the file bind-mounted over /etc/hosts
+	file string // /etc/hosts once the private copy is bind-mounted over it
 	base []byte // /etc/hosts as it was
 }
 
 // Set makes entries the Services' lines of /etc/hosts; nil removes them. The first call
-// bind-mounts a private copy over /etc/hosts; later calls rewrite the copy in place (the mount
-// follows the inode). One process has one set of entries: the caller owns all of them.
+// bind-mounts a private copy over /etc/hosts; later calls rewrite the copy in place, through
+// /etc/hosts (truncating keeps the inode the mount holds). One process has one set of entries: the caller owns all of them.
 func Set(entries []Entry) error {
 	state.mu.Lock()
 	defer state.mu.Unlock()
@@ -59,9 +59,15 @@ func Set(entries []Entry) error {
 			return fmt.Errorf("write private hosts file: %w", err)
 		}
 		if err := bindMount(f.Name(), "/etc/hosts"); err != nil {
+			os.Remove(f.Name())
 			return fmt.Errorf("bind-mount a private /etc/hosts (needs root inside the e2e network namespace): %w", err)
 		}
-		state.file, state.base = f.Name(), base
+		// The mount holds the file's inode, and /etc/hosts now names it: the copy's own name is
+		// not needed, and removing it leaves nothing behind in /tmp.
+		if err := os.Remove(f.Name()); err != nil {
+			return fmt.Errorf("remove the private hosts file's name: %w", err)
+		}
+		state.file, state.base = "/etc/hosts", base
 	}
 	var b strings.Builder
 	b.Write(state.base)
