@@ -66,12 +66,14 @@ verify: generate manifests
 	cd hack/images && $(GO) vet ./...
 	bash hack/bench-fresh.sh
 
-## deps: install the Debian packages the local cluster and the e2e suite use (etcd, iproute2, nginx, prometheus).
+## deps: install the Debian packages the local cluster and the e2e suite use (etcd, iproute2, nginx, prometheus;
+## containerd, runc, containernetworking-plugins and iptables for the real node).
 .PHONY: deps
 deps:
 	@bash hack/install-packages.sh
 
-## tools: build kube-apiserver, kube-controller-manager and KEDA into $(TOOLS_CACHE) (first time ~15-20 min on 2 cores).
+## tools: build kube-apiserver, kube-controller-manager, the kubelet and KEDA into $(TOOLS_CACHE) (first time ~15-20 min
+## on 2 cores).
 .PHONY: tools
 tools: deps
 	@bash e2e/tools/build.sh $(TOOLS_CACHE) >/dev/null

@@ -21,11 +21,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -39,6 +37,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/chart"
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/hosts"
 )
 
 // Components are lobby's binaries, in the order Install starts them: a scaler is ready only once
@@ -306,7 +305,7 @@ func (l *Lobby) waitReady(ctx context.Context, in *Instance, probe *chart.Probe)
 func (l *Lobby) publish(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var hosts []hostEntry
+	var entries []hosts.Entry
 	for _, obj := range l.Rendered.OfKind("Service") {
 		svc := &corev1.Service{}
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, svc); err != nil {
@@ -329,10 +328,10 @@ func (l *Lobby) publish(ctx context.Context) error {
 			return fmt.Errorf("apply EndpointSlice %s: %w", slice.Name, err)
 		}
 		for _, in := range l.instances[comp] {
-			hosts = append(hosts, hostEntry{addr: in.Addr, names: serviceNames(svc.Name, svc.Namespace)})
+			entries = append(entries, hosts.Entry{Addr: in.Addr, Names: hosts.ServiceNames(svc.Name, svc.Namespace)})
 		}
 	}
-	return setHosts(hosts)
+	return hosts.Set(entries)
 }
 
 // endpointSlice returns the EndpointSlice of svc listing instances, with svc's ports resolved to
@@ -397,84 +396,6 @@ func (l *Lobby) Uninstall(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("delete %s %s: %w", obj.GetKind(), obj.GetName(), err))
 		}
 	}
-	errs = append(errs, setHosts(nil))
+	errs = append(errs, hosts.Set(nil))
 	return errors.Join(errs...)
-}
-
-// serviceNames returns the DNS names a Service has in a cluster.
-func serviceNames(name, namespace string) []string {
-	base := name + "." + namespace
-	return []string{base + ".svc.cluster.local", base + ".svc", base}
-}
-
-// hostEntry is one line of /etc/hosts.
-type hostEntry struct {
-	addr  netip.Addr
-	names []string
-}
-
-// hosts is the private /etc/hosts of this test process and its children.
-var hosts struct {
-	mu   sync.Mutex
-	file string // the file bind-mounted over /etc/hosts
-	base []byte // /etc/hosts as it was
-}
-
-// setHosts makes entries the Services' lines of /etc/hosts. The first call bind-mounts a private
-// copy over /etc/hosts; `ip netns exec`, which the e2e tests run under, gave the test process
-// its own mount namespace, so the host's file is never touched. Later calls rewrite the copy in
-// place (the mount follows the inode).
-func setHosts(entries []hostEntry) error {
-	hosts.mu.Lock()
-	defer hosts.mu.Unlock()
-	if hosts.file == "" {
-		if len(entries) == 0 {
-			return nil
-		}
-		base, err := os.ReadFile("/etc/hosts")
-		if err != nil {
-			return fmt.Errorf("read /etc/hosts: %w", err)
-		}
-		f, err := os.CreateTemp("", "lobby-e2e-hosts-")
-		if err != nil {
-			return fmt.Errorf("create private hosts file: %w", err)
-		}
-		f.Close()
-		if err := os.WriteFile(f.Name(), base, 0o644); err != nil {
-			return fmt.Errorf("write private hosts file: %w", err)
-		}
-		if err := bindMount(f.Name(), "/etc/hosts"); err != nil {
-			return fmt.Errorf("bind-mount a private /etc/hosts (needs root inside the e2e network namespace): %w", err)
-		}
-		hosts.file, hosts.base = f.Name(), base
-	}
-	var b strings.Builder
-	b.Write(hosts.base)
-	b.WriteString("\n# Services of lobby's e2e processes\n")
-	for _, e := range entries {
-		b.WriteString(e.addr.String() + "\t" + strings.Join(e.names, " ") + "\n")
-	}
-	// Truncate and write the same inode: the bind mount refers to it.
-	if err := os.WriteFile(hosts.file, []byte(b.String()), 0o644); err != nil {
-		return fmt.Errorf("write private hosts file: %w", err)
-	}
-	return nil
-}
-
-// bindMount bind-mounts file over target, refusing to when this process shares its parent's mount
-// namespace: netns re-executes the tests through `ip netns exec`, which gives them a mount
-// namespace of their own, so a shared one means the mount would change the machine's /etc/hosts.
-func bindMount(file, target string) error {
-	self, err := os.Readlink("/proc/self/ns/mnt")
-	if err != nil {
-		return err
-	}
-	parent, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", os.Getppid()))
-	if err != nil {
-		return err
-	}
-	if self == parent {
-		return errors.New("this process shares its parent's mount namespace; run it under netns.RunTestsInside or netns.RunInside")
-	}
-	return syscall.Mount(file, target, "", syscall.MS_BIND, "")
 }

@@ -274,7 +274,9 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 }
 
 // controllers are the controllers kube-controller-manager runs: what Deployments, Services,
-// namespaces, service accounts and HPAs need, and nothing for nodes, volumes or jobs.
+// namespaces, service accounts and HPAs need, and nothing for nodes, volumes or jobs. The root CA
+// publisher writes the kube-root-ca.crt ConfigMap every namespace has: the service-account
+// token volume of a pod on the real node (e2e/node) projects it.
 var controllers = []string{
 	"deployment-controller",
 	"replicaset-controller",
@@ -285,6 +287,7 @@ var controllers = []string{
 	"serviceaccount-controller",
 	"serviceaccount-token-controller",
 	"pod-garbage-collector-controller",
+	"root-ca-certificate-publisher-controller",
 }
 
 // startControllerManager runs kube-controller-manager and waits for its /healthz.

@@ -360,6 +360,19 @@ func moduleRoot() (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
+// BinPath returns the path of a binary of the folder the control plane's binaries come from
+// (kube-apiserver, the kubelet, ...), or an error wrapping ErrNoBinaries when it is missing.
+func (c *Cluster) BinPath(name string) (string, error) {
+	p, err := binPath(c.binDir, name)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("%w: %s missing in %s; run `make tools`", ErrNoBinaries, name, c.binDir)
+	}
+	return p, nil
+}
+
 // binPath returns the path of binary name: in dir, or for etcd, which `make deps` installs
 // from Debian's etcd-server package, on PATH when dir lacks it.
 func binPath(dir, name string) (string, error) {

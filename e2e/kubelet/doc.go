@@ -40,8 +40,9 @@
 // Secrets and service-account tokens are not mounted), no cgroups or resource limits, no
 // users or security contexts, no init containers (a pod with any stays Pending with a
 // message), no lifecycle hooks, no ephemeral containers, no service-link environment
-// variables, no resourceFieldRef. It honours no nodeSelector, affinity or taints when
-// binding. hostNetwork pods get the node's address.
+// variables, no resourceFieldRef. When binding it honours a pod's nodeSelector (a pod that
+// selects another node is left alone) but no affinity or taints. hostNetwork pods get the
+// node's address.
 //
 // All pods share one network namespace, so an app must bind its own pod address ($POD_IP),
 // never the wildcard: two pods listening on 0.0.0.0:8080 would collide. The sample apps in

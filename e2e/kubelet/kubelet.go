@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -200,7 +201,7 @@ func (k *Kubelet) observe(ctx context.Context, obj any, binds workqueue.TypedRat
 	if !ok {
 		return
 	}
-	if needsBinding(pod) {
+	if k.needsBinding(pod) {
 		binds.Add(types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name})
 		return
 	}
@@ -258,11 +259,13 @@ func (k *Kubelet) finalize(ctx context.Context, pod *corev1.Pod) {
 }
 
 // needsBinding reports whether pod waits for the default scheduler, which this kubelet stands
-// in for.
-func needsBinding(pod *corev1.Pod) bool {
+// in for, and may run here: its nodeSelector, if any, matches this node's labels. A pod that
+// selects another node (the local cluster's real node, say) is left to that node's binder.
+func (k *Kubelet) needsBinding(pod *corev1.Pod) bool {
 	return pod.Spec.NodeName == "" && pod.DeletionTimestamp == nil &&
 		(pod.Spec.SchedulerName == "" || pod.Spec.SchedulerName == corev1.DefaultSchedulerName) &&
-		pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
+		pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed &&
+		labels.SelectorFromSet(pod.Spec.NodeSelector).Matches(k.nodeLabels())
 }
 
 // bindNext binds the next queued pod to this node; it reports false once the queue shut down.
@@ -273,7 +276,7 @@ func (k *Kubelet) bindNext(ctx context.Context, q workqueue.TypedRateLimitingInt
 	}
 	defer q.Done(key)
 	pod, err := pods.Pods(key.Namespace).Get(key.Name)
-	if err != nil || !needsBinding(pod) {
+	if err != nil || !k.needsBinding(pod) {
 		q.Forget(key)
 		return true
 	}

@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 )
@@ -77,15 +78,20 @@ func (k *Kubelet) nodeObject() *corev1.Node {
 	cidr := k.opts.PodCIDR.Masked().String()
 	return &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: k.opts.NodeName,
-			Labels: map[string]string{
-				corev1.LabelHostname:   k.opts.NodeName,
-				corev1.LabelOSStable:   runtime.GOOS,
-				corev1.LabelArchStable: runtime.GOARCH,
-			},
+			Name:   k.opts.NodeName,
+			Labels: k.nodeLabels(),
 		},
 		Spec:   corev1.NodeSpec{PodCIDR: cidr, PodCIDRs: []string{cidr}},
 		Status: k.nodeStatus(nil),
+	}
+}
+
+// nodeLabels are the labels of the node, as a real kubelet sets them.
+func (k *Kubelet) nodeLabels() labels.Set {
+	return labels.Set{
+		corev1.LabelHostname:   k.opts.NodeName,
+		corev1.LabelOSStable:   runtime.GOOS,
+		corev1.LabelArchStable: runtime.GOARCH,
 	}
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the local control plane's binaries (kube-apiserver, kube-controller-manager, the KEDA
-# operator and metrics adapter) from the Go modules pinned in this folder's go.mod, into a cache
-# folder keyed by their versions. A second run with the binaries in place does nothing.
+# Builds the local cluster's binaries (kube-apiserver, kube-controller-manager, the KEDA operator
+# and metrics adapter, and the kubelet of the real node) from the Go modules pinned in this
+# folder's go.mod, into a cache folder keyed by their versions. A second run with the binaries in
+# place does nothing.
 #
 # Usage: build.sh <cache-root>   (prints the bin folder on stdout)
 set -euo pipefail
@@ -36,6 +37,8 @@ build() { # name package ldflags
 
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$kldflags"
 build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$kldflags"
+# The real node's kubelet (see docs/local-cluster.md); same version as the API server.
+build kubelet k8s.io/kubernetes/cmd/kubelet "$kldflags"
 build keda-operator github.com/kedacore/keda/v2/cmd/operator "$kedaldflags"
 build keda-adapter github.com/kedacore/keda/v2/cmd/adapter "$kedaldflags"
 

@@ -27,6 +27,23 @@ import (
 // repository root.
 var Binaries = []string{"interceptor", "scaler", "operator"}
 
+// NodeImages are the images the local cluster's real node runs besides lobby's (see
+// docs/local-cluster.md), by name, with the package each is built from: the pod sandbox image,
+// which containerd cannot pull there, and a sample app. They are built only when asked for by
+// name (`-binaries pause,echo -registry lobby.test`), never by `make images`.
+var NodeImages = map[string]string{
+	"pause": "./e2e/node/internal/pause",
+	"echo":  "./e2e/apps/echo",
+}
+
+// packagePath returns the package the image of bin is built from.
+func packagePath(bin string) string {
+	if p, ok := NodeImages[bin]; ok {
+		return p
+	}
+	return "./" + bin
+}
+
 // User is the numeric user and group every image runs as; the chart's securityContext says the
 // same.
 const User = "65532:65532"
@@ -100,8 +117,8 @@ func Build(opts Options) ([]Built, error) {
 		return nil, errors.New("build images: no binaries or no platforms")
 	}
 	for _, b := range opts.Binaries {
-		if !contains(Binaries, b) {
-			return nil, fmt.Errorf("build images: unknown binary %q; want some of %v", b, Binaries)
+		if _, test := NodeImages[b]; !contains(Binaries, b) && !test {
+			return nil, fmt.Errorf("build images: unknown binary %q; want some of %v, or a test image (pause, echo)", b, Binaries)
 		}
 	}
 	if opts.Version == "" {
@@ -165,7 +182,7 @@ func Build(opts Options) ([]Built, error) {
 
 // compile builds a static binary of the package bin for the platform.
 func compile(root, bin string, pl v1.Platform, out string) error {
-	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", out, "./"+bin)
+	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", out, packagePath(bin))
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+pl.OS, "GOARCH="+pl.Architecture, "GOFLAGS=-mod=readonly")
 	var stderr bytes.Buffer
@@ -224,6 +241,8 @@ var descriptions = map[string]string{
 	"interceptor": "Lobby's HTTP proxy: holds requests while KEDA scales an app from zero, then forwards them.",
 	"scaler":      "Lobby's KEDA external-push scaler: sums the interceptors' counts for KEDA.",
 	"operator":    "Lobby's operator: turns HTTPScaledObjects into KEDA ScaledObjects.",
+	"pause":       "The pod sandbox of lobby's local test cluster: waits for SIGTERM.",
+	"echo":        "Lobby's sample app for end-to-end tests: echoes requests.",
 }
 
 // passwd and group name the image's only users: root, for tools that expect it, and nonroot,

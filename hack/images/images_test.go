@@ -201,3 +201,24 @@ func TestParsePlatform(t *testing.T) {
 		})
 	}
 }
+
+func TestPackagePath(t *testing.T) {
+	tests := []struct {
+		name, bin, want string
+	}{
+		{"a binary of lobby is built from the package of its name", "interceptor", "./interceptor"},
+		{"the pause image is built from the real node's pause program", "pause", "./e2e/node/internal/pause"},
+		{"the echo image is built from the sample app", "echo", "./e2e/apps/echo"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := packagePath(tt.bin); got != tt.want {
+				t.Errorf("packagePath(%q) = %q; want %q", tt.bin, got, tt.want)
+			}
+		})
+	}
+	if _, err := Build(Options{Out: t.TempDir(), Binaries: []string{"nginx"}, Platforms: []v1.Platform{{OS: "linux", Architecture: "amd64"}}}); err == nil ||
+		!strings.Contains(err.Error(), `unknown binary "nginx"`) {
+		t.Errorf("Build with an unknown binary: err = %v; want one naming it", err)
+	}
+}

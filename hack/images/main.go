@@ -31,7 +31,7 @@ func main() {
 	flag.StringVar(&opts.Root, "root", "", "repository root (default: the lobby module above the working directory)")
 	flag.StringVar(&opts.Out, "out", "bin/images", "output folder, relative to the repository root unless absolute")
 	flag.StringVar(&platforms, "platforms", "linux/amd64", "comma-separated os/arch pairs to build")
-	flag.StringVar(&binaries, "binaries", strings.Join(Binaries, ","), "comma-separated binaries to build")
+	flag.StringVar(&binaries, "binaries", strings.Join(Binaries, ","), "comma-separated binaries to build; also pause and echo, the local cluster's test images")
 	flag.StringVar(&opts.Registry, "registry", "ghcr.io/lobby-http", "registry and path prefix of the image references")
 	flag.StringVar(&opts.Version, "version", "", "image tag and version label (default: the chart's appVersion)")
 	flag.StringVar(&opts.Revision, "revision", "", "source revision label, such as a commit hash")
