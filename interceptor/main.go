@@ -24,6 +24,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/lobby-http/lobby/interceptor/internal/admin"
+	"github.com/lobby-http/lobby/interceptor/internal/certs"
 	"github.com/lobby-http/lobby/interceptor/internal/counts"
 	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
 	"github.com/lobby-http/lobby/interceptor/internal/proxy"
@@ -65,7 +66,7 @@ func run(signals context.Context) error {
 	if err != nil {
 		return err
 	}
-	log.Info("starting", "proxyAddr", cfg.ProxyAddr, "adminAddr", cfg.AdminAddr, "namespace", cfg.WatchNamespace, "pod", cfg.PodName,
+	log.Info("starting", "proxyAddr", cfg.ProxyAddr, "proxyTLSAddr", cfg.ProxyTLSAddr, "adminAddr", cfg.AdminAddr, "namespace", cfg.WatchNamespace, "pod", cfg.PodName,
 		"maxConnections", cfg.MaxConnections)
 	return ic.run(signals)
 }
@@ -83,6 +84,10 @@ type interceptor struct {
 	routes    *routing.Watcher
 	admin     *admin.Server
 	proxy     *server.Server
+	// tlsProxy serves the same handler over TLS with the key pairs of certs; both are nil when
+	// the interceptor serves no TLS.
+	tlsProxy *server.Server
+	certs    *certs.Store
 	// adminServer is the admin's HTTP server runner, exposed so tests can give it a listener.
 	adminServer *server.Server
 }
@@ -146,6 +151,27 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		Log:             log.WithName("proxy"),
 	}
 
+	var tlsProxy *server.Server
+	var pairs *certs.Store
+	if cfg.ProxyTLSAddr != "" {
+		if pairs, err = certs.New(certs.Options{Dirs: cfg.ProxyTLSCertDirs, Interval: cfg.ProxyTLSReloadInterval, Log: log.WithName("certs")}); err != nil {
+			return nil, err
+		}
+		httpServer := newHTTPServer(cfg, cfg.ProxyTLSAddr, server.CloseAfterChunked(handler), log.WithName("proxy-tls"))
+		httpServer.Protocols = new(http.Protocols)
+		httpServer.Protocols.SetHTTP1(true)
+		httpServer.Protocols.SetHTTP2(true)
+		httpServer.TLSConfig = pairs.TLSConfig(cfg.ProxyTLSMinVersion, cfg.ProxyTLSCipherSuites)
+		tlsProxy = &server.Server{
+			HTTP: httpServer,
+			// One cap for both listeners: it bounds the memory of the connections, whichever
+			// port they came in on.
+			Limit:           conns,
+			ShutdownTimeout: cfg.DrainTimeout,
+			Log:             log.WithName("proxy-tls"),
+		}
+	}
+
 	st, err := admin.NewStream(admin.StreamOptions{
 		Source:       registry,
 		Activations:  activations,
@@ -184,6 +210,8 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		routes:      watcher,
 		admin:       adm,
 		proxy:       proxy,
+		tlsProxy:    tlsProxy,
+		certs:       pairs,
 		adminServer: adminServer,
 	}, nil
 }
@@ -222,6 +250,13 @@ func (ic *interceptor) run(signals context.Context) error {
 		defer stopAll() // The proxy has drained, or failed: nothing else is needed.
 		return ic.proxy.Start(proxyCtx)
 	})
+	if ic.tlsProxy != nil {
+		g.Go(func() error { return ic.certs.Start(ctx) })
+		g.Go(func() error {
+			defer stopAll()
+			return ic.tlsProxy.Start(proxyCtx)
+		})
+	}
 	g.Go(func() error {
 		select {
 		case <-ctx.Done():

@@ -1,0 +1,186 @@
+package certs_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/lobby-http/lobby/interceptor/internal/certs"
+	"github.com/lobby-http/lobby/internal/testpki"
+)
+
+// newDir writes leaf as a mounted Secret into a fresh folder and returns the folder.
+func newDir(t *testing.T, leaf testpki.Leaf) string {
+	t.Helper()
+	dir := t.TempDir()
+	leaf.WriteSecretDir(t, dir)
+	return dir
+}
+
+func TestGetCertificateBySNI(t *testing.T) {
+	ca := testpki.NewCA(t, "test CA")
+	def := ca.Issue(t, "default.example.net")
+	shop := ca.Issue(t, "shop.example.com", "*.example.org")
+	wild := ca.Issue(t, "*.example.com")
+	// A later pair naming shop.example.com again loses it to the first.
+	later := ca.Issue(t, "shop.example.com")
+	s, err := certs.New(certs.Options{Dirs: []string{newDir(t, def), newDir(t, shop), newDir(t, wild), newDir(t, later)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		sni  string
+		want testpki.Leaf
+	}{
+		{"a client that sends no server name gets the default pair", "", def},
+		{"an exact name gets the pair that names it", "shop.example.com", shop},
+		{"names match whatever their case and a trailing dot", "SHOP.Example.COM.", shop},
+		{"an exact name wins over a wildcard that covers it too", "shop.example.com", shop},
+		{"a name one label under a wildcard gets the wildcard's pair", "api.example.com", wild},
+		{"a wildcard in a pair with other names matches", "a.example.org", shop},
+		{"a wildcard does not cover names two labels under it", "a.b.example.com", def},
+		{"a wildcard does not cover its parent domain", "example.org", def},
+		{"a name no pair names gets the default pair", "unknown.test", def},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.GetCertificate(&tls.ClientHelloInfo{ServerName: tc.sni})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.Leaf.Equal(tc.want.Cert) {
+				t.Errorf("SNI %q got the pair for %v, want the one for %v", tc.sni, got.Leaf.DNSNames, tc.want.Cert.DNSNames)
+			}
+		})
+	}
+}
+
+func TestNewRefusesWhatItCannotServe(t *testing.T) {
+	ca := testpki.NewCA(t, "test CA")
+	good := ca.Issue(t, "good.example.com")
+	other := ca.Issue(t, "other.example.com")
+	mismatched := t.TempDir()
+	testpki.Leaf{CertPEM: good.CertPEM, KeyPEM: other.KeyPEM}.WriteSecretDir(t, mismatched)
+	noKey := t.TempDir()
+	if err := os.WriteFile(filepath.Join(noKey, certs.CertFile), good.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	expired := newDir(t, ca.IssueUntil(t, time.Now().Add(-time.Minute), "old.example.com"))
+	garbage := t.TempDir()
+	testpki.Leaf{CertPEM: []byte("not a certificate"), KeyPEM: good.KeyPEM}.WriteSecretDir(t, garbage)
+
+	cases := []struct {
+		name string
+		dirs []string
+		want []string // substrings of the error
+	}{
+		{"a certificate with another certificate's key is refused, naming its folder", []string{newDir(t, good), mismatched}, []string{mismatched, "private key does not match public key"}},
+		{"a folder without its key file is refused, naming the file", []string{noKey}, []string{filepath.Join(noKey, certs.KeyFile)}},
+		{"a folder that does not exist is refused", []string{"/nonexistent/tls"}, []string{"/nonexistent/tls/tls.crt"}},
+		{"an expired certificate is refused", []string{expired}, []string{expired, "expired"}},
+		{"a certificate file without PEM is refused", []string{garbage}, []string{garbage}},
+		{"no folder at all is refused", nil, []string{certs.ErrNoKeyPairs.Error()}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := certs.New(certs.Options{Dirs: tc.dirs})
+			if err == nil {
+				t.Fatal("New succeeded")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestReloadKeepsLiveConnections serves HTTPS from a store, keeps a connection open, and swaps
+// the mounted Secret as the kubelet does: new handshakes get the new certificate, the open
+// connection keeps serving on the old one, and a broken update is ignored.
+func TestReloadKeepsLiveConnections(t *testing.T) {
+	ca := testpki.NewCA(t, "test CA")
+	v1 := ca.Issue(t, "app.example.com")
+	v2 := ca.Issue(t, "app.example.com")
+	dir := newDir(t, v1)
+	s, err := certs.New(certs.Options{Dirs: []string{dir}, Interval: 10 * time.Millisecond, Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.Start(t.Context()) }()
+
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", s.TLSConfig(tls.VersionTLS12, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	dial := func() *tls.Conn {
+		t.Helper()
+		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: "app.example.com", RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	served := func(c *tls.Conn) *x509.Certificate { return c.ConnectionState().PeerCertificates[0] }
+
+	live := dial()
+	if !served(live).Equal(v1.Cert) {
+		t.Fatal("the first connection did not get the first certificate")
+	}
+	get(t, live)
+
+	v2.WriteSecretDir(t, dir)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if c := dial(); served(c).Equal(v2.Cert) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("new connections did not get the renewed certificate within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The connection opened before the renewal still serves requests.
+	get(t, live)
+	get(t, live)
+
+	// A broken update (a key that does not match) keeps the renewed pair in service.
+	testpki.Leaf{CertPEM: v1.CertPEM, KeyPEM: v2.KeyPEM}.WriteSecretDir(t, dir)
+	time.Sleep(100 * time.Millisecond) // Ten checks.
+	if c := dial(); !served(c).Equal(v2.Cert) {
+		t.Error("a broken update replaced the pair in service")
+	}
+}
+
+// get sends one request on c and requires a 200.
+func get(t *testing.T, c *tls.Conn) {
+	t.Helper()
+	if _, err := fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n"); err != nil {
+		t.Fatalf("write on the open connection: %v", err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("read on the open connection: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d on the open connection", resp.StatusCode)
+	}
+}
