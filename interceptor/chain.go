@@ -12,10 +12,11 @@ import (
 )
 
 // newProxyHandler returns the proxy's handler chain: route, count, wait for a ready endpoint,
-// forward (see docs/proxy.md). Connections to app pods are opened with dial.
-func newProxyHandler(router *routing.Router, metrics *proxy.Metrics, log logr.Logger, dial dialFunc) (http.Handler, error) {
+// forward (see docs/proxy.md). Connections to app pods are opened with dial; apps served over
+// HTTPS are verified as upstreamTLS says.
+func newProxyHandler(router *routing.Router, metrics *proxy.Metrics, log logr.Logger, dial dialFunc, upstreamTLS proxy.UpstreamTLS) (http.Handler, error) {
 	clk := clock.RealClock{}
-	forwarder, err := proxy.NewForwarder(proxy.ForwarderOptions{Dial: dial, Log: log})
+	forwarder, err := proxy.NewForwarder(proxy.ForwarderOptions{Dial: dial, UpstreamTLS: upstreamTLS, Log: log})
 	if err != nil {
 		return nil, err
 	}

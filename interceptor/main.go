@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -133,7 +134,13 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		return nil, err
 	}
 
-	handler, err := newProxyHandler(router, metrics, log.WithName("proxy"), dial)
+	upstreamTLS := proxy.UpstreamTLS{ClusterDomain: cfg.ClusterDomain}
+	if cfg.UpstreamCAFile != "" {
+		if upstreamTLS.RootCAs, err = readCAFile(cfg.UpstreamCAFile); err != nil {
+			return nil, err
+		}
+	}
+	handler, err := newProxyHandler(router, metrics, log.WithName("proxy"), dial, upstreamTLS)
 	if err != nil {
 		return nil, err
 	}
@@ -214,6 +221,19 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		certs:       pairs,
 		adminServer: adminServer,
 	}, nil
+}
+
+// readCAFile returns a pool of the PEM certificates in file, and fails when it has none.
+func readCAFile(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read upstream CA bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("read upstream CA bundle %s: no PEM certificate in it", file)
+	}
+	return pool, nil
 }
 
 // newHTTPServer returns a server with the configured limits. It speaks HTTP/1.1 and HTTP/2 over

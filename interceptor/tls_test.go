@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,14 +35,46 @@ func tlsConfig(t *testing.T, dirs ...string) Config {
 // serves (with no routes) whether the informers have synced or not.
 var noAPIServer = &rest.Config{Host: "http://127.0.0.1:1"}
 
-func TestBuildRefusesABadKeyPair(t *testing.T) {
+// TestBuildRefusesWhatItCannotServe requires the interceptor to stop at start, with an error
+// naming the file, when its TLS key pair or its upstream CA bundle cannot be used.
+func TestBuildRefusesWhatItCannotServe(t *testing.T) {
 	ca := testpki.NewCA(t, "test CA")
 	a, b := ca.Issue(t, "a.example.com"), ca.Issue(t, "b.example.com")
-	dir := t.TempDir()
-	testpki.Leaf{CertPEM: a.CertPEM, KeyPEM: b.KeyPEM}.WriteSecretDir(t, dir)
-	_, err := build(tlsConfig(t, dir), logr.Discard(), noAPIServer, prometheus.NewPedanticRegistry(), nil)
-	if err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "private key does not match public key") {
-		t.Fatalf("build with a mismatched key pair: %v; want an error naming the folder and the mismatch", err)
+	good, mismatched := t.TempDir(), t.TempDir()
+	a.WriteSecretDir(t, good)
+	testpki.Leaf{CertPEM: a.CertPEM, KeyPEM: b.KeyPEM}.WriteSecretDir(t, mismatched)
+	noPEM := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(noPEM, []byte("not PEM"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		change func(*Config)
+		want   []string
+	}{
+		{"a key pair whose key does not match its certificate", func(c *Config) { c.ProxyTLSCertDirs = []string{good, mismatched} },
+			[]string{mismatched, "private key does not match public key"}},
+		{"a key pair folder that does not exist", func(c *Config) { c.ProxyTLSCertDirs = []string{"/nonexistent"} },
+			[]string{"/nonexistent/tls.crt", "no such file"}},
+		{"an upstream CA bundle that does not exist", func(c *Config) { c.UpstreamCAFile = "/nonexistent/ca.crt" },
+			[]string{"upstream CA bundle", "/nonexistent/ca.crt"}},
+		{"an upstream CA bundle without a certificate", func(c *Config) { c.UpstreamCAFile = noPEM },
+			[]string{noPEM, "no PEM certificate"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tlsConfig(t, good)
+			tc.change(&cfg)
+			_, err := build(cfg, logr.Discard(), noAPIServer, prometheus.NewPedanticRegistry(), nil)
+			if err == nil {
+				t.Fatal("build succeeded")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
 	}
 }
 
