@@ -71,11 +71,31 @@ type ingress struct {
 	dir    string
 	conf   string
 	proc   *framework.Process
+	// tmpl is the configuration template in testdata, upstreams returns the addresses it sends
+	// to, and data is what else the template reads.
+	tmpl      string
+	upstreams func() []string
+	data      map[string]any
 }
 
 // startIngress renders testdata/nginx.conf.tmpl with the interceptors' proxy addresses and runs
 // nginx with it.
 func startIngress(ctx context.Context, c *framework.Cluster, l *deploy.Lobby) (*ingress, error) {
+	return startNginx(ctx, c, "nginx.conf.tmpl", func() []string { return proxyAddrs(l.Instances("interceptor"), "http") }, nil)
+}
+
+// proxyAddrs returns the addresses of the given port of interceptors.
+func proxyAddrs(interceptors []*deploy.Instance, port string) []string {
+	var addrs []string
+	for _, i := range interceptors {
+		addrs = append(addrs, netip.AddrPortFrom(i.Addr, uint16(i.Ports[port])).String())
+	}
+	return addrs
+}
+
+// startNginx renders testdata/<tmpl> with the upstreams, the folders, the listen address and
+// data, and runs nginx with it.
+func startNginx(ctx context.Context, c *framework.Cluster, tmpl string, upstreams func() []string, data map[string]any) (*ingress, error) {
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		if bin, err = exec.LookPath("/usr/sbin/nginx"); err != nil {
@@ -91,8 +111,9 @@ func startIngress(ctx context.Context, c *framework.Cluster, l *deploy.Lobby) (*
 		return nil, err
 	}
 	listen := netip.AddrPortFrom(addr, 80).String()
-	in := &ingress{URL: "http://" + listen, listen: listen, dir: dir, conf: filepath.Join(dir, "nginx.conf")}
-	conf, err := in.render(l)
+	in := &ingress{URL: "http://" + listen, listen: listen, dir: dir, conf: filepath.Join(dir, "nginx.conf"),
+		tmpl: tmpl, upstreams: upstreams, data: data}
+	conf, err := in.render()
 	if err != nil {
 		return nil, err
 	}
@@ -119,18 +140,18 @@ func startIngress(ctx context.Context, c *framework.Cluster, l *deploy.Lobby) (*
 	}
 }
 
-// render returns nginx's configuration with the current interceptors as upstreams.
-func (in *ingress) render(l *deploy.Lobby) ([]byte, error) {
-	var upstreams []string
-	for _, i := range l.Instances("interceptor") {
-		upstreams = append(upstreams, netip.AddrPortFrom(i.Addr, uint16(i.Ports["http"])).String())
-	}
-	tmpl, err := template.ParseFiles(filepath.Join("testdata", "nginx.conf.tmpl"))
+// render returns nginx's configuration with the current upstreams.
+func (in *ingress) render() ([]byte, error) {
+	tmpl, err := template.ParseFiles(filepath.Join("testdata", in.tmpl))
 	if err != nil {
 		return nil, err
 	}
+	data := map[string]any{"Dir": in.dir, "Listen": in.listen, "Upstreams": in.upstreams()}
+	for k, v := range in.data {
+		data[k] = v
+	}
 	var conf bytes.Buffer
-	if err := tmpl.Execute(&conf, map[string]any{"Dir": in.dir, "Listen": in.listen, "Upstreams": upstreams}); err != nil {
+	if err := tmpl.Execute(&conf, data); err != nil {
 		return nil, err
 	}
 	return conf.Bytes(), nil
