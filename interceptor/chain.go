@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/go-logr/logr"
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/utils/clock"
 
 	"github.com/lobby-http/lobby/interceptor/internal/counts"
@@ -13,14 +14,14 @@ import (
 
 // newProxyHandler returns the proxy's handler chain: route, count, wait for a ready endpoint,
 // forward (see docs/proxy.md). Connections to app pods are opened with dial; apps served over
-// HTTPS are verified as upstreamTLS says.
-func newProxyHandler(router *routing.Router, metrics *proxy.Metrics, log logr.Logger, dial dialFunc, upstreamTLS proxy.UpstreamTLS) (http.Handler, error) {
+// HTTPS are verified as upstreamTLS says. A nil tracer traces nothing.
+func newProxyHandler(router *routing.Router, metrics *proxy.Metrics, log logr.Logger, dial dialFunc, upstreamTLS proxy.UpstreamTLS, tracer trace.Tracer) (http.Handler, error) {
 	clk := clock.RealClock{}
 	forwarder, err := proxy.NewForwarder(proxy.ForwarderOptions{Dial: dial, UpstreamTLS: upstreamTLS, Log: log})
 	if err != nil {
 		return nil, err
 	}
-	return proxy.Route(router, metrics, log, clk.Now,
+	return proxy.Route(router, metrics, log, clk.Now, tracer,
 		proxy.Count(
 			proxy.Wait(clk.Now,
 				forwarder))), nil

@@ -13,6 +13,7 @@ import (
 	"github.com/lobby-http/lobby/internal/env"
 	"github.com/lobby-http/lobby/internal/logging"
 	"github.com/lobby-http/lobby/internal/memlimit"
+	"github.com/lobby-http/lobby/internal/tracing"
 )
 
 // The proxy's connection cap, when not configured, is what the container's memory holds. Under a
@@ -117,6 +118,11 @@ type Config struct {
 	// (LOBBY_MAX_CONNECTIONS).
 	MaxConnections int
 
+	// Tracing says whether and where spans are exported, from OpenTelemetry's standard
+	// variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER, ...; see tracing.Load). Off
+	// unless an OTLP endpoint is set.
+	Tracing tracing.Options
+
 	// LogLevel is how much is logged (LOBBY_LOG_LEVEL).
 	LogLevel logging.Level
 	// LogFormat is how it is written (LOBBY_LOG_FORMAT).
@@ -169,6 +175,7 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 	c.LogLevel = env.Parse(l, "LOBBY_LOG_LEVEL", logging.LevelInfo, logging.ParseLevel)
 	c.LogFormat = env.Parse(l, "LOBBY_LOG_FORMAT", logging.FormatJSON, logging.ParseFormat)
 	c.MaxConnections = l.Int("LOBBY_MAX_CONNECTIONS", maxConnectionsFor(c.MemoryLimit), 0)
+	c.Tracing = tracing.Load(lookup, "lobby-interceptor", l.Fail)
 
 	if c.ProxyAddr == c.AdminAddr && c.ProxyAddr != "" {
 		l.Fail("LOBBY_ADMIN_ADDR", fmt.Errorf("must differ from LOBBY_PROXY_ADDR (%q): the admin port is never exposed with the proxy", c.ProxyAddr))

@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/lobby-http/lobby/internal/logging"
+	"github.com/lobby-http/lobby/internal/tracing"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -33,6 +36,7 @@ func TestLoadConfig(t *testing.T) {
 		ProxyTLSMinVersion:     tls.VersionTLS12,
 		ProxyTLSReloadInterval: 10 * time.Second,
 		ClusterDomain:          "cluster.local",
+		Tracing:                tracing.Options{Protocol: tracing.HTTPProtobuf, Sampler: sdktrace.ParentBased(sdktrace.AlwaysSample()), ServiceName: "lobby-interceptor"},
 	}
 	tests := []struct {
 		name string
@@ -58,6 +62,7 @@ func TestLoadConfig(t *testing.T) {
 				"LOBBY_PROXY_TLS_MIN_VERSION": "1.2", "LOBBY_PROXY_TLS_RELOAD_INTERVAL": "1m",
 				"LOBBY_PROXY_TLS_CIPHER_SUITES": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
 				"LOBBY_UPSTREAM_CA_FILE":        "/etc/lobby/upstream/ca.crt", "LOBBY_CLUSTER_DOMAIN": "Corp.Example.",
+				"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_TRACES_SAMPLER": "always_on",
 			},
 			change: func(c *Config) {
 				*c = Config{
@@ -72,6 +77,7 @@ func TestLoadConfig(t *testing.T) {
 					ProxyTLSMinVersion: tls.VersionTLS12, ProxyTLSReloadInterval: time.Minute,
 					ProxyTLSCipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384},
 					UpstreamCAFile:       "/etc/lobby/upstream/ca.crt", ClusterDomain: "corp.example",
+					Tracing: tracing.Options{Enabled: true, Protocol: tracing.GRPC, Sampler: sdktrace.AlwaysSample(), ServiceName: "lobby-interceptor"},
 				}
 			},
 		},
@@ -128,6 +134,7 @@ func TestLoadConfig(t *testing.T) {
 			wantErr: []string{"LOBBY_PROXY_TLS_CIPHER_SUITES: set, but LOBBY_PROXY_TLS_MIN_VERSION is 1.3"},
 		},
 		{name: "A cluster domain that is no DNS name is rejected.", env: map[string]string{"LOBBY_CLUSTER_DOMAIN": "cluster_local"}, wantErr: []string{"LOBBY_CLUSTER_DOMAIN"}},
+		{name: "A tracing variable the interceptor cannot use is rejected by name.", env: map[string]string{"OTEL_TRACES_SAMPLER": "sometimes"}, wantErr: []string{"OTEL_TRACES_SAMPLER"}},
 		{name: "An unknown log level is rejected.", env: map[string]string{"LOBBY_LOG_LEVEL": "trace"}, wantErr: []string{"LOBBY_LOG_LEVEL"}},
 		{name: "An unknown log format is rejected.", env: map[string]string{"LOBBY_LOG_FORMAT": "text"}, wantErr: []string{"LOBBY_LOG_FORMAT"}},
 		{

@@ -18,6 +18,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -35,6 +36,7 @@ import (
 	"github.com/lobby-http/lobby/internal/logging"
 	"github.com/lobby-http/lobby/internal/memlimit"
 	"github.com/lobby-http/lobby/internal/server"
+	"github.com/lobby-http/lobby/internal/tracing"
 )
 
 func main() {
@@ -68,7 +70,7 @@ func run(signals context.Context) error {
 		return err
 	}
 	log.Info("starting", "proxyAddr", cfg.ProxyAddr, "proxyTLSAddr", cfg.ProxyTLSAddr, "adminAddr", cfg.AdminAddr, "namespace", cfg.WatchNamespace, "pod", cfg.PodName,
-		"maxConnections", cfg.MaxConnections)
+		"maxConnections", cfg.MaxConnections, "tracing", cfg.Tracing.Enabled)
 	return ic.run(signals)
 }
 
@@ -89,6 +91,8 @@ type interceptor struct {
 	// the interceptor serves no TLS.
 	tlsProxy *server.Server
 	certs    *certs.Store
+	// traces exports the proxy's spans; nil when tracing is off.
+	traces *tracing.Provider
 	// adminServer is the admin's HTTP server runner, exposed so tests can give it a listener.
 	adminServer *server.Server
 }
@@ -140,7 +144,15 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 			return nil, err
 		}
 	}
-	handler, err := newProxyHandler(router, metrics, log.WithName("proxy"), dial, upstreamTLS)
+	traces, err := tracing.New(context.Background(), cfg.Tracing)
+	if err != nil {
+		return nil, err
+	}
+	var tracer trace.Tracer
+	if traces != nil {
+		tracer = traces.Tracer("github.com/lobby-http/lobby/interceptor")
+	}
+	handler, err := newProxyHandler(router, metrics, log.WithName("proxy"), dial, upstreamTLS, tracer)
 	if err != nil {
 		return nil, err
 	}
@@ -219,6 +231,7 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		proxy:       proxy,
 		tlsProxy:    tlsProxy,
 		certs:       pairs,
+		traces:      traces,
 		adminServer: adminServer,
 	}, nil
 }
@@ -270,6 +283,9 @@ func (ic *interceptor) run(signals context.Context) error {
 		defer stopAll() // The proxy has drained, or failed: nothing else is needed.
 		return ic.proxy.Start(proxyCtx)
 	})
+	if ic.traces != nil {
+		g.Go(func() error { return ic.traces.Start(ctx) })
+	}
 	if ic.tlsProxy != nil {
 		g.Go(func() error { return ic.certs.Start(ctx) })
 		g.Go(func() error {

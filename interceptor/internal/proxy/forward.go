@@ -194,6 +194,7 @@ func (f *Forwarder) ServeExchange(w http.ResponseWriter, r *http.Request, x *Exc
 	}
 	fw.tried[0] = fw.ep
 	fw.attempts = 1
+	x.endpoint = fw.ep
 	fw.ep.Acquire()
 	defer func() { fw.ep.Release() }()
 
@@ -494,6 +495,9 @@ func rewrite(pr *httputil.ProxyRequest) {
 		fw.body = &retryBody{r: out.Body}
 		out.Body = fw.body
 	}
+	if fw.x.span.on() {
+		fw.x.span.inject(out.Header)
+	}
 }
 
 var (
@@ -554,6 +558,7 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 		fw.ep = next
 		fw.tried[fw.attempts] = next
 		fw.attempts++
+		fw.x.endpoint, fw.x.retries = next, fw.x.retries+1
 		retry := *r
 		u := *r.URL
 		u.Host = next.Host
@@ -566,6 +571,7 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 func modifyResponse(resp *http.Response) error {
 	fw := resp.Request.Context().Value(exchangeKey{}).(*forward)
 	fw.x.code = resp.StatusCode
+	fw.x.upstreamCode = resp.StatusCode
 	return nil
 }
 
