@@ -58,10 +58,15 @@ service:
   telemetry:
     metrics:
       level: none
+    traces:
+      level: none
     logs:
       level: info
 extensions:
   jaeger_query:
+    # Otherwise the query API traces itself to localhost:4317, and Jaeger's shutdown waits out
+    # that export's timeout.
+    enable_tracing: false
     storage:
       traces: memstore
     http:
@@ -100,11 +105,18 @@ func startJaeger(t *testing.T, c *framework.Cluster) netip.Addr {
 	if err := os.WriteFile(conf, []byte(strings.ReplaceAll(jaegerConfig, "{{ADDR}}", addr.String())), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p, err := c.RunBinary(t.Context(), framework.ProcessSpec{Name: "jaeger-" + randomSuffix(), Path: jaegerBinary(t), Args: []string{"--config", conf}, Addr: addr})
+	p, err := c.RunBinary(t.Context(), framework.ProcessSpec{
+		Name: "jaeger-" + randomSuffix(), Path: jaegerBinary(t), Args: []string{"--config", conf}, Addr: addr,
+	})
 	if err != nil {
 		t.Fatalf("start jaeger: %v", err)
 	}
-	t.Cleanup(func() { _ = p.Stop() })
+	t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			log, _ := os.ReadFile(p.LogFile)
+			t.Logf("stop jaeger: %v\n%s", err, log)
+		}
+	})
 	eventually(t, 30*time.Second, "Jaeger's query API to answer", func() error {
 		if exited, _ := p.Exited(); exited {
 			log, _ := os.ReadFile(p.LogFile)
@@ -209,16 +221,20 @@ func TestTraceFromTheIngressThroughLobbyToTheApp(t *testing.T) {
 	rel := suite.lobby
 	jaeger := startJaeger(t, suite.cluster)
 
+	// OTLP over HTTP to Jaeger; batches leave every 100ms rather than every 5s.
+	values := filepath.Join(t.TempDir(), "tracing.yaml")
+	if err := os.WriteFile(values, []byte(`interceptor:
+  env:
+    - name: OTEL_EXPORTER_OTLP_ENDPOINT
+      value: "http://`+jaeger.String()+`:4318"
+    - name: OTEL_BSP_SCHEDULE_DELAY
+      value: "100"
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	in, err := rel.StartVariant(ctx, "interceptor", deploy.VariantOptions{
 		Name:        "traced-" + randomSuffix(),
-		ValuesFiles: []string{filepath.Join("testdata", "values.yaml")},
-		Set: map[string]string{
-			"interceptor.env[0].name":  "OTEL_EXPORTER_OTLP_ENDPOINT",
-			"interceptor.env[0].value": "http://" + jaeger.String() + ":4318",
-			// Batches leave every 100ms rather than every 5s.
-			"interceptor.env[1].name":  "OTEL_BSP_SCHEDULE_DELAY",
-			"interceptor.env[1].value": "100",
-		},
+		ValuesFiles: []string{filepath.Join("testdata", "values.yaml"), values},
 		// The scalers subscribe to it, so the requests it holds wake the app.
 		Publish: true,
 	})

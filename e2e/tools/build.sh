@@ -45,7 +45,7 @@ build keda-adapter github.com/kedacore/keda/v2/cmd/adapter "$kedaldflags"
 jaeger_version="$(cd "$here/jaeger" && go list -m -f '{{.Version}}' github.com/jaegertracing/jaeger)"
 jaeger_bin="$root/jaeger-${jaeger_version}/jaeger"
 if [[ ! -x "$jaeger_bin" ]]; then
-	echo "building jaeger ${jaeger_version} (first time only; about 5 minutes on 2 cores)" >&2
+	echo "building jaeger ${jaeger_version} (first time only; 7 minutes on 2 busy cores)" >&2
 	start=$SECONDS
 	mkdir -p "$(dirname "$jaeger_bin")"
 	(cd "$here/jaeger" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$jaeger_bin.tmp" github.com/jaegertracing/jaeger/cmd/jaeger)
