@@ -23,8 +23,10 @@ import (
 // The file names of a key pair in its folder, as a Secret of type kubernetes.io/tls (and
 // cert-manager) presents them when mounted as a volume.
 const (
+	// CertFile holds the certificate chain, leaf first (PEM).
 	CertFile = "tls.crt"
-	KeyFile  = "tls.key"
+	// KeyFile holds the private key of the leaf (PEM).
+	KeyFile = "tls.key"
 )
 
 // Options configure a Store.
