@@ -184,3 +184,53 @@ func get(t *testing.T, c *tls.Conn) {
 		t.Fatalf("status %d on the open connection", resp.StatusCode)
 	}
 }
+
+func TestTLSConfigRestrictsVersionAndCipherSuites(t *testing.T) {
+	ca := testpki.NewCA(t, "test CA")
+	s, err := certs.New(certs.Options{Dirs: []string{newDir(t, ca.Issue(t, "app.example.com"))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed, other := tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+	cases := []struct {
+		name       string
+		min        uint16
+		suites     []uint16
+		clientMax  uint16
+		clientOffs []uint16
+		wantErr    bool
+	}{
+		{"a TLS 1.2 client offering an allowed suite is served", tls.VersionTLS12, []uint16{allowed}, tls.VersionTLS12, []uint16{other, allowed}, false},
+		{"a TLS 1.2 client offering only other suites is refused", tls.VersionTLS12, []uint16{allowed}, tls.VersionTLS12, []uint16{other}, true},
+		{"a TLS 1.2 client is refused when 1.3 is the minimum", tls.VersionTLS13, nil, tls.VersionTLS12, nil, true},
+		{"a TLS 1.3 client is served whatever the 1.2 suites", tls.VersionTLS12, []uint16{allowed}, tls.VersionTLS13, nil, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := tls.Listen("tcp", "127.0.0.1:0", s.TLSConfig(tc.min, tc.suites))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := ln.Accept()
+				if err == nil {
+					_ = c.(*tls.Conn).Handshake()
+					c.Close()
+				}
+			}()
+			c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{
+				ServerName: "app.example.com", RootCAs: ca.Pool(), MaxVersion: tc.clientMax, CipherSuites: tc.clientOffs,
+			})
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("handshake error %v, want an error: %v", err, tc.wantErr)
+			}
+			if err == nil {
+				if cs := c.ConnectionState(); tc.clientMax == tls.VersionTLS12 && cs.CipherSuite != allowed {
+					t.Errorf("negotiated %s, want %s", tls.CipherSuiteName(cs.CipherSuite), tls.CipherSuiteName(allowed))
+				}
+				c.Close()
+			}
+		})
+	}
+}
