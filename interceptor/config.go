@@ -62,12 +62,12 @@ type Config struct {
 	// ProxyTLSCipherSuites restricts the TLS 1.2 cipher suites; nil means Go's defaults
 	// (LOBBY_PROXY_TLS_CIPHER_SUITES).
 	ProxyTLSCipherSuites []uint16
-	// ProxyTLSReloadInterval is how often the key pair files are checked for changes
-	// (LOBBY_PROXY_TLS_RELOAD_INTERVAL).
-	ProxyTLSReloadInterval time.Duration
+	// TLSReloadInterval is how often the key pair files and the upstream CA bundle are checked
+	// for changes (LOBBY_TLS_RELOAD_INTERVAL).
+	TLSReloadInterval time.Duration
 
 	// UpstreamCAFile is a PEM bundle of the CAs that sign the certificates of apps served over
-	// HTTPS; empty means the system's roots (LOBBY_UPSTREAM_CA_FILE).
+	// HTTPS, read again when it changes; empty means the system's roots (LOBBY_UPSTREAM_CA_FILE).
 	UpstreamCAFile string
 	// ClusterDomain is the cluster's DNS domain, which completes the Service names an app's
 	// certificate is verified against (LOBBY_CLUSTER_DOMAIN).
@@ -144,10 +144,10 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 		AdminAddr:      l.Addr("LOBBY_ADMIN_ADDR", ":9090"),
 		WatchNamespace: l.Namespace("LOBBY_WATCH_NAMESPACE"),
 
-		ProxyTLSCertDirs:       env.Parse(l, "LOBBY_PROXY_TLS_CERT_DIRS", nil, parseDirs),
-		ProxyTLSMinVersion:     env.Parse(l, "LOBBY_PROXY_TLS_MIN_VERSION", tls.VersionTLS12, parseTLSVersion),
-		ProxyTLSCipherSuites:   env.Parse(l, "LOBBY_PROXY_TLS_CIPHER_SUITES", nil, parseCipherSuites),
-		ProxyTLSReloadInterval: l.Duration("LOBBY_PROXY_TLS_RELOAD_INTERVAL", 10*time.Second, env.AtLeast(100*time.Millisecond)),
+		ProxyTLSCertDirs:     env.Parse(l, "LOBBY_PROXY_TLS_CERT_DIRS", nil, parseDirs),
+		ProxyTLSMinVersion:   env.Parse(l, "LOBBY_PROXY_TLS_MIN_VERSION", tls.VersionTLS12, parseTLSVersion),
+		ProxyTLSCipherSuites: env.Parse(l, "LOBBY_PROXY_TLS_CIPHER_SUITES", nil, parseCipherSuites),
+		TLSReloadInterval:    l.Duration("LOBBY_TLS_RELOAD_INTERVAL", 10*time.Second, env.AtLeast(100*time.Millisecond)),
 
 		UpstreamCAFile: l.String("LOBBY_UPSTREAM_CA_FILE", ""),
 		ClusterDomain:  env.Parse(l, "LOBBY_CLUSTER_DOMAIN", "cluster.local", parseDomain),

@@ -33,10 +33,10 @@ func TestLoadConfig(t *testing.T) {
 		LogFormat:             logging.FormatJSON,
 		PodName:               host,
 
-		ProxyTLSMinVersion:     tls.VersionTLS12,
-		ProxyTLSReloadInterval: 10 * time.Second,
-		ClusterDomain:          "cluster.local",
-		Tracing:                tracing.Options{Protocol: tracing.HTTPProtobuf, Sampler: sdktrace.ParentBased(sdktrace.AlwaysSample()), ServiceName: "lobby-interceptor"},
+		ProxyTLSMinVersion: tls.VersionTLS12,
+		TLSReloadInterval:  10 * time.Second,
+		ClusterDomain:      "cluster.local",
+		Tracing:            tracing.Options{Protocol: tracing.HTTPProtobuf, Sampler: sdktrace.ParentBased(sdktrace.AlwaysSample()), ServiceName: "lobby-interceptor"},
 	}
 	tests := []struct {
 		name string
@@ -59,7 +59,7 @@ func TestLoadConfig(t *testing.T) {
 				"LOBBY_LOG_FORMAT": "console", "POD_NAME": "interceptor-7", "KUBECONFIG": "/a:/b",
 				"LOBBY_MEMORY_LIMIT": "1073741824", "LOBBY_MAX_CONNECTIONS": "5000",
 				"LOBBY_PROXY_TLS_ADDR": ":8443", "LOBBY_PROXY_TLS_CERT_DIRS": "/etc/lobby/tls/a, /etc/lobby/tls/b/",
-				"LOBBY_PROXY_TLS_MIN_VERSION": "1.2", "LOBBY_PROXY_TLS_RELOAD_INTERVAL": "1m",
+				"LOBBY_PROXY_TLS_MIN_VERSION": "1.2", "LOBBY_TLS_RELOAD_INTERVAL": "1m",
 				"LOBBY_PROXY_TLS_CIPHER_SUITES": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
 				"LOBBY_UPSTREAM_CA_FILE":        "/etc/lobby/upstream/ca.crt", "LOBBY_CLUSTER_DOMAIN": "Corp.Example.",
 				"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_TRACES_SAMPLER": "always_on",
@@ -74,7 +74,7 @@ func TestLoadConfig(t *testing.T) {
 					LogFormat: logging.FormatConsole, PodName: "interceptor-7", Kubeconfig: "/a:/b",
 					MemoryLimit: 1 << 30, MaxConnections: 5000,
 					ProxyTLSAddr: ":8443", ProxyTLSCertDirs: []string{"/etc/lobby/tls/a", "/etc/lobby/tls/b"},
-					ProxyTLSMinVersion: tls.VersionTLS12, ProxyTLSReloadInterval: time.Minute,
+					ProxyTLSMinVersion: tls.VersionTLS12, TLSReloadInterval: time.Minute,
 					ProxyTLSCipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384},
 					UpstreamCAFile:       "/etc/lobby/upstream/ca.crt", ClusterDomain: "corp.example",
 					Tracing: tracing.Options{Enabled: true, Protocol: tracing.GRPC, Sampler: sdktrace.AlwaysSample(), ServiceName: "lobby-interceptor"},

@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -91,6 +90,9 @@ type interceptor struct {
 	// the interceptor serves no TLS.
 	tlsProxy *server.Server
 	certs    *certs.Store
+	// upstreamCAs is the CA bundle HTTPS apps are verified with, read again when it changes;
+	// nil when the system's roots are used.
+	upstreamCAs *certs.Bundle
 	// traces exports the proxy's spans; nil when tracing is off.
 	traces *tracing.Provider
 	// adminServer is the admin's HTTP server runner, exposed so tests can give it a listener.
@@ -139,10 +141,12 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 	}
 
 	upstreamTLS := proxy.UpstreamTLS{ClusterDomain: cfg.ClusterDomain}
+	var upstreamCAs *certs.Bundle
 	if cfg.UpstreamCAFile != "" {
-		if upstreamTLS.RootCAs, err = readCAFile(cfg.UpstreamCAFile); err != nil {
-			return nil, err
+		if upstreamCAs, err = certs.NewBundle(cfg.UpstreamCAFile, cfg.TLSReloadInterval, log.WithName("upstream-ca")); err != nil {
+			return nil, fmt.Errorf("load upstream CA bundle: %w", err)
 		}
+		upstreamTLS.Roots = upstreamCAs.Pool
 	}
 	traces, err := tracing.New(context.Background(), cfg.Tracing)
 	if err != nil {
@@ -173,7 +177,7 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 	var tlsProxy *server.Server
 	var pairs *certs.Store
 	if cfg.ProxyTLSAddr != "" {
-		if pairs, err = certs.New(certs.Options{Dirs: cfg.ProxyTLSCertDirs, Interval: cfg.ProxyTLSReloadInterval, Log: log.WithName("certs")}); err != nil {
+		if pairs, err = certs.New(certs.Options{Dirs: cfg.ProxyTLSCertDirs, Interval: cfg.TLSReloadInterval, Log: log.WithName("certs")}); err != nil {
 			return nil, err
 		}
 		httpServer := newHTTPServer(cfg, cfg.ProxyTLSAddr, server.CloseAfterChunked(handler), log.WithName("proxy-tls"))
@@ -232,21 +236,9 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		tlsProxy:    tlsProxy,
 		certs:       pairs,
 		traces:      traces,
+		upstreamCAs: upstreamCAs,
 		adminServer: adminServer,
 	}, nil
-}
-
-// readCAFile returns a pool of the PEM certificates in file, and fails when it has none.
-func readCAFile(file string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("read upstream CA bundle: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("read upstream CA bundle %s: no PEM certificate in it", file)
-	}
-	return pool, nil
 }
 
 // newHTTPServer returns a server with the configured limits. It speaks HTTP/1.1 and HTTP/2 over
@@ -285,6 +277,9 @@ func (ic *interceptor) run(signals context.Context) error {
 	})
 	if ic.traces != nil {
 		g.Go(func() error { return ic.traces.Start(ctx) })
+	}
+	if ic.upstreamCAs != nil {
+		g.Go(func() error { return ic.upstreamCAs.Start(ctx) })
 	}
 	if ic.tlsProxy != nil {
 		g.Go(func() error { return ic.certs.Start(ctx) })

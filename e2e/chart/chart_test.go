@@ -439,7 +439,7 @@ func TestProcessOfTheDefaults(t *testing.T) {
 				"LOBBY_DRAIN_DELAY": "5s", "LOBBY_DRAIN_TIMEOUT": "40s", "LOBBY_MAX_HEADER_BYTES": "1048576",
 				"LOBBY_READ_HEADER_TIMEOUT": "10s", "LOBBY_IDLE_TIMEOUT": "90s",
 				"LOBBY_LOG_LEVEL": "info", "LOBBY_LOG_FORMAT": "json",
-				"LOBBY_UPSTREAM_CA_FILE": "", "LOBBY_CLUSTER_DOMAIN": "cluster.local",
+				"LOBBY_UPSTREAM_CA_FILE": "", "LOBBY_CLUSTER_DOMAIN": "cluster.local", "LOBBY_TLS_RELOAD_INTERVAL": "10s",
 				// The 512Mi limit, as the downward API writes it; LOBBY_MAX_CONNECTIONS is unset, so
 				// the interceptor derives its cap from it.
 				"LOBBY_MEMORY_LIMIT": "536870912",

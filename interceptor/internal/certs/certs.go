@@ -1,7 +1,8 @@
-// Package certs serves the interceptor's TLS key pairs: several pairs read from mounted Secrets,
-// one chosen per handshake by the name the client asks for (SNI), and read again when their
-// files change, so that a renewed Secret takes effect without a restart and without touching the
-// connections already open.
+// Package certs serves the interceptor's TLS material from mounted files, read again when they
+// change so that a renewal takes effect without a restart: its key pairs (Store), several read
+// from Secrets and one chosen per handshake by the name the client asks for (SNI), without
+// touching the connections already open; and CA bundles (Bundle), such as the one the
+// certificates of apps served over HTTPS are verified with.
 package certs
 
 import (

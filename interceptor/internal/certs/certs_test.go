@@ -234,3 +234,60 @@ func TestTLSConfigRestrictsVersionAndCipherSuites(t *testing.T) {
 		})
 	}
 }
+
+func TestBundle(t *testing.T) {
+	first, second := testpki.NewCA(t, "first CA"), testpki.NewCA(t, "second CA")
+	leaf := second.Issue(t, "app.example.com")
+	verifies := func(b *certs.Bundle) bool {
+		_, err := leaf.Cert.Verify(x509.VerifyOptions{Roots: b.Pool(), DNSName: "app.example.com"})
+		return err == nil
+	}
+	file := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(file, first.PEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := certs.NewBundle(file, 10*time.Millisecond, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = b.Start(t.Context()) }()
+	if verifies(b) {
+		t.Fatal("a bundle of the first CA trusts the second's certificate")
+	}
+	// The rotation adds the second CA: it is trusted within a few checks.
+	if err := os.WriteFile(file, append(append([]byte{}, first.PEM...), second.PEM...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !verifies(b) {
+		if time.Now().After(deadline) {
+			t.Fatal("the rotated bundle was not trusted within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A bundle emptied by mistake keeps the last good one.
+	if err := os.WriteFile(file, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if !verifies(b) {
+		t.Error("an empty bundle replaced the good one")
+	}
+
+	for _, tc := range []struct{ name, content, want string }{
+		{"a bundle without a certificate is refused at start", "not PEM", "no PEM certificate"},
+		{"a bundle that does not exist is refused at start", "", "no such file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := filepath.Join(t.TempDir(), "ca.crt")
+			if tc.content != "" {
+				if err := os.WriteFile(f, []byte(tc.content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := certs.NewBundle(f, 0, logr.Discard()); err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), f) {
+				t.Errorf("NewBundle: %v, want an error naming %s and saying %q", err, f, tc.want)
+			}
+		})
+	}
+}

@@ -12,8 +12,10 @@ import (
 // with appProtocol https). The request goes to a pod IP, but nobody issues certificates for pod
 // IPs: an app's certificate names its Service, so that is the name it is verified against.
 type UpstreamTLS struct {
-	// RootCAs are the CAs an app's certificate must chain to; nil means the system's roots.
-	RootCAs *x509.CertPool
+	// Roots returns the CAs an app's certificate must chain to. It is called at each handshake,
+	// so a bundle that changes is trusted from the next connection on. Nil, or a nil pool,
+	// means the system's roots.
+	Roots func() *x509.CertPool
 	// ClusterDomain is the cluster's DNS domain; "" means cluster.local.
 	ClusterDomain string
 }
@@ -44,9 +46,13 @@ func (u UpstreamTLS) clientConfig(namespace, service string, insecure bool) *tls
 	if insecure {
 		return c
 	}
-	roots := u.RootCAs
+	roots := u.Roots
 	c.VerifyConnection = func(cs tls.ConnectionState) error {
-		return verifyServiceCertificate(cs, roots, names)
+		var pool *x509.CertPool
+		if roots != nil {
+			pool = roots()
+		}
+		return verifyServiceCertificate(cs, pool, names)
 	}
 	return c
 }

@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr/testr"
 
+	"github.com/lobby-http/lobby/interceptor/internal/certs"
 	"github.com/lobby-http/lobby/interceptor/internal/proxy"
 	"github.com/lobby-http/lobby/interceptor/internal/routing"
 	"github.com/lobby-http/lobby/internal/testpki"
@@ -43,6 +47,14 @@ func newTLSApp(t *testing.T, leaf testpki.Leaf) *tlsApp {
 	a.srv.StartTLS()
 	t.Cleanup(a.srv.Close)
 	return a
+}
+
+// poolOf returns a Roots function that always returns p; nil for a nil pool (system roots).
+func poolOf(p *x509.CertPool) func() *x509.CertPool {
+	if p == nil {
+		return nil
+	}
+	return func() *x509.CertPool { return p }
 }
 
 // TestHTTPSTargetVerifiedAgainstItsService serves the app "app" of namespace "ns" over HTTPS
@@ -81,7 +93,7 @@ func TestHTTPSTargetVerifiedAgainstItsService(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnvWith(t, testr.New(t), proxy.ForwarderOptions{UpstreamTLS: proxy.UpstreamTLS{RootCAs: tc.roots, ClusterDomain: tc.clusterDomain}})
+			e := newEnvWith(t, testr.New(t), proxy.ForwarderOptions{UpstreamTLS: proxy.UpstreamTLS{Roots: poolOf(tc.roots), ClusterDomain: tc.clusterDomain}})
 			app := newTLSApp(t, tc.leaf)
 			e.mapPod("10.0.0.1", app.srv.Listener.Addr().String())
 			route := e.route("tls.test", "app", func(r *routing.Route) { r.InsecureSkipVerify = tc.skipVerify })
@@ -112,7 +124,7 @@ func TestHTTPSTargetVerifiedAgainstItsService(t *testing.T) {
 // Service, not per request.
 func TestHTTPSTargetReusesItsConnections(t *testing.T) {
 	ca := testpki.NewCA(t, "cluster CA")
-	e := newEnvWith(t, testr.New(t), proxy.ForwarderOptions{UpstreamTLS: proxy.UpstreamTLS{RootCAs: ca.Pool()}})
+	e := newEnvWith(t, testr.New(t), proxy.ForwarderOptions{UpstreamTLS: proxy.UpstreamTLS{Roots: poolOf(ca.Pool())}})
 	app := newTLSApp(t, ca.Issue(t, "app.ns.svc"))
 	e.mapPod("10.0.0.1", app.srv.Listener.Addr().String())
 	route := e.route("tls.test", "app", nil)
@@ -126,4 +138,35 @@ func TestHTTPSTargetReusesItsConnections(t *testing.T) {
 	if n := app.handshakes.Load(); n != 1 {
 		t.Errorf("%d TLS handshakes for 20 requests in a row, want 1", n)
 	}
+}
+
+// TestHTTPSTargetTrustsARotatedBundle serves an app whose certificate a second CA signed: the
+// forwarder refuses it while its bundle holds the first CA only, and serves it once the bundle
+// file also holds the second, without a new forwarder.
+func TestHTTPSTargetTrustsARotatedBundle(t *testing.T) {
+	first, second := testpki.NewCA(t, "first CA"), testpki.NewCA(t, "second CA")
+	file := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(file, first.PEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bundle, err := certs.NewBundle(file, 10*time.Millisecond, testr.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = bundle.Start(t.Context()) }()
+	e := newEnvWith(t, testr.New(t), proxy.ForwarderOptions{UpstreamTLS: proxy.UpstreamTLS{Roots: bundle.Pool}})
+	app := newTLSApp(t, second.Issue(t, "app.ns.svc"))
+	e.mapPod("10.0.0.1", app.srv.Listener.Addr().String())
+	route := e.route("tls.test", "app", nil)
+	route.Target = e.target("app", "https")
+	e.ready("app", "10.0.0.1")
+	if r := e.fetch(t.Context(), "tls.test"); r.code != http.StatusBadGateway {
+		t.Fatalf("before the rotation: %d %q, want 502", r.code, r.body)
+	}
+	if err := os.WriteFile(file, append(append([]byte{}, first.PEM...), second.PEM...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the rotated bundle is trusted", func() bool {
+		return e.fetch(t.Context(), "tls.test").code == http.StatusOK
+	})
 }
