@@ -72,8 +72,8 @@ verify: generate manifests
 deps:
 	@bash hack/install-packages.sh
 
-## tools: build kube-apiserver, kube-controller-manager, the kubelet and KEDA into $(TOOLS_CACHE) (first time ~15-20 min
-## on 2 cores).
+## tools: build kube-apiserver, kube-controller-manager, the kubelet, KEDA and Jaeger into $(TOOLS_CACHE) (first
+## time ~25-30 min on 2 cores).
 .PHONY: tools
 tools: deps
 	@bash e2e/tools/build.sh $(TOOLS_CACHE) >/dev/null

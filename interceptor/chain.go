@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/go-logr/logr"
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/utils/clock"
 
 	"github.com/lobby-http/lobby/interceptor/internal/counts"
@@ -12,12 +13,13 @@ import (
 )
 
 // newProxyHandler returns the proxy's handler chain: route, count, wait for a ready endpoint,
-// forward (see docs/proxy.md). Connections to app pods are opened with dial. With addOnHeader
-// the KEDA HTTP Add-on's cold-start header is set before forwarding; without it the chain has no
-// stage for it, so it costs nothing.
-func newProxyHandler(router *routing.Router, metrics *proxy.Metrics, log logr.Logger, dial dialFunc, addOnHeader bool) (http.Handler, error) {
+// forward (see docs/proxy.md). Connections to app pods are opened with dial; apps served over
+// HTTPS are verified as upstreamTLS says. A nil tracer traces nothing. With addOnHeader the KEDA
+// HTTP Add-on's cold-start header is set before forwarding; without it the chain has no stage for
+// it, so it costs nothing.
+func newProxyHandler(router *routing.Router, metrics *proxy.Metrics, log logr.Logger, dial dialFunc, upstreamTLS proxy.UpstreamTLS, tracer trace.Tracer, addOnHeader bool) (http.Handler, error) {
 	clk := clock.RealClock{}
-	forwarder, err := proxy.NewForwarder(proxy.ForwarderOptions{Dial: dial, Log: log})
+	forwarder, err := proxy.NewForwarder(proxy.ForwarderOptions{Dial: dial, UpstreamTLS: upstreamTLS, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -25,7 +27,7 @@ func newProxyHandler(router *routing.Router, metrics *proxy.Metrics, log logr.Lo
 	if addOnHeader {
 		last = proxy.AddOnColdStart(forwarder)
 	}
-	return proxy.Route(router, metrics, log, clk.Now,
+	return proxy.Route(router, metrics, log, clk.Now, tracer,
 		proxy.Count(
 			proxy.Wait(clk.Now,
 				last))), nil

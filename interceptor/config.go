@@ -1,13 +1,19 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/lobby-http/lobby/internal/env"
 	"github.com/lobby-http/lobby/internal/logging"
 	"github.com/lobby-http/lobby/internal/memlimit"
+	"github.com/lobby-http/lobby/internal/tracing"
 )
 
 // The proxy's connection cap, when not configured, is what the container's memory holds. Under a
@@ -44,6 +50,29 @@ type Config struct {
 	ProxyAddr string
 	// AdminAddr is where the admin server listens (LOBBY_ADMIN_ADDR).
 	AdminAddr string
+	// ProxyTLSAddr is where the proxy also listens for HTTPS; empty serves no TLS
+	// (LOBBY_PROXY_TLS_ADDR).
+	ProxyTLSAddr string
+	// ProxyTLSCertDirs are the folders of the proxy's TLS key pairs (tls.crt and tls.key each); the
+	// first is the default for clients whose server name no pair names
+	// (LOBBY_PROXY_TLS_CERT_DIRS, comma-separated).
+	ProxyTLSCertDirs []string
+	// ProxyTLSMinVersion is the oldest TLS version the proxy accepts (LOBBY_PROXY_TLS_MIN_VERSION).
+	ProxyTLSMinVersion uint16
+	// ProxyTLSCipherSuites restricts the TLS 1.2 cipher suites; nil means Go's defaults
+	// (LOBBY_PROXY_TLS_CIPHER_SUITES).
+	ProxyTLSCipherSuites []uint16
+	// TLSReloadInterval is how often the key pair files and the upstream CA bundle are checked
+	// for changes (LOBBY_TLS_RELOAD_INTERVAL).
+	TLSReloadInterval time.Duration
+
+	// UpstreamCAFile is a PEM bundle of the CAs that sign the certificates of apps served over
+	// HTTPS, read again when it changes; empty means the system's roots (LOBBY_UPSTREAM_CA_FILE).
+	UpstreamCAFile string
+	// ClusterDomain is the cluster's DNS domain, which completes the Service names an app's
+	// certificate is verified against (LOBBY_CLUSTER_DOMAIN).
+	ClusterDomain string
+
 	// WatchNamespace restricts the watched HTTPScaledObjects, Services and EndpointSlices to one
 	// namespace; empty watches all (LOBBY_WATCH_NAMESPACE).
 	WatchNamespace string
@@ -92,6 +121,11 @@ type Config struct {
 	// (LOBBY_MAX_CONNECTIONS).
 	MaxConnections int
 
+	// Tracing says whether and where spans are exported, from OpenTelemetry's standard
+	// variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER, ...; see tracing.Load). Off
+	// unless an OTLP endpoint is set.
+	Tracing tracing.Options
+
 	// LogLevel is how much is logged (LOBBY_LOG_LEVEL).
 	LogLevel logging.Level
 	// LogFormat is how it is written (LOBBY_LOG_FORMAT).
@@ -112,6 +146,14 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 		ProxyAddr:      l.Addr("LOBBY_PROXY_ADDR", ":8080"),
 		AdminAddr:      l.Addr("LOBBY_ADMIN_ADDR", ":9090"),
 		WatchNamespace: l.Namespace("LOBBY_WATCH_NAMESPACE"),
+
+		ProxyTLSCertDirs:     env.Parse(l, "LOBBY_PROXY_TLS_CERT_DIRS", nil, parseDirs),
+		ProxyTLSMinVersion:   env.Parse(l, "LOBBY_PROXY_TLS_MIN_VERSION", tls.VersionTLS12, parseTLSVersion),
+		ProxyTLSCipherSuites: env.Parse(l, "LOBBY_PROXY_TLS_CIPHER_SUITES", nil, parseCipherSuites),
+		TLSReloadInterval:    l.Duration("LOBBY_TLS_RELOAD_INTERVAL", 10*time.Second, env.AtLeast(100*time.Millisecond)),
+
+		UpstreamCAFile: l.String("LOBBY_UPSTREAM_CA_FILE", ""),
+		ClusterDomain:  env.Parse(l, "LOBBY_CLUSTER_DOMAIN", "cluster.local", parseDomain),
 
 		// The add-on's defaults, so that what worked behind it works behind lobby: no bound on
 		// the hold but the client's (and the hold queue's cap), 300 s for response headers.
@@ -139,9 +181,24 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 	c.LogLevel = env.Parse(l, "LOBBY_LOG_LEVEL", logging.LevelInfo, logging.ParseLevel)
 	c.LogFormat = env.Parse(l, "LOBBY_LOG_FORMAT", logging.FormatJSON, logging.ParseFormat)
 	c.MaxConnections = l.Int("LOBBY_MAX_CONNECTIONS", maxConnectionsFor(c.MemoryLimit), 0)
+	c.Tracing = tracing.Load(lookup, "lobby-interceptor", l.Fail)
 
 	if c.ProxyAddr == c.AdminAddr && c.ProxyAddr != "" {
 		l.Fail("LOBBY_ADMIN_ADDR", fmt.Errorf("must differ from LOBBY_PROXY_ADDR (%q): the admin port is never exposed with the proxy", c.ProxyAddr))
+	}
+	if _, ok := l.Get("LOBBY_PROXY_TLS_ADDR"); ok {
+		c.ProxyTLSAddr = l.Addr("LOBBY_PROXY_TLS_ADDR", "")
+		if c.ProxyTLSAddr == c.ProxyAddr || c.ProxyTLSAddr == c.AdminAddr {
+			l.Fail("LOBBY_PROXY_TLS_ADDR", fmt.Errorf("must differ from LOBBY_PROXY_ADDR and LOBBY_ADMIN_ADDR"))
+		}
+		if len(c.ProxyTLSCertDirs) == 0 {
+			l.Fail("LOBBY_PROXY_TLS_CERT_DIRS", fmt.Errorf("unset, but LOBBY_PROXY_TLS_ADDR asks for TLS: name at least one folder holding tls.crt and tls.key"))
+		}
+	} else if len(c.ProxyTLSCertDirs) > 0 {
+		l.Fail("LOBBY_PROXY_TLS_CERT_DIRS", fmt.Errorf("set, but LOBBY_PROXY_TLS_ADDR is not: say where to serve TLS"))
+	}
+	if c.ProxyTLSMinVersion == tls.VersionTLS13 && c.ProxyTLSCipherSuites != nil {
+		l.Fail("LOBBY_PROXY_TLS_CIPHER_SUITES", fmt.Errorf("set, but LOBBY_PROXY_TLS_MIN_VERSION is 1.3, whose cipher suites are not configurable"))
 	}
 	if c.PodName == "" {
 		h, err := os.Hostname()
@@ -154,4 +211,83 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// parseDirs reads a comma-separated list of absolute folders.
+func parseDirs(v string) ([]string, error) {
+	var dirs []string
+	for _, d := range strings.Split(v, ",") {
+		d = strings.TrimSpace(d)
+		if d == "" {
+			continue
+		}
+		if !filepath.IsAbs(d) {
+			return nil, fmt.Errorf("folder %q: want an absolute path", d)
+		}
+		dirs = append(dirs, filepath.Clean(d))
+	}
+	return dirs, nil
+}
+
+// parseTLSVersion reads "1.2" or "1.3".
+func parseTLSVersion(v string) (uint16, error) {
+	switch strings.TrimPrefix(strings.ToLower(v), "tls") {
+	case "1.2":
+		return tls.VersionTLS12, nil
+	case "1.3":
+		return tls.VersionTLS13, nil
+	}
+	return 0, fmt.Errorf("parse TLS version %q: want 1.2 or 1.3", v)
+}
+
+// parseCipherSuites reads a comma-separated list of TLS 1.2 cipher suite names as Go and IANA
+// spell them (TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256). Suites Go deems insecure are refused.
+func parseCipherSuites(v string) ([]uint16, error) {
+	byName := map[string]*tls.CipherSuite{}
+	for _, s := range tls.CipherSuites() {
+		byName[s.Name] = s
+	}
+	insecure := map[string]bool{}
+	for _, s := range tls.InsecureCipherSuites() {
+		insecure[s.Name] = true
+	}
+	var ids []uint16
+	for _, n := range strings.Split(v, ",") {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			continue
+		}
+		s := byName[n]
+		switch {
+		case insecure[n]:
+			return nil, fmt.Errorf("cipher suite %s is insecure", n)
+		case s == nil:
+			return nil, fmt.Errorf("unknown cipher suite %q: want names such as TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", n)
+		case !supportsTLS12(s):
+			return nil, fmt.Errorf("cipher suite %s is a TLS 1.3 suite, which is not configurable", n)
+		}
+		ids = append(ids, s.ID)
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("no cipher suite in %q", v)
+	}
+	return ids, nil
+}
+
+func supportsTLS12(s *tls.CipherSuite) bool {
+	for _, v := range s.SupportedVersions {
+		if v == tls.VersionTLS12 {
+			return true
+		}
+	}
+	return false
+}
+
+// parseDomain reads a DNS domain such as cluster.local, without dots at either end.
+func parseDomain(v string) (string, error) {
+	d := strings.Trim(strings.ToLower(v), ".")
+	if msgs := validation.IsDNS1123Subdomain(d); len(msgs) > 0 {
+		return "", fmt.Errorf("invalid cluster domain %q: %s", v, msgs[0])
+	}
+	return d, nil
 }

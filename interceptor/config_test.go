@@ -1,12 +1,17 @@
 package main
 
 import (
+	"crypto/tls"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/lobby-http/lobby/internal/logging"
+	"github.com/lobby-http/lobby/internal/tracing"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -27,6 +32,11 @@ func TestLoadConfig(t *testing.T) {
 		LogLevel:              logging.LevelInfo,
 		LogFormat:             logging.FormatJSON,
 		PodName:               host,
+
+		ProxyTLSMinVersion: tls.VersionTLS12,
+		TLSReloadInterval:  10 * time.Second,
+		ClusterDomain:      "cluster.local",
+		Tracing:            tracing.Options{Protocol: tracing.HTTPProtobuf, Sampler: sdktrace.ParentBased(sdktrace.AlwaysSample()), ServiceName: "lobby-interceptor"},
 	}
 	tests := []struct {
 		name string
@@ -49,6 +59,11 @@ func TestLoadConfig(t *testing.T) {
 				"LOBBY_LOG_FORMAT": "console", "POD_NAME": "interceptor-7", "KUBECONFIG": "/a:/b",
 				"LOBBY_MEMORY_LIMIT": "1073741824", "LOBBY_MAX_CONNECTIONS": "5000",
 				"LOBBY_ADDON_COLD_START_HEADER": "true",
+				"LOBBY_PROXY_TLS_ADDR": ":8443", "LOBBY_PROXY_TLS_CERT_DIRS": "/etc/lobby/tls/a, /etc/lobby/tls/b/",
+				"LOBBY_PROXY_TLS_MIN_VERSION": "1.2", "LOBBY_TLS_RELOAD_INTERVAL": "1m",
+				"LOBBY_PROXY_TLS_CIPHER_SUITES": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+				"LOBBY_UPSTREAM_CA_FILE":        "/etc/lobby/upstream/ca.crt", "LOBBY_CLUSTER_DOMAIN": "Corp.Example.",
+				"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_TRACES_SAMPLER": "always_on",
 			},
 			change: func(c *Config) {
 				*c = Config{
@@ -59,6 +74,11 @@ func TestLoadConfig(t *testing.T) {
 					ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second, LogLevel: logging.LevelDebug,
 					LogFormat: logging.FormatConsole, PodName: "interceptor-7", Kubeconfig: "/a:/b",
 					MemoryLimit: 1 << 30, MaxConnections: 5000, AddOnColdStartHeader: true,
+					ProxyTLSAddr: ":8443", ProxyTLSCertDirs: []string{"/etc/lobby/tls/a", "/etc/lobby/tls/b"},
+					ProxyTLSMinVersion: tls.VersionTLS12, TLSReloadInterval: time.Minute,
+					ProxyTLSCipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384},
+					UpstreamCAFile:       "/etc/lobby/upstream/ca.crt", ClusterDomain: "corp.example",
+					Tracing: tracing.Options{Enabled: true, Protocol: tracing.GRPC, Sampler: sdktrace.AlwaysSample(), ServiceName: "lobby-interceptor"},
 				}
 			},
 		},
@@ -99,6 +119,26 @@ func TestLoadConfig(t *testing.T) {
 		},
 		{name: "A negative cap is rejected.", env: map[string]string{"LOBBY_MAX_CONNECTIONS": "-1"}, wantErr: []string{"LOBBY_MAX_CONNECTIONS: must be at least 0"}},
 		{name: "A memory limit that is no quantity is rejected.", env: map[string]string{"LOBBY_MEMORY_LIMIT": "half"}, wantErr: []string{"LOBBY_MEMORY_LIMIT"}},
+		{
+			name: "TLS 1.3 alone may be asked for.", env: map[string]string{"LOBBY_PROXY_TLS_ADDR": ":8443", "LOBBY_PROXY_TLS_CERT_DIRS": "/tls", "LOBBY_PROXY_TLS_MIN_VERSION": "1.3"},
+			change: func(c *Config) {
+				c.ProxyTLSAddr, c.ProxyTLSCertDirs, c.ProxyTLSMinVersion = ":8443", []string{"/tls"}, tls.VersionTLS13
+			},
+		},
+		{name: "A TLS address without key pairs is rejected.", env: map[string]string{"LOBBY_PROXY_TLS_ADDR": ":8443"}, wantErr: []string{"LOBBY_PROXY_TLS_CERT_DIRS: unset"}},
+		{name: "Key pairs without a TLS address are rejected.", env: map[string]string{"LOBBY_PROXY_TLS_CERT_DIRS": "/tls"}, wantErr: []string{"LOBBY_PROXY_TLS_CERT_DIRS: set, but LOBBY_PROXY_TLS_ADDR is not"}},
+		{name: "The TLS address must differ from the others.", env: map[string]string{"LOBBY_PROXY_TLS_ADDR": ":8080", "LOBBY_PROXY_TLS_CERT_DIRS": "/tls"}, wantErr: []string{"LOBBY_PROXY_TLS_ADDR: must differ"}},
+		{name: "A relative key pair folder is rejected.", env: map[string]string{"LOBBY_PROXY_TLS_ADDR": ":8443", "LOBBY_PROXY_TLS_CERT_DIRS": "tls"}, wantErr: []string{"LOBBY_PROXY_TLS_CERT_DIRS", "absolute"}},
+		{name: "TLS 1.1 is rejected.", env: map[string]string{"LOBBY_PROXY_TLS_MIN_VERSION": "1.1"}, wantErr: []string{"LOBBY_PROXY_TLS_MIN_VERSION", "want 1.2 or 1.3"}},
+		{name: "An insecure cipher suite is rejected.", env: map[string]string{"LOBBY_PROXY_TLS_CIPHER_SUITES": "TLS_RSA_WITH_RC4_128_SHA"}, wantErr: []string{"LOBBY_PROXY_TLS_CIPHER_SUITES", "insecure"}},
+		{name: "An unknown cipher suite is rejected.", env: map[string]string{"LOBBY_PROXY_TLS_CIPHER_SUITES": "TLS_FAST"}, wantErr: []string{"LOBBY_PROXY_TLS_CIPHER_SUITES", "unknown"}},
+		{name: "A TLS 1.3 cipher suite is rejected.", env: map[string]string{"LOBBY_PROXY_TLS_CIPHER_SUITES": "TLS_AES_128_GCM_SHA256"}, wantErr: []string{"TLS 1.3 suite"}},
+		{
+			name: "Cipher suites with TLS 1.3 as the minimum are rejected.", env: map[string]string{"LOBBY_PROXY_TLS_MIN_VERSION": "1.3", "LOBBY_PROXY_TLS_CIPHER_SUITES": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"},
+			wantErr: []string{"LOBBY_PROXY_TLS_CIPHER_SUITES: set, but LOBBY_PROXY_TLS_MIN_VERSION is 1.3"},
+		},
+		{name: "A cluster domain that is no DNS name is rejected.", env: map[string]string{"LOBBY_CLUSTER_DOMAIN": "cluster_local"}, wantErr: []string{"LOBBY_CLUSTER_DOMAIN"}},
+		{name: "A tracing variable the interceptor cannot use is rejected by name.", env: map[string]string{"OTEL_TRACES_SAMPLER": "sometimes"}, wantErr: []string{"OTEL_TRACES_SAMPLER"}},
 		{name: "An unknown log level is rejected.", env: map[string]string{"LOBBY_LOG_LEVEL": "trace"}, wantErr: []string{"LOBBY_LOG_LEVEL"}},
 		{name: "An unknown log format is rejected.", env: map[string]string{"LOBBY_LOG_FORMAT": "text"}, wantErr: []string{"LOBBY_LOG_FORMAT"}},
 		{
@@ -129,7 +169,7 @@ func TestLoadConfig(t *testing.T) {
 			}
 			want := defaults
 			tt.change(&want)
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("loadConfig() =\n%+v\nwant\n%+v", got, want)
 			}
 		})

@@ -17,6 +17,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -24,6 +25,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/lobby-http/lobby/interceptor/internal/admin"
+	"github.com/lobby-http/lobby/interceptor/internal/certs"
 	"github.com/lobby-http/lobby/interceptor/internal/counts"
 	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
 	"github.com/lobby-http/lobby/interceptor/internal/proxy"
@@ -33,6 +35,7 @@ import (
 	"github.com/lobby-http/lobby/internal/logging"
 	"github.com/lobby-http/lobby/internal/memlimit"
 	"github.com/lobby-http/lobby/internal/server"
+	"github.com/lobby-http/lobby/internal/tracing"
 )
 
 func main() {
@@ -65,8 +68,8 @@ func run(signals context.Context) error {
 	if err != nil {
 		return err
 	}
-	log.Info("starting", "proxyAddr", cfg.ProxyAddr, "adminAddr", cfg.AdminAddr, "namespace", cfg.WatchNamespace, "pod", cfg.PodName,
-		"maxConnections", cfg.MaxConnections)
+	log.Info("starting", "proxyAddr", cfg.ProxyAddr, "proxyTLSAddr", cfg.ProxyTLSAddr, "adminAddr", cfg.AdminAddr, "namespace", cfg.WatchNamespace, "pod", cfg.PodName,
+		"maxConnections", cfg.MaxConnections, "tracing", cfg.Tracing.Enabled)
 	return ic.run(signals)
 }
 
@@ -83,6 +86,15 @@ type interceptor struct {
 	routes    *routing.Watcher
 	admin     *admin.Server
 	proxy     *server.Server
+	// tlsProxy serves the same handler over TLS with the key pairs of certs; both are nil when
+	// the interceptor serves no TLS.
+	tlsProxy *server.Server
+	certs    *certs.Store
+	// upstreamCAs is the CA bundle HTTPS apps are verified with, read again when it changes;
+	// nil when the system's roots are used.
+	upstreamCAs *certs.Bundle
+	// traces exports the proxy's spans; nil when tracing is off.
+	traces *tracing.Provider
 	// adminServer is the admin's HTTP server runner, exposed so tests can give it a listener.
 	adminServer *server.Server
 }
@@ -128,7 +140,23 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		return nil, err
 	}
 
-	handler, err := newProxyHandler(router, metrics, log.WithName("proxy"), dial, cfg.AddOnColdStartHeader)
+	upstreamTLS := proxy.UpstreamTLS{ClusterDomain: cfg.ClusterDomain}
+	var upstreamCAs *certs.Bundle
+	if cfg.UpstreamCAFile != "" {
+		if upstreamCAs, err = certs.NewBundle(cfg.UpstreamCAFile, cfg.TLSReloadInterval, log.WithName("upstream-ca")); err != nil {
+			return nil, fmt.Errorf("load upstream CA bundle: %w", err)
+		}
+		upstreamTLS.Roots = upstreamCAs.Pool
+	}
+	traces, err := tracing.New(context.Background(), cfg.Tracing)
+	if err != nil {
+		return nil, err
+	}
+	var tracer trace.Tracer
+	if traces != nil {
+		tracer = traces.Tracer("github.com/lobby-http/lobby/interceptor")
+	}
+	handler, err := newProxyHandler(router, metrics, log.WithName("proxy"), dial, upstreamTLS, tracer, cfg.AddOnColdStartHeader)
 	if err != nil {
 		return nil, err
 	}
@@ -144,6 +172,27 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		Limit:           conns,
 		ShutdownTimeout: cfg.DrainTimeout,
 		Log:             log.WithName("proxy"),
+	}
+
+	var tlsProxy *server.Server
+	var pairs *certs.Store
+	if cfg.ProxyTLSAddr != "" {
+		if pairs, err = certs.New(certs.Options{Dirs: cfg.ProxyTLSCertDirs, Interval: cfg.TLSReloadInterval, Log: log.WithName("certs")}); err != nil {
+			return nil, err
+		}
+		httpServer := newHTTPServer(cfg, cfg.ProxyTLSAddr, server.CloseAfterChunked(handler), log.WithName("proxy-tls"))
+		httpServer.Protocols = new(http.Protocols)
+		httpServer.Protocols.SetHTTP1(true)
+		httpServer.Protocols.SetHTTP2(true)
+		httpServer.TLSConfig = pairs.TLSConfig(cfg.ProxyTLSMinVersion, cfg.ProxyTLSCipherSuites)
+		tlsProxy = &server.Server{
+			HTTP: httpServer,
+			// One cap for both listeners: it bounds the memory of the connections, whichever
+			// port they came in on.
+			Limit:           conns,
+			ShutdownTimeout: cfg.DrainTimeout,
+			Log:             log.WithName("proxy-tls"),
+		}
 	}
 
 	st, err := admin.NewStream(admin.StreamOptions{
@@ -184,6 +233,10 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		routes:      watcher,
 		admin:       adm,
 		proxy:       proxy,
+		tlsProxy:    tlsProxy,
+		certs:       pairs,
+		traces:      traces,
+		upstreamCAs: upstreamCAs,
 		adminServer: adminServer,
 	}, nil
 }
@@ -222,6 +275,19 @@ func (ic *interceptor) run(signals context.Context) error {
 		defer stopAll() // The proxy has drained, or failed: nothing else is needed.
 		return ic.proxy.Start(proxyCtx)
 	})
+	if ic.traces != nil {
+		g.Go(func() error { return ic.traces.Start(ctx) })
+	}
+	if ic.upstreamCAs != nil {
+		g.Go(func() error { return ic.upstreamCAs.Start(ctx) })
+	}
+	if ic.tlsProxy != nil {
+		g.Go(func() error { return ic.certs.Start(ctx) })
+		g.Go(func() error {
+			defer stopAll()
+			return ic.tlsProxy.Start(proxyCtx)
+		})
+	}
 	g.Go(func() error {
 		select {
 		case <-ctx.Done():

@@ -35,6 +35,10 @@ type Echo struct {
 	TargetPort int32
 	// GracePeriodSeconds is the pods' termination grace period; zero means 10.
 	GracePeriodSeconds int64
+	// TLSSecret, when set, names a Secret of the namespace with tls.crt and tls.key: the app
+	// serves HTTPS with them (TLS_CERT, TLS_KEY), its probe asks over HTTPS, and the Service port
+	// says appProtocol https.
+	TLSSecret string
 }
 
 // Objects returns the Deployment and the Service.
@@ -59,6 +63,17 @@ func (e Echo) Objects() (*appsv1.Deployment, *corev1.Service) {
 	for _, k := range slices.Sorted(maps.Keys(e.Env)) {
 		env = append(env, corev1.EnvVar{Name: k, Value: e.Env[k]})
 	}
+	scheme := corev1.URISchemeHTTP
+	var appProtocol *string
+	if e.TLSSecret != "" {
+		fromSecret := func(name, key string) corev1.EnvVar {
+			return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: e.TLSSecret}, Key: key,
+			}}}
+		}
+		env = append(env, fromSecret("TLS_CERT", "tls.crt"), fromSecret("TLS_KEY", "tls.key"))
+		scheme, appProtocol = corev1.URISchemeHTTPS, ptr.To("https")
+	}
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: e.Name, Namespace: e.Namespace},
 		Spec: appsv1.DeploymentSpec{
@@ -74,7 +89,7 @@ func (e Echo) Objects() (*appsv1.Deployment, *corev1.Service) {
 						Env:   env,
 						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: EchoPort}},
 						ReadinessProbe: &corev1.Probe{
-							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
+							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http"), Scheme: scheme}},
 							PeriodSeconds: 1,
 						},
 					}},
@@ -86,7 +101,7 @@ func (e Echo) Objects() (*appsv1.Deployment, *corev1.Service) {
 		ObjectMeta: metav1.ObjectMeta{Name: e.Name, Namespace: e.Namespace},
 		Spec: corev1.ServiceSpec{
 			Selector: labels,
-			Ports:    []corev1.ServicePort{{Name: portName, Port: 80, TargetPort: intstr.FromInt32(target)}},
+			Ports:    []corev1.ServicePort{{Name: portName, Port: 80, TargetPort: intstr.FromInt32(target), AppProtocol: appProtocol}},
 		},
 	}
 	return dep, svc

@@ -220,8 +220,12 @@ func checkServices(t *testing.T, r *Rendered) {
 		return out
 	}
 	proxy := ports(testRelease + "-interceptor-proxy")
-	if !reflect.DeepEqual(proxy, map[string]int32{"http": 8080}) {
-		t.Errorf("the proxy Service must carry only port http 8080 (never admin), got %v", proxy)
+	want := map[string]int32{"http": 8080}
+	if p, _ := r.Process("interceptor"); p.Env["LOBBY_PROXY_TLS_ADDR"] != "" {
+		want["https"] = 8443
+	}
+	if !reflect.DeepEqual(proxy, want) {
+		t.Errorf("the proxy Service must carry only port http 8080, and https 8443 with TLS (never admin), got %v", proxy)
 	}
 	if admin := ports(testRelease + "-interceptor-admin"); !reflect.DeepEqual(admin, map[string]int32{"admin": 9090}) {
 		t.Errorf("the interceptor admin Service must carry only port admin 9090, got %v", admin)
@@ -435,6 +439,7 @@ func TestProcessOfTheDefaults(t *testing.T) {
 				"LOBBY_DRAIN_DELAY": "5s", "LOBBY_DRAIN_TIMEOUT": "40s", "LOBBY_MAX_HEADER_BYTES": "1048576",
 				"LOBBY_READ_HEADER_TIMEOUT": "10s", "LOBBY_IDLE_TIMEOUT": "90s",
 				"LOBBY_LOG_LEVEL": "info", "LOBBY_LOG_FORMAT": "json",
+				"LOBBY_UPSTREAM_CA_FILE": "", "LOBBY_CLUSTER_DOMAIN": "cluster.local", "LOBBY_TLS_RELOAD_INTERVAL": "10s",
 				// The 512Mi limit, as the downward API writes it; LOBBY_MAX_CONNECTIONS is unset, so
 				// the interceptor derives its cap from it.
 				"LOBBY_MEMORY_LIMIT": "536870912",
@@ -681,6 +686,62 @@ func TestValuesFilesChangeWhatTheyShould(t *testing.T) {
 			},
 		},
 		{
+			name:  "interceptor TLS mounts each Secret, names their folders and opens the https port",
+			files: ci("interceptor-tls-values.yaml"),
+			check: func(t *testing.T, r *Rendered) {
+				p, _ := r.Process("interceptor")
+				for k, v := range map[string]string{
+					"LOBBY_PROXY_TLS_ADDR":        ":8443",
+					"LOBBY_PROXY_TLS_CERT_DIRS":   "/etc/lobby/tls/lobby-tls,/etc/lobby/tls/shop-example-com-tls",
+					"LOBBY_PROXY_TLS_MIN_VERSION": "1.3",
+					"LOBBY_UPSTREAM_CA_FILE":      "/etc/lobby/upstream-ca/ca.crt",
+					"LOBBY_CLUSTER_DOMAIN":        "corp.example",
+				} {
+					if p.Env[k] != v {
+						t.Errorf("%s = %q, want %q", k, p.Env[k], v)
+					}
+				}
+				want := []Mount{{Path: "/etc/lobby/tls/lobby-tls", Secret: "lobby-tls"}, {Path: "/etc/lobby/tls/shop-example-com-tls", Secret: "shop-example-com-tls"}}
+				if !reflect.DeepEqual(p.Mounts, want) {
+					t.Errorf("mounts %v, want %v", p.Mounts, want)
+				}
+				d := convert[appsv1.Deployment](t, r.Find("Deployment", testRelease+"-interceptor"))
+				pod := d.Spec.Template.Spec
+				var ca *corev1.Volume
+				for i := range pod.Volumes {
+					if pod.Volumes[i].Name == "upstream-ca" {
+						ca = &pod.Volumes[i]
+					}
+				}
+				if ca == nil || ca.ConfigMap == nil || ca.ConfigMap.Name != "cluster-ca-bundle" {
+					t.Errorf("volumes %+v lack the extra ConfigMap volume", pod.Volumes)
+				}
+				mounts := pod.Containers[0].VolumeMounts
+				if n := len(mounts); n != 3 || mounts[2].Name != "upstream-ca" || mounts[2].MountPath != "/etc/lobby/upstream-ca" {
+					t.Errorf("volume mounts %+v, want the two Secrets and the extra mount", mounts)
+				}
+				svc := convert[corev1.Service](t, r.Find("Service", testRelease+"-interceptor-proxy"))
+				if len(svc.Spec.Ports) != 2 || svc.Spec.Ports[1].Name != "https" || svc.Spec.Ports[1].Port != 8443 ||
+					svc.Spec.Ports[1].TargetPort.StrVal != "https" {
+					t.Errorf("proxy Service ports %+v, want http and https", svc.Spec.Ports)
+				}
+			},
+		},
+		{
+			name: "the default values serve no TLS and trust the system roots for HTTPS apps",
+			check: func(t *testing.T, r *Rendered) {
+				p, _ := r.Process("interceptor")
+				if v, ok := p.Env["LOBBY_PROXY_TLS_ADDR"]; ok || len(p.Mounts) != 0 || p.Env["LOBBY_UPSTREAM_CA_FILE"] != "" ||
+					p.Env["LOBBY_CLUSTER_DOMAIN"] != "cluster.local" {
+					t.Errorf("LOBBY_PROXY_TLS_ADDR %q (set: %v), mounts %v, env %v", v, ok, p.Mounts, p.Env)
+				}
+				svc := convert[corev1.Service](t, r.Find("Service", testRelease+"-interceptor-proxy"))
+				if len(svc.Spec.Ports) != 1 {
+					t.Errorf("proxy Service ports %+v, want http alone", svc.Spec.Ports)
+				}
+			},
+		},
+		{
 			name: "scaler TLS without an authentication has the operator turn TLS on only",
 			set:  map[string]string{"scaler.tls.enabled": "true", "scaler.tls.secretName": "lobby-scaler-tls"},
 			check: func(t *testing.T, r *Rendered) {
@@ -867,6 +928,12 @@ func TestTemplateRefusesBadValues(t *testing.T) {
 		{"three operators are refused", map[string]string{"operator.replicas": "3"}, "operator.replicas"},
 		{"two operators without leader election are refused", map[string]string{"operator.replicas": "2", "operator.leaderElect": "false"}, "operator.leaderElect"},
 		{"scaler TLS without a Secret is refused", map[string]string{"scaler.tls.enabled": "true"}, "scaler.tls.secretName"},
+		{"interceptor TLS without a Secret is refused", map[string]string{"interceptor.tls.enabled": "true"}, "interceptor.tls.secretNames is empty"},
+		{"interceptor Secrets without TLS are refused", map[string]string{"interceptor.tls.secretNames[0]": "s"}, "interceptor.tls.enabled is false"},
+		{"interceptor TLS 1.1 is refused by the schema", map[string]string{"interceptor.tls.minVersion": "1.1"}, "interceptor/tls/minVersion"},
+		{"cipher suites with TLS 1.3 are refused", map[string]string{"interceptor.tls.enabled": "true", "interceptor.tls.secretNames[0]": "s",
+			"interceptor.tls.minVersion": "1.3", "interceptor.tls.cipherSuites[0]": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"}, "cipher suites are not configurable"},
+		{"a relative upstream CA file is refused by the schema", map[string]string{"interceptor.upstreamTLS.caFile": "ca.crt"}, "caFile"},
 		{"a trigger authentication without scaler TLS is refused", map[string]string{"scaler.tls.triggerAuthentication.name": "lobby"},
 			"scaler.tls.triggerAuthentication.name needs scaler.tls.enabled"},
 		{"a trigger authentication of another kind is refused by the schema", map[string]string{

@@ -29,6 +29,11 @@ type VariantOptions struct {
 	// Addr is the address the process binds, so that a certificate can name it before the
 	// process exists; zero allocates a fresh one.
 	Addr netip.Addr
+	// Publish lists the variant in the release's Services (their EndpointSlices and DNS names)
+	// beside the release's own instances, so that the scalers subscribe to it (an interceptor
+	// variant then wakes the apps whose requests it holds). Stop a published variant with
+	// Lobby.Stop, which takes it out again.
+	Publish bool
 }
 
 // StartVariant starts one process of component configured from the chart rendered with o's
@@ -37,9 +42,9 @@ type VariantOptions struct {
 // namespace and written to files, one per key, as a Secret volume presents them, and the
 // container's environment and arguments are pointed at those files instead of the mount path.
 //
-// The variant is not published in the release's Services or DNS names: clients reach it at its
-// address only, so the release's own instances keep all the traffic that goes through the
-// Services. Stop it with its Process.Stop.
+// Unless o.Publish says otherwise, the variant is not published in the release's Services or DNS
+// names: clients reach it at its address only, so the release's own instances keep all the
+// traffic that goes through the Services. Stop it with its Process.Stop.
 func (l *Lobby) StartVariant(ctx context.Context, component string, o VariantOptions) (*Instance, error) {
 	if _, ok := l.specs[component]; !ok {
 		return nil, fmt.Errorf("start variant of %q: not a component; components are %v", component, Components)
@@ -65,11 +70,23 @@ func (l *Lobby) StartVariant(ctx context.Context, component string, o VariantOpt
 			return nil, fmt.Errorf("start variant %s: %w", name, err)
 		}
 	}
-	return l.launch(ctx, name, spec, o.Addr)
+	in, err := l.launch(ctx, name, spec, o.Addr)
+	if err != nil || !o.Publish {
+		return in, err
+	}
+	l.mu.Lock()
+	l.instances[component] = append(l.instances[component], in)
+	l.mu.Unlock()
+	if err := l.publish(ctx); err != nil {
+		_ = l.Stop(ctx, in)
+		return nil, fmt.Errorf("publish variant %s: %w", name, err)
+	}
+	return in, nil
 }
 
 // mountSecrets writes each Secret spec mounts into a folder of dir, and returns spec with every
-// environment value and argument under a mount path rewritten to the matching folder.
+// environment value and argument under a mount path (or comma-separated list of such paths)
+// rewritten to the matching folder.
 func (l *Lobby) mountSecrets(ctx context.Context, spec chart.ProcessSpec, dir string) (chart.ProcessSpec, error) {
 	local := map[string]string{} // mount path → folder
 	for i, m := range spec.Mounts {
@@ -91,7 +108,7 @@ func (l *Lobby) mountSecrets(ctx context.Context, spec chart.ProcessSpec, dir st
 		}
 		local[filepath.Clean(m.Path)] = folder
 	}
-	rewrite := func(v string) string {
+	rewritePath := func(v string) string {
 		for mount, folder := range local {
 			if v == mount {
 				return folder
@@ -101,6 +118,14 @@ func (l *Lobby) mountSecrets(ctx context.Context, spec chart.ProcessSpec, dir st
 			}
 		}
 		return v
+	}
+	// A value may list paths separated by commas (LOBBY_PROXY_TLS_CERT_DIRS).
+	rewrite := func(v string) string {
+		parts := strings.Split(v, ",")
+		for i, p := range parts {
+			parts[i] = rewritePath(p)
+		}
+		return strings.Join(parts, ",")
 	}
 	env := maps.Clone(spec.Env)
 	for k, v := range env {

@@ -71,6 +71,9 @@ type appSpec struct {
 	targetPort int32
 	// hso fills in the routing and scaling of the HTTPScaledObject; scaleTargetRef is set.
 	hso v1alpha1.HTTPScaledObjectSpec
+	// tlsSecret, when set, has the app serve HTTPS with the key pair of that Secret of its
+	// namespace, behind a Service port with appProtocol https.
+	tlsSecret string
 	// plain deploys the app without an HTTPScaledObject (a failover Service, say), and waits
 	// for its replicas to be ready.
 	plain bool
@@ -92,7 +95,7 @@ func deployApp(t *testing.T, ns string, s appSpec) *app {
 	c := suite.cluster
 	dep, svc := apps.Echo{
 		Namespace: ns, Name: s.name, Replicas: s.replicas, Env: s.env,
-		ServicePortName: s.portName, TargetPort: s.targetPort,
+		ServicePortName: s.portName, TargetPort: s.targetPort, TLSSecret: s.tlsSecret,
 	}.Objects()
 	spec := s.hso
 	spec.ScaleTargetRef = v1alpha1.ScaleTargetRef{Name: s.name, Kind: "Deployment", APIVersion: "apps/v1", Service: s.name, Port: 80}

@@ -183,7 +183,7 @@ func TestTwoInterceptorsTwoScalers(t *testing.T) {
 
 // reload rewrites nginx's upstreams to the current interceptors and has nginx reload them.
 func (in *ingress) reload() error {
-	conf, err := in.render(suite.lobby)
+	conf, err := in.render()
 	if err != nil {
 		return err
 	}

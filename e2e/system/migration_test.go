@@ -118,7 +118,8 @@ spec:
 	}
 	// nginx, as the ingress, sends to the previous interceptor; retries off, so each request is
 	// answered once by the interceptor it reached.
-	in, err := startNginx(ctx, c, proxyAddrs([]*deploy.Instance{prevIn}), true)
+	in, err := startNginx(ctx, c, "nginx.conf.tmpl", fixedUpstreams(proxyAddrs([]*deploy.Instance{prevIn}, "http")),
+		map[string]any{"NoRetry": true})
 	if err != nil {
 		t.Fatalf("start nginx: %v", err)
 	}
@@ -161,7 +162,7 @@ spec:
 	// Step 4: point the ingress at lobby's interceptors, then send the request that must wake
 	// the app at zero: it is held by lobby's interceptor while KEDA still asks the previous
 	// scaler, which does not see it.
-	if err := in.pointAt(proxyAddrs(rel.Instances("interceptor"))); err != nil {
+	if err := in.pointAt(proxyAddrs(rel.Instances("interceptor"), "http")); err != nil {
 		t.Fatalf("point nginx at lobby's interceptors: %v", err)
 	}
 	// nginx's old worker stops taking connections once the new ones run; the request goes on a
@@ -511,7 +512,8 @@ func (l *countedLoad) stop() (sent, answered int64, failures []string) {
 // pointAt rewrites nginx's upstreams and has it reload them: new requests go to upstreams, and
 // the old workers finish the requests they have.
 func (in *ingress) pointAt(upstreams []string) error {
-	conf, err := in.renderTo(upstreams)
+	in.upstreams = fixedUpstreams(upstreams)
+	conf, err := in.render()
 	if err != nil {
 		return err
 	}
@@ -519,4 +521,9 @@ func (in *ingress) pointAt(upstreams []string) error {
 		return err
 	}
 	return syscall.Kill(in.proc.PID(), syscall.SIGHUP)
+}
+
+// fixedUpstreams returns an ingress's upstreams function for a fixed list.
+func fixedUpstreams(upstreams []string) func() []string {
+	return func() []string { return upstreams }
 }

@@ -71,29 +71,32 @@ type ingress struct {
 	dir    string
 	conf   string
 	proc   *framework.Process
-	// noRetry switches nginx's retries on the next upstream off, so that every request a
-	// client sends reaches one interceptor once and what it answers is counted as it answered.
-	noRetry bool
+	// tmpl is the configuration template in testdata, upstreams returns the addresses it sends
+	// to, and data is what else the template reads.
+	tmpl      string
+	upstreams func() []string
+	data      map[string]any
 }
 
 // startIngress renders testdata/nginx.conf.tmpl with the interceptors' proxy addresses and runs
 // nginx with it.
 func startIngress(ctx context.Context, c *framework.Cluster, l *deploy.Lobby) (*ingress, error) {
-	return startNginx(ctx, c, proxyAddrs(l.Instances("interceptor")), false)
+	return startNginx(ctx, c, "nginx.conf.tmpl", func() []string { return proxyAddrs(l.Instances("interceptor"), "http") }, nil)
 }
 
-// proxyAddrs returns the proxy addresses of interceptors, as nginx's upstreams.
-func proxyAddrs(interceptors []*deploy.Instance) []string {
-	var upstreams []string
+// proxyAddrs returns the addresses of the given port of interceptors.
+func proxyAddrs(interceptors []*deploy.Instance, port string) []string {
+	var addrs []string
 	for _, i := range interceptors {
-		upstreams = append(upstreams, netip.AddrPortFrom(i.Addr, uint16(i.Ports["http"])).String())
+		addrs = append(addrs, netip.AddrPortFrom(i.Addr, uint16(i.Ports[port])).String())
 	}
-	return upstreams
+	return addrs
 }
 
-// startNginx runs nginx with testdata/nginx.conf.tmpl in front of upstreams, retrying on the
-// next upstream as ingress-nginx does unless noRetry.
-func startNginx(ctx context.Context, c *framework.Cluster, upstreams []string, noRetry bool) (*ingress, error) {
+// startNginx renders testdata/<tmpl> with the upstreams, the folders, the listen address and
+// data, and runs nginx with it. nginx.conf.tmpl retries on the next upstream as ingress-nginx
+// does, unless data has NoRetry set.
+func startNginx(ctx context.Context, c *framework.Cluster, tmpl string, upstreams func() []string, data map[string]any) (*ingress, error) {
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		if bin, err = exec.LookPath("/usr/sbin/nginx"); err != nil {
@@ -109,8 +112,9 @@ func startNginx(ctx context.Context, c *framework.Cluster, upstreams []string, n
 		return nil, err
 	}
 	listen := netip.AddrPortFrom(addr, 80).String()
-	in := &ingress{URL: "http://" + listen, listen: listen, dir: dir, conf: filepath.Join(dir, "nginx.conf"), noRetry: noRetry}
-	conf, err := in.renderTo(upstreams)
+	in := &ingress{URL: "http://" + listen, listen: listen, dir: dir, conf: filepath.Join(dir, "nginx.conf"),
+		tmpl: tmpl, upstreams: upstreams, data: data}
+	conf, err := in.render()
 	if err != nil {
 		return nil, err
 	}
@@ -137,19 +141,17 @@ func startNginx(ctx context.Context, c *framework.Cluster, upstreams []string, n
 	}
 }
 
-// render returns nginx's configuration with the current interceptors as upstreams.
-func (in *ingress) render(l *deploy.Lobby) ([]byte, error) {
-	return in.renderTo(proxyAddrs(l.Instances("interceptor")))
-}
-
-// renderTo returns nginx's configuration with the given upstreams.
-func (in *ingress) renderTo(upstreams []string) ([]byte, error) {
-	tmpl, err := template.ParseFiles(filepath.Join("testdata", "nginx.conf.tmpl"))
+// render returns nginx's configuration with the current upstreams.
+func (in *ingress) render() ([]byte, error) {
+	tmpl, err := template.ParseFiles(filepath.Join("testdata", in.tmpl))
 	if err != nil {
 		return nil, err
 	}
+	data := map[string]any{"Dir": in.dir, "Listen": in.listen, "Upstreams": in.upstreams()}
+	for k, v := range in.data {
+		data[k] = v
+	}
 	var conf bytes.Buffer
-	data := map[string]any{"Dir": in.dir, "Listen": in.listen, "Upstreams": upstreams, "NoRetry": in.noRetry}
 	if err := tmpl.Execute(&conf, data); err != nil {
 		return nil, err
 	}

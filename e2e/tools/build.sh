@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local cluster's binaries (kube-apiserver, kube-controller-manager, the KEDA operator
 # and metrics adapter, and the kubelet of the real node) from the Go modules pinned in this
-# folder's go.mod, into a cache folder keyed by their versions. A second run with the binaries in
-# place does nothing.
+# folder's go.mod, and the e2e suite's trace backend (Jaeger) from jaeger/go.mod, into cache
+# folders keyed by their versions. A second run with the binaries in place does nothing.
 #
 # Usage: build.sh <cache-root>   (prints the bin folder on stdout)
 set -euo pipefail
@@ -41,6 +41,19 @@ build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$kl
 build kubelet k8s.io/kubernetes/cmd/kubelet "$kldflags"
 build keda-operator github.com/kedacore/keda/v2/cmd/operator "$kedaldflags"
 build keda-adapter github.com/kedacore/keda/v2/cmd/adapter "$kedaldflags"
+
+# The e2e suite's trace backend, Jaeger v2, from its own module (jaeger/go.mod): its dependencies
+# (the OpenTelemetry Collector's) must not meet the control plane's.
+jaeger_version="$(cd "$here/jaeger" && go list -m -f '{{.Version}}' github.com/jaegertracing/jaeger)"
+jaeger_bin="$root/jaeger-${jaeger_version}/jaeger"
+if [[ ! -x "$jaeger_bin" ]]; then
+	echo "building jaeger ${jaeger_version} (first time only; 7 minutes on 2 busy cores)" >&2
+	start=$SECONDS
+	mkdir -p "$(dirname "$jaeger_bin")"
+	(cd "$here/jaeger" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$jaeger_bin.tmp" github.com/jaegertracing/jaeger/cmd/jaeger)
+	mv "$jaeger_bin.tmp" "$jaeger_bin"
+	echo "built jaeger in $((SECONDS - start))s" >&2
+fi
 
 # KEDA's CRDs come from the same module version.
 crd_dir="$bin/../keda-crds"

@@ -54,14 +54,19 @@ func NewInformer(client rest.Interface, namespace string, resync time.Duration) 
 // Trim is the informer's transform: it drops what no lobby binary reads from a cached
 // HTTPScaledObject (managed fields, annotations such as kubectl's last-applied copy of the whole
 // object, labels and status), keeping the name, namespace, UID, resource version, generation,
-// creation time and the spec, which it normalises (see Normalize). Other objects pass unchanged.
+// creation time, the spec, which it normalises (see Normalize), and the one annotation routing
+// reads (v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation). Other objects pass unchanged.
 func Trim(obj any) (any, error) {
 	o, ok := obj.(*v1alpha1.HTTPScaledObject)
 	if !ok {
 		return obj, nil
 	}
 	o.ManagedFields = nil
-	o.Annotations = nil
+	if v, ok := o.Annotations[v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation]; ok {
+		o.Annotations = map[string]string{v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation: v}
+	} else {
+		o.Annotations = nil
+	}
 	o.Labels = nil
 	o.Status = v1alpha1.HTTPScaledObjectStatus{}
 	Normalize(&o.Spec)

@@ -138,3 +138,18 @@ func TestTrimKeepsWhatTheBinariesReadAndDropsTheRest(t *testing.T) {
 		t.Errorf("Trim(%q) = %v, %v; want it unchanged", other, got, err)
 	}
 }
+
+func TestTrimKeepsTheUpstreamTLSAnnotationAlone(t *testing.T) {
+	o := &v1alpha1.HTTPScaledObject{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: "ns", Annotations: map[string]string{
+		"kubectl.kubernetes.io/last-applied-configuration": "{…}",
+		v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation:   "true",
+	}}}
+	got, err := Trim(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation: "true"}
+	if a := got.(*v1alpha1.HTTPScaledObject).Annotations; !reflect.DeepEqual(a, want) {
+		t.Errorf("annotations = %v, want %v", a, want)
+	}
+}

@@ -15,7 +15,9 @@ import (
 
 // Server runs one http.Server.
 type Server struct {
-	// HTTP is the server to run. Its Addr is where Start listens unless Listener is set.
+	// HTTP is the server to run. Its Addr is where Start listens unless Listener is set. When its
+	// TLSConfig is not nil the server speaks TLS with the certificates that configuration gives
+	// (Certificates or GetCertificate).
 	HTTP *http.Server
 	// Listener, when not nil, is served instead of listening on HTTP.Addr (tests pass one on an
 	// ephemeral port to learn its address).
@@ -46,10 +48,16 @@ func (s *Server) Start(ctx context.Context) error {
 		ln = s.Limit.Listener(ln)
 		maxConns = s.Limit.Max()
 	}
-	s.Log.Info("serving", "addr", ln.Addr().String(), "maxConnections", maxConns)
+	s.Log.Info("serving", "addr", ln.Addr().String(), "maxConnections", maxConns, "tls", s.HTTP.TLSConfig != nil)
 
 	errc := make(chan error, 1)
-	go func() { errc <- s.HTTP.Serve(ln) }()
+	go func() {
+		if s.HTTP.TLSConfig != nil {
+			errc <- s.HTTP.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- s.HTTP.Serve(ln)
+	}()
 
 	select {
 	case err := <-errc:

@@ -157,3 +157,15 @@ namespace: two releases of the same name in two namespaces must not share one.
 namespace: {{ . }}
 {{- end }}
 {{- end -}}
+
+{{/*
+The interceptor's LOBBY_PROXY_TLS_CERT_DIRS: the mount folder of each Secret of
+interceptor.tls.secretNames, in order (the first is the default key pair).
+*/}}
+{{- define "lobby.interceptorCertDirs" -}}
+{{- $dirs := list -}}
+{{- range . -}}
+{{- $dirs = append $dirs (printf "/etc/lobby/tls/%s" .) -}}
+{{- end -}}
+{{- join "," $dirs -}}
+{{- end -}}

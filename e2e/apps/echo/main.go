@@ -16,6 +16,8 @@
 //	CRASH_AFTER     -crash-after     exit 1 this long after listening (0: never)
 //	SHUTDOWN_DELAY  -shutdown-delay  on SIGTERM, keep serving this long before draining (0)
 //	POD_NAME        -pod-name        reported in every echo
+//	TLS_CERT        (env only)       PEM certificate: with TLS_KEY, serve HTTPS (HTTP/2 and
+//	TLS_KEY         (env only)       HTTP/1.1 by ALPN) instead of HTTP and h2c on PORT
 //
 // Endpoints: the readiness path; / echoes the request as JSON (method, host, path, query,
 // proto, headers, podName; ?delay=250ms delays the answer); /status/<code> answers with that
@@ -26,6 +28,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -58,6 +61,8 @@ type config struct {
 	crashAfter    time.Duration
 	shutdownDelay time.Duration
 	podName       string
+	// cert, when set, is served on the HTTP port instead of clear text.
+	cert *tls.Certificate
 }
 
 func main() {
@@ -121,6 +126,13 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
+	if certPEM, keyPEM := getenv("TLS_CERT"), getenv("TLS_KEY"); certPEM != "" || keyPEM != "" {
+		c, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
+		if err != nil {
+			return cfg, fmt.Errorf("TLS_CERT and TLS_KEY: %w", err)
+		}
+		cfg.cert = &c
+	}
 	if !strings.HasPrefix(cfg.readyPath, "/") {
 		return cfg, fmt.Errorf("READY_PATH %q: want a path starting with /", cfg.readyPath)
 	}
@@ -141,7 +153,11 @@ func run(ctx context.Context, cfg config) error {
 	}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
+	if cfg.cert != nil {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
 	srv := &http.Server{
 		Handler:           handler(cfg),
 		Protocols:         &protocols,
@@ -149,8 +165,13 @@ func run(ctx context.Context, cfg config) error {
 		IdleTimeout:       2 * time.Minute,
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Printf("listening on %s", ln.Addr())
+	if cfg.cert != nil {
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*cfg.cert}, MinVersion: tls.VersionTLS12}
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	log.Printf("listening on %s (TLS %t)", ln.Addr(), cfg.cert != nil)
 
 	var gsrv *grpc.Server
 	if cfg.grpcPort != 0 {
@@ -195,14 +216,24 @@ func run(ctx context.Context, cfg config) error {
 
 // echo is the JSON / answers with.
 type echo struct {
-	Method     string              `json:"method"`
-	Host       string              `json:"host"`
-	Path       string              `json:"path"`
-	Query      string              `json:"query,omitempty"`
-	Proto      string              `json:"proto"`
-	Headers    map[string][]string `json:"headers"`
-	RemoteAddr string              `json:"remoteAddr"`
-	PodName    string              `json:"podName"`
+	Method string `json:"method"`
+	Host   string `json:"host"`
+	Path   string `json:"path"`
+	Query  string `json:"query,omitempty"`
+	Proto  string `json:"proto"`
+	// TLSServerName is the server name the client asked for over TLS; empty over clear text.
+	TLSServerName string              `json:"tlsServerName,omitempty"`
+	Headers       map[string][]string `json:"headers"`
+	RemoteAddr    string              `json:"remoteAddr"`
+	PodName       string              `json:"podName"`
+}
+
+// tlsServerName returns the server name r's client asked for over TLS.
+func tlsServerName(r *http.Request) string {
+	if r.TLS == nil {
+		return ""
+	}
+	return r.TLS.ServerName
 }
 
 func handler(cfg config) http.Handler {
@@ -243,7 +274,7 @@ func handler(cfg config) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(echo{
 			Method: r.Method, Host: r.Host, Path: r.URL.Path, Query: r.URL.RawQuery, Proto: r.Proto,
-			Headers: r.Header, RemoteAddr: r.RemoteAddr, PodName: cfg.podName,
+			Headers: r.Header, RemoteAddr: r.RemoteAddr, PodName: cfg.podName, TLSServerName: tlsServerName(r),
 		})
 	}))
 	mux.HandleFunc("/status/{code}", delayed(func(w http.ResponseWriter, r *http.Request) {

@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/websocket"
+
+	"github.com/lobby-http/lobby/internal/testpki"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -41,6 +43,7 @@ func TestLoadConfig(t *testing.T) {
 		{"a bad duration names its variable", "RESPONSE_DELAY", "soon"},
 		{"a bad port names its variable", "PORT", "http"},
 		{"a ready path without a slash is refused", "READY_PATH", "healthz"},
+		{"a certificate without its key is refused", "TLS_CERT", "not PEM"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := loadConfig(nil, env(map[string]string{tt.key: tt.value}))
@@ -48,6 +51,19 @@ func TestLoadConfig(t *testing.T) {
 				t.Errorf("err = %v, want it to name %s", err, tt.key)
 			}
 		})
+	}
+}
+
+func TestLoadConfigReadsTheKeyPair(t *testing.T) {
+	leaf := testpki.NewCA(t, "test CA").Issue(t, "echo.ns.svc")
+	cfg, err := loadConfig(nil, func(k string) string {
+		return map[string]string{"TLS_CERT": string(leaf.CertPEM), "TLS_KEY": string(leaf.KeyPEM)}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.cert == nil || cfg.cert.Leaf == nil || cfg.cert.Leaf.DNSNames[0] != "echo.ns.svc" {
+		t.Errorf("cert = %+v, want the key pair for echo.ns.svc", cfg.cert)
 	}
 }
 

@@ -151,6 +151,12 @@ func newTarget(namespace, service string, port int32, portName string) *Target {
 	return t
 }
 
+// Namespace returns the namespace of the target's Service.
+func (t *Target) Namespace() string { return t.namespace }
+
+// Service returns the name of the target's Service.
+func (t *Target) Service() string { return t.service }
+
 // Snapshot returns the current ready endpoints without blocking or locking.
 func (t *Target) Snapshot() *Snapshot { return t.snap.Load() }
 

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -8,10 +9,12 @@ import (
 	"net/url"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // benchClients is the number of concurrent clients of the throughput benchmarks.
@@ -83,7 +86,34 @@ func BenchmarkProxy(b *testing.B) {
 		e.ready("app", "10.0.0.1")
 		runParallel(b, benchClient(), e.proxy.URL, "app.test")
 	})
+	// The chain traced at 100% sampling, its spans batched to an exporter that drops them: the
+	// cost of tracing on, without a collector's.
+	b.Run("chain-traced", func(b *testing.B) {
+		exp := &discardExporter{}
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+		defer func() { _ = tp.Shutdown(context.Background()) }()
+		e := newTracedEnv(b, logr.Discard(), tp.Tracer("bench"))
+		e.mapPod("10.0.0.1", backendURL.Host)
+		e.route("app.test", "app", nil)
+		e.ready("app", "10.0.0.1")
+		runParallel(b, benchClient(), e.proxy.URL, "app.test")
+		b.StopTimer()
+		_ = tp.ForceFlush(context.Background())
+		if exp.spans.Load() == 0 {
+			b.Fatal("no span was exported")
+		}
+	})
 }
+
+// discardExporter counts the spans it is given and drops them.
+type discardExporter struct{ spans atomic.Int64 }
+
+func (d *discardExporter) ExportSpans(_ context.Context, spans []sdktrace.ReadOnlySpan) error {
+	d.spans.Add(int64(len(spans)))
+	return nil
+}
+
+func (d *discardExporter) Shutdown(context.Context) error { return nil }
 
 // slicePool is a plain httputil.BufferPool over sync.Pool, as a bare proxy would write one.
 type slicePool struct{ p sync.Pool }

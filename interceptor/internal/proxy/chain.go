@@ -5,7 +5,7 @@
 // The stages pass one *Exchange down the chain instead of values in the request context, so that
 // composing them costs no allocation:
 //
-//	Route(router, metrics, log, now, Count(Wait(now, forwarder)))
+//	Route(router, metrics, log, now, tracer, Count(Wait(now, forwarder)))
 package proxy
 
 import (
@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
 	"github.com/lobby-http/lobby/interceptor/internal/routing"
@@ -91,6 +92,16 @@ type Exchange struct {
 	// it is the pooled Exchange's own, kept across uses, so that tracing allocates nothing.
 	sent  atomic.Bool
 	trace *httptrace.ClientTrace
+
+	// What the request's span reports (see tracing.go); kept whether tracing is on or not,
+	// since plain stores cost less than checking. endpoint is the endpoint last tried, retries
+	// the other endpoints tried after refused connections, requeues the holds after every
+	// endpoint was lost, upstreamCode the app's status.
+	endpoint     *endpoints.Endpoint
+	retries      int
+	requeues     int
+	upstreamCode int
+	span         span
 }
 
 var exchanges = sync.Pool{New: func() any {
@@ -154,6 +165,9 @@ func (x *Exchange) admit() {
 func (x *Exchange) fail(w http.ResponseWriter, err error, usePlaceholder bool) {
 	code := status(err)
 	x.code = code
+	if x.span.on() {
+		x.span.failed(err)
+	}
 	switch {
 	case code == statusClientGone:
 		x.metrics.clientGone.Inc()
@@ -198,30 +212,40 @@ type routeStage struct {
 	metrics *Metrics
 	log     logr.Logger
 	now     func() time.Time
+	tracer  trace.Tracer
 	next    Handler
 }
 
 // Route returns the head of the chain: it finds the request's route (404 when none matches),
 // passes it on to next, and records the request's status and duration. now is the clock of the
-// durations; nil means time.Now.
-func Route(router Router, metrics *Metrics, log logr.Logger, now func() time.Time, next Handler) http.Handler {
+// durations; nil means time.Now. With a tracer, each request gets a server span (a child of the
+// client's W3C traceparent, when it sends one) that the request to the app carries on; nil
+// traces nothing and costs nothing.
+func Route(router Router, metrics *Metrics, log logr.Logger, now func() time.Time, tracer trace.Tracer, next Handler) http.Handler {
 	if now == nil {
 		now = time.Now
 	}
-	return &routeStage{router: router, metrics: metrics, log: log, now: now, next: next}
+	return &routeStage{router: router, metrics: metrics, log: log, now: now, tracer: tracer, next: next}
 }
 
 func (s *routeStage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	x := exchanges.Get().(*Exchange)
 	*x = Exchange{log: s.log, trace: x.trace}
+	if s.tracer != nil {
+		x.span.start(s.tracer, r, start)
+	}
 	defer func() {
 		if x.code == 0 {
 			// A handler that writes nothing answers 200, as net/http does.
 			x.code = http.StatusOK
 		}
+		end := s.now()
 		x.metrics.request(x.code)
-		x.metrics.duration.Observe(s.now().Sub(start).Seconds())
+		x.metrics.duration.Observe(end.Sub(start).Seconds())
+		if x.span.on() {
+			x.span.end(x, end)
+		}
 		*x = Exchange{trace: x.trace}
 		exchanges.Put(x)
 	}()
@@ -232,6 +256,9 @@ func (s *routeStage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.metrics = s.metrics.route(x.route.Key)
+	if x.span.on() {
+		x.span.routed(r, x.route.Key)
+	}
 	s.next.ServeExchange(w, r, x)
 }
 
@@ -290,6 +317,7 @@ func Wait(now func() time.Time, next Handler) Handler {
 				return
 			}
 			x.metrics.requeues.Inc()
+			x.requeues++
 			x.log.V(1).Info("holding the request again", "route", x.metrics.key, "error", x.lost.Error())
 			x.lost = nil
 			if !x.requeue() {
@@ -313,8 +341,16 @@ func (x *Exchange) wait(w http.ResponseWriter, r *http.Request, now func() time.
 	if x.holdEnd.IsZero() {
 		x.holdEnd = start.Add(x.route.ColdStartTimeout)
 	}
+	var hold trace.Span
+	if x.span.on() {
+		hold = x.span.hold(start)
+	}
 	target, snap, ep, err := waitFor(r, x.route, x.holdEnd.Sub(start))
-	waited := now().Sub(start)
+	end := now()
+	if hold != nil {
+		endHold(hold, holdOutcome(err, target, x.route), end)
+	}
+	waited := end.Sub(start)
 	x.waited += waited
 	x.metrics.coldStart.Observe(waited.Seconds())
 	if !errors.Is(err, ErrClientGone) {
@@ -358,6 +394,19 @@ func waitFor(r *http.Request, route *routing.Route, left time.Duration) (*endpoi
 		}
 	}
 	return nil, nil, nil, ErrColdStartTimeout
+}
+
+// holdOutcome names how a hold ended for its span.
+func holdOutcome(err error, target *endpoints.Target, route *routing.Route) string {
+	switch {
+	case errors.Is(err, ErrClientGone):
+		return "client_gone"
+	case err != nil:
+		return "timeout"
+	case target != route.Target:
+		return "failover"
+	}
+	return "ready"
 }
 
 // scheme returns the URL scheme for a target protocol.

@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,6 +49,8 @@ type env struct {
 	rv     int
 	// router, when set, replaces the fixed host → route map.
 	router proxy.Router
+	// tracer, when set before the proxy starts (newTracedEnv), traces the chain.
+	tracer trace.Tracer
 }
 
 // routerFunc adapts a function to proxy.Router.
@@ -60,13 +63,25 @@ func newEnv(t testing.TB, log logr.Logger) *env { return newEnvWith(t, log, prox
 // newEnvWith is newEnv with forwarder options. Log is the env's; Dial, when set, is called with
 // the loopback address the pod address maps to.
 func newEnvWith(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions) *env {
-	return newEnvChain(t, log, opts, nil)
+	return newEnvFull(t, log, opts, nil, nil)
 }
 
 // newEnvChain is newEnvWith with a stage between Wait and the forwarder, as main adds optional
 // ones; nil adds none.
 func newEnvChain(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, stage func(proxy.Handler) proxy.Handler) *env {
+	return newEnvFull(t, log, opts, nil, stage)
+}
+
+// newTracedEnv is newEnv with the chain traced by tracer.
+func newTracedEnv(t testing.TB, log logr.Logger, tracer trace.Tracer) *env {
+	return newEnvFull(t, log, proxy.ForwarderOptions{}, tracer, nil)
+}
+
+// newEnvFull builds the env with forwarder options, a tracer (nil traces nothing) and a stage
+// between Wait and the forwarder (nil adds none).
+func newEnvFull(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, tracer trace.Tracer, stage func(proxy.Handler) proxy.Handler) *env {
 	e := &env{
+		tracer: tracer,
 		t:      t,
 		store:  endpoints.NewStore(log),
 		counts: counts.NewRegistry(nil, nil),
@@ -109,7 +124,7 @@ func newEnvChain(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, sta
 	if stage != nil {
 		last = stage(fwd)
 	}
-	e.proxy = httptest.NewUnstartedServer(proxy.Route(router, metrics, log, nil, proxy.Count(proxy.Wait(nil, last))))
+	e.proxy = httptest.NewUnstartedServer(proxy.Route(router, metrics, log, nil, e.tracer, proxy.Count(proxy.Wait(nil, last))))
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)

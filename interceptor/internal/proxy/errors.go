@@ -24,6 +24,9 @@ var (
 	// ErrRequestTimeout means the exchange with the upstream outlasted the route's request
 	// timeout before the response headers arrived.
 	ErrRequestTimeout = errors.New("upstream request timed out")
+	// ErrUpstreamCertificate means the upstream speaks HTTPS and its certificate failed
+	// verification (see UpstreamTLS).
+	ErrUpstreamCertificate = errors.New("verify upstream certificate")
 	// ErrUpstream is any other failure of the exchange with the upstream before its response
 	// headers arrived.
 	ErrUpstream = errors.New("forward to upstream")
@@ -78,6 +81,8 @@ func upstreamReason(err error) string {
 		return "response_header_timeout"
 	case errors.Is(err, ErrRequestTimeout):
 		return "request_timeout"
+	case errors.Is(err, ErrUpstreamCertificate):
+		return "certificate"
 	case errors.Is(err, ErrUpstream):
 		return "other"
 	default:

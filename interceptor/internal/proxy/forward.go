@@ -46,9 +46,8 @@ var errDialNotNeeded = errors.New("dial not needed: the request was served on an
 type ForwarderOptions struct {
 	// Dial opens connections to endpoints; nil means a net.Dialer with a 5s timeout.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// TLSClientConfig is used for targets whose port speaks HTTPS; nil means Go's defaults
-	// (which verify the certificate against the pod IP).
-	TLSClientConfig *tls.Config
+	// UpstreamTLS says how targets whose port speaks HTTPS are verified.
+	UpstreamTLS UpstreamTLS
 	// MaxIdleConnsPerHost is the most idle connections kept per endpoint; 0 means 256.
 	MaxIdleConnsPerHost int
 	// IdleConnTimeout closes idle connections to endpoints after it; 0 means 90s.
@@ -87,10 +86,16 @@ const (
 )
 
 // transportKey selects a transport. net/http applies the response-header timeout per transport,
-// at no cost per request, so routes that set their own get their own transport.
+// at no cost per request, so routes that set their own get their own transport. An HTTPS target
+// gets a transport per Service too, since its TLS configuration names the Service; plain ones
+// share theirs.
 type transportKey struct {
 	kind                  transportKind
 	responseHeaderTimeout time.Duration
+	// namespace and service name an HTTPS target's Service; empty for the other kinds.
+	namespace, service string
+	// insecure skips the verification of an HTTPS target's certificate.
+	insecure bool
 }
 
 var _ Handler = (*Forwarder)(nil)
@@ -159,22 +164,23 @@ type forward struct {
 
 // ServeExchange forwards the request to an endpoint of x's snapshot.
 func (f *Forwarder) ServeExchange(w http.ResponseWriter, r *http.Request, x *Exchange) {
-	kind := kindHTTP1
+	key := transportKey{kind: kindHTTP1, responseHeaderTimeout: x.route.ResponseHeaderTimeout}
 	switch x.snap.Protocol {
 	case endpoints.H2C:
 		if !x.upgrade { // Upgrades need HTTP/1.1; h2c servers accept it too.
-			kind = kindH2C
+			key.kind = kindH2C
 		}
 	case endpoints.HTTPS:
-		kind = kindHTTPS
+		key.kind = kindHTTPS
 		if x.upgrade {
-			kind = kindHTTPS1
+			key.kind = kindHTTPS1
 		}
+		key.namespace, key.service, key.insecure = x.target.Namespace(), x.target.Service(), x.route.InsecureSkipVerify
 	}
 	fw := &forward{
 		x:         x,
 		f:         f,
-		transport: f.transport(transportKey{kind: kind, responseHeaderTimeout: x.route.ResponseHeaderTimeout}),
+		transport: f.transport(key),
 		scheme:    scheme(x.snap.Protocol),
 		client:    r.Context(),
 	}
@@ -188,6 +194,7 @@ func (f *Forwarder) ServeExchange(w http.ResponseWriter, r *http.Request, x *Exc
 	}
 	fw.tried[0] = fw.ep
 	fw.attempts = 1
+	x.endpoint = fw.ep
 	fw.ep.Acquire()
 	defer func() { fw.ep.Release() }()
 
@@ -365,10 +372,10 @@ func (f *Forwarder) newTransport(key transportKey) *http.Transport {
 	case kindHTTPS:
 		p.SetHTTP1(true)
 		p.SetHTTP2(true)
-		t.TLSClientConfig = f.opts.TLSClientConfig.Clone()
+		t.TLSClientConfig = f.opts.UpstreamTLS.clientConfig(key.namespace, key.service, key.insecure)
 	case kindHTTPS1:
 		p.SetHTTP1(true)
-		t.TLSClientConfig = f.opts.TLSClientConfig.Clone()
+		t.TLSClientConfig = f.opts.UpstreamTLS.clientConfig(key.namespace, key.service, key.insecure)
 	default:
 		p.SetHTTP1(true)
 	}
@@ -488,6 +495,9 @@ func rewrite(pr *httputil.ProxyRequest) {
 		fw.body = &retryBody{r: out.Body}
 		out.Body = fw.body
 	}
+	if fw.x.span.on() {
+		fw.x.span.inject(out.Header)
+	}
 }
 
 var (
@@ -548,6 +558,7 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 		fw.ep = next
 		fw.tried[fw.attempts] = next
 		fw.attempts++
+		fw.x.endpoint, fw.x.retries = next, fw.x.retries+1
 		retry := *r
 		u := *r.URL
 		u.Host = next.Host
@@ -560,6 +571,7 @@ func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 func modifyResponse(resp *http.Response) error {
 	fw := resp.Request.Context().Value(exchangeKey{}).(*forward)
 	fw.x.code = resp.StatusCode
+	fw.x.upstreamCode = resp.StatusCode
 	return nil
 }
 
@@ -578,11 +590,14 @@ func (f *Forwarder) errorHandler(w http.ResponseWriter, r *http.Request, err err
 func (fw *forward) classify(err error) error {
 	var de *dialError
 	var ne net.Error
+	var ce *tls.CertificateVerificationError
 	switch {
 	case fw.client.Err() != nil:
 		return ErrClientGone
 	case errors.As(err, &de):
 		return fmt.Errorf("%w %s: %w", ErrUpstreamUnavailable, fw.ep.Host, de.err)
+	case errors.As(err, &ce):
+		return fmt.Errorf("%w of %s (Service %s/%s): %w", ErrUpstreamCertificate, fw.ep.Host, fw.x.target.Namespace(), fw.x.target.Service(), ce.Err)
 	case fw.deadline != nil && fw.deadline.Err() != nil:
 		return fmt.Errorf("%w after %s", ErrRequestTimeout, fw.x.route.RequestTimeout)
 	case errors.As(err, &ne) && ne.Timeout():

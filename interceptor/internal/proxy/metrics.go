@@ -48,7 +48,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"route"}),
 		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lobby_interceptor_upstream_errors_total",
-			Help: "Failed exchanges with app endpoints, by reason: connect (refused, reset or unreachable; counted per attempt), response_header_timeout, request_timeout, other.",
+			Help: "Failed exchanges with app endpoints, by reason: connect (refused, reset or unreachable; counted per attempt), response_header_timeout, request_timeout, certificate (an HTTPS app's certificate failed verification), other.",
 		}, []string{"route", "reason"}),
 		clientGone: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lobby_interceptor_client_gone_total",

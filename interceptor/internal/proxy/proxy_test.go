@@ -3,13 +3,11 @@ package proxy_test
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -544,39 +542,6 @@ func TestLargeStreamingBody(t *testing.T) {
 type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
-
-func TestHTTPSTarget(t *testing.T) {
-	tests := []struct {
-		name     string
-		tls      *tls.Config
-		wantCode int
-		wantBody string
-	}{
-		{name: "a certificate that does not name the pod IP fails verification with 502", wantCode: http.StatusBadGateway, wantBody: "bad gateway\n"},
-		{name: "with a TLS configuration that accepts it, the request goes through over HTTP/2",
-			tls: &tls.Config{InsecureSkipVerify: true}, wantCode: http.StatusOK, wantBody: "HTTP/2.0 over TLS"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newEnvWith(t, testr.New(t), proxy.ForwarderOptions{TLSClientConfig: tc.tls})
-			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.TLS != nil {
-					fmt.Fprintf(w, "%s over TLS", r.Proto)
-				}
-			}))
-			srv.EnableHTTP2 = true
-			srv.StartTLS()
-			t.Cleanup(srv.Close)
-			e.mapPod("10.0.0.1", srv.Listener.Addr().String())
-			route := e.route("tls.test", "app", nil)
-			route.Target = e.target("app", "https")
-			e.ready("app", "10.0.0.1")
-			if r := e.fetch(t.Context(), "tls.test"); r.code != tc.wantCode || r.body != tc.wantBody {
-				t.Errorf("response = %d %q, want %d %q", r.code, r.body, tc.wantCode, tc.wantBody)
-			}
-		})
-	}
-}
 
 // pacedDialer opens connections after a delay and records how many it opened and how many were
 // being opened at once at most.

@@ -56,6 +56,9 @@ type Route struct {
 	// Placeholder, when not nil, answers timed-out requests without a failover and, with
 	// OverflowPlaceholder, requests that find the queue full.
 	Placeholder *Placeholder
+	// InsecureSkipVerify turns off the verification of the certificates of the route's targets
+	// when they speak HTTPS (the object's v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation).
+	InsecureSkipVerify bool
 	// Counts are the route's counters (stable across table rebuilds).
 	Counts *counts.Route
 }

@@ -226,6 +226,7 @@ func newRoute(o *v1alpha1.HTTPScaledObject, targets Targets, counters Counters, 
 		ResponseHeaderTimeout: d.ResponseHeaderTimeout,
 		RequestTimeout:        d.RequestTimeout,
 		MaxPending:            d.MaxPending,
+		InsecureSkipVerify:    o.Annotations[v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation] == "true",
 	}
 	if tm := spec.Timeouts; tm != nil {
 		if tm.ConditionWait != nil && tm.ConditionWait.Duration > 0 {

@@ -320,6 +320,29 @@ func TestRouteFields(t *testing.T) {
 	}
 }
 
+func TestRouteInsecureSkipVerifyFromTheAnnotation(t *testing.T) {
+	cases := []struct {
+		name        string
+		annotations map[string]string
+		want        bool
+	}{
+		{"An object without the annotation is verified.", nil, false},
+		{"The annotation set to true skips verification.", map[string]string{v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation: "true"}, true},
+		{"The annotation set to false is verified.", map[string]string{v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation: "false"}, false},
+		{"Any other value than true is verified.", map[string]string{v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation: "yes"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := object("app", 0, []string{"app.test"}, nil)
+			o.Annotations = tc.annotations
+			table, _ := Build([]*v1alpha1.HTTPScaledObject{o}, endpoints.NewStore(logr.Discard()), newFakeCounters(), Defaults{MaxPending: 1})
+			if got := table.Routes()[0].InsecureSkipVerify; got != tc.want {
+				t.Errorf("InsecureSkipVerify = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestRouter(t *testing.T) {
 	rt := NewRouter()
 	req := httptest.NewRequest(http.MethodGet, "http://App.Test:8080/x", nil)

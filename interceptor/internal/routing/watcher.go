@@ -124,8 +124,9 @@ func (w *Watcher) Start(ctx context.Context) error {
 		UpdateFunc: func(oldObj, newObj any) {
 			o, ok1 := oldObj.(*v1alpha1.HTTPScaledObject)
 			n, ok2 := newObj.(*v1alpha1.HTTPScaledObject)
-			// Status updates (the operator writes them often) do not change routing.
-			if ok1 && ok2 && o.Generation != 0 && o.Generation == n.Generation {
+			// Status updates (the operator writes them often) do not change routing; the
+			// annotations left after httpso.Trim do, without changing the generation.
+			if ok1 && ok2 && o.Generation != 0 && o.Generation == n.Generation && maps.Equal(o.Annotations, n.Annotations) {
 				return
 			}
 			w.changed()

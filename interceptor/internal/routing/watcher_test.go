@@ -110,6 +110,16 @@ lobby_interceptor_routing_conflicts 1
 	if after := testutil.ToFloat64(w.rebuilds); after != before {
 		t.Errorf("a status update rebuilt the table (%v → %v rebuilds)", before, after)
 	}
+
+	// An update of the annotation that opts out of upstream verification changes no generation
+	// but does change the route.
+	optOut := updated.DeepCopy()
+	optOut.Annotations = map[string]string{v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation: "true"}
+	source.Modify(optOut)
+	eventually(t, "the annotation reaches the route", func() bool {
+		r := router.Table().Lookup("a.test", "/", nil)
+		return r != nil && r.InsecureSkipVerify
+	})
 }
 
 func TestNewWatcherReportsDuplicateMetrics(t *testing.T) {

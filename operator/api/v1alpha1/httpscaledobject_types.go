@@ -19,6 +19,14 @@ const OrphanScaledObjectAnnotation = "httpscaledobject.keda.sh/orphan-scaledobje
 // that objects the add-on left behind can be deleted after a switch to lobby.
 const AddOnFinalizer = "httpscaledobject.http.keda.sh"
 
+// UpstreamTLSInsecureSkipVerifyAnnotation, set to "true" on an HTTPScaledObject, tells the
+// interceptors not to verify the certificate of its app when the Service port speaks HTTPS
+// (appProtocol https). Without it the certificate must be valid for the Service's DNS name
+// (<service>.<namespace>.svc, or that name in the cluster domain) and signed by a CA the
+// interceptor trusts. It is an escape hatch for apps with self-signed certificates: the traffic
+// stays encrypted, but anyone who can take the pod's address can read it.
+const UpstreamTLSInsecureSkipVerifyAnnotation = "lobby.dev/upstream-tls-insecure-skip-verify"
+
 // Condition types and reasons written on HTTPScaledObject status.
 const (
 	// ConditionReady is True when the object is routed by the interceptors and its ScaledObject is
