@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -152,19 +151,7 @@ func BenchmarkWarmLatency(b *testing.B) {
 	if procs["lobby"] != procs["bare"] || procs["lobby"] != procs["pooled"] {
 		b.Fatalf("the proxies run with different GOMAXPROCS: %v", procs)
 	}
-	if _, _, ok := pinned(1, ""); ok {
-		if err := pinSelf("0"); err != nil {
-			b.Fatal(err)
-		}
-		defer func() {
-			if err := pinSelf("0,1"); err != nil {
-				b.Error(err)
-			}
-		}()
-		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	} else {
-		b.Log("taskset is missing: the proxies, the client and the backend share every core")
-	}
+	defer pinClient(b, "the client")()
 
 	figures := map[int]map[string]*warmFigures{}
 	for _, c := range warmConcurrencies {

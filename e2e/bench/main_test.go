@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -112,6 +113,27 @@ func pinSelf(cpus string) error {
 		return fmt.Errorf("taskset -a -p -c %s: %w: %s", cpus, err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// pinClient pins this process — the backend, and the load generator when it runs here — to
+// core 0 with GOMAXPROCS=1, the proxies under test being pinned to core 1, and returns what undoes
+// it. Without taskset it logs that client (what else runs on core 0) and the proxies share
+// every core.
+func pinClient(b *testing.B, client string) (undo func()) {
+	if _, _, ok := pinned(1, ""); !ok {
+		b.Logf("taskset is missing: the proxies, %s and the backend share every core", client)
+		return func() {}
+	}
+	if err := pinSelf("0"); err != nil {
+		b.Fatal(err)
+	}
+	procs := runtime.GOMAXPROCS(1)
+	return func() {
+		runtime.GOMAXPROCS(procs)
+		if err := pinSelf("0,1"); err != nil {
+			b.Error(err)
+		}
+	}
 }
 
 // interceptor starts the interceptor binary as the chart configures it, with extra settings,

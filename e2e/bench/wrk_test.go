@@ -29,7 +29,8 @@ var wrkConcurrencies = []int{1, 64, 256}
 // BenchmarkWrk measures the warm path the way users measure a proxy: wrk (Debian's package, one
 // thread) sends GETs through the interceptor process (`lobby`) and through a bare
 // httputil.ReverseProxy process (`bare`, internal/bare) to the same backend. Each proxy runs
-// pinned to core 1 with GOMAXPROCS=1; wrk and the backend (this process) are pinned to core 0.
+// pinned to core 1 with GOMAXPROCS=1; wrk and the backend (this process, GOMAXPROCS=1) are pinned to
+// core 0.
 // At 1, 64 and 256 connections, after a 1 s warm-up each, the proxies take turns for three
 // rounds of a 3 s wrk run; figures are medians over the rounds, ratios medians of the per-round
 // lobby/bare ratios.
@@ -68,18 +69,7 @@ func BenchmarkWrk(b *testing.B) {
 	for _, t := range targets {
 		waitListening(ctx, b, t.addr)
 	}
-	if _, _, ok := pinned(1, ""); ok {
-		if err := pinSelf("0"); err != nil {
-			b.Fatal(err)
-		}
-		defer func() {
-			if err := pinSelf("0,1"); err != nil {
-				b.Error(err)
-			}
-		}()
-	} else {
-		b.Log("taskset is missing: the proxies, wrk and the backend share every core")
-	}
+	defer pinClient(b, "wrk")()
 
 	type figs struct{ rps, p99 map[string][]float64 }
 	all := map[int]*figs{}
