@@ -59,7 +59,7 @@ func TestLoadConfig(t *testing.T) {
 				"LOBBY_LOG_FORMAT": "console", "POD_NAME": "interceptor-7", "KUBECONFIG": "/a:/b",
 				"LOBBY_MEMORY_LIMIT": "1073741824", "LOBBY_MAX_CONNECTIONS": "5000",
 				"LOBBY_ADDON_COLD_START_HEADER": "true",
-				"LOBBY_PROXY_TLS_ADDR": ":8443", "LOBBY_PROXY_TLS_CERT_DIRS": "/etc/lobby/tls/a, /etc/lobby/tls/b/",
+				"LOBBY_PROXY_TLS_ADDR":          ":8443", "LOBBY_PROXY_TLS_CERT_DIRS": "/etc/lobby/tls/a, /etc/lobby/tls/b/",
 				"LOBBY_PROXY_TLS_MIN_VERSION": "1.2", "LOBBY_TLS_RELOAD_INTERVAL": "1m",
 				"LOBBY_PROXY_TLS_CIPHER_SUITES": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
 				"LOBBY_UPSTREAM_CA_FILE":        "/etc/lobby/upstream/ca.crt", "LOBBY_CLUSTER_DOMAIN": "Corp.Example.",
