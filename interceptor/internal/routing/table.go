@@ -105,18 +105,32 @@ type headerMatch struct {
 	anyValue bool
 }
 
-// Build resolves conflicts among objs (see httpso.Resolve) and builds the table of the accepted
-// ones, resolving each object's targets and counters once. It returns the objects not routed
-// because of a conflict, keyed by their "namespace/name".
+// Build builds the table of HTTPScaledObjects alone (see BuildObjects), returning the objects
+// not routed because of a conflict keyed by their "namespace/name".
 func Build(objs []*v1alpha1.HTTPScaledObject, targets Targets, counters Counters, d Defaults) (*Table, map[string]httpso.Conflict) {
-	accepted, conflicts := httpso.Resolve(objs)
+	in := make([]*httpso.Object, len(objs))
+	for i, o := range objs {
+		in[i] = httpso.FromHTTPScaledObject(o)
+	}
+	t, cs := BuildObjects(in, targets, counters, nil, d)
+	conflicts := make(map[string]httpso.Conflict, len(cs))
+	for ref, c := range cs {
+		conflicts[ref.Key] = c
+	}
+	return t, conflicts
+}
+
+// BuildObjects resolves conflicts among objs, of both kinds (see httpso.ResolveObjects), and
+// builds the table of the accepted ones, resolving each object's targets, counters and responses
+// once; bodies of responses read from ConfigMaps come from configMaps (nil reads none). It
+// returns the objects not routed because of a conflict.
+func BuildObjects(objs []*httpso.Object, targets Targets, counters Counters, configMaps ConfigMaps, d Defaults) (*Table, map[httpso.Ref]httpso.Conflict) {
+	accepted, conflicts := httpso.ResolveObjects(objs)
 	t := &Table{routes: make([]*Route, 0, len(accepted))}
 	exact, wildcard := map[string]*hostRoutes{}, map[string]*hostRoutes{}
-	for _, o := range accepted {
-		r := newRoute(o, targets, counters, d)
-		t.routes = append(t.routes, r)
-		headers := compileHeaders(o.Spec.Headers)
-		for _, c := range httpso.Claims(&o.Spec) {
+	add := func(rule httpso.Rule, r *Route) {
+		headers := compileHeaders(rule.Headers)
+		for _, c := range rule.Claims() {
 			var h *hostRoutes
 			switch {
 			case c.Host == "":
@@ -130,6 +144,27 @@ func Build(objs []*v1alpha1.HTTPScaledObject, targets Targets, counters Counters
 				h = level(exact, c.Host)
 			}
 			h.add(c.PathPrefix, candidate{headers: headers, route: r})
+		}
+	}
+	for _, o := range accepted {
+		var r *Route
+		var statics []*Route
+		if o.Kind == httpso.KindInterceptorRoute {
+			r, statics = newInterceptorRoute(o.InterceptorRoute, targets, counters, configMaps, d)
+		} else {
+			r = newRoute(o.HTTPScaledObject, targets, counters, d)
+		}
+		t.routes = append(t.routes, r)
+		// Static routes go in first: among candidates as specific, the first added wins, so
+		// a static route beats its own object's rule for the same requests, and an earlier
+		// static route a later one.
+		for i, rules := range o.StaticRules {
+			for _, rule := range rules {
+				add(rule, statics[i])
+			}
+		}
+		for _, rule := range o.Rules {
+			add(rule, r)
 		}
 	}
 	t.catchAll.finish()
@@ -219,6 +254,7 @@ func newRoute(o *v1alpha1.HTTPScaledObject, targets Targets, counters Counters, 
 	ref := spec.ScaleTargetRef
 	r := &Route{
 		Key:                   key,
+		Kind:                  httpso.KindHTTPScaledObject,
 		Namespace:             o.Namespace,
 		Name:                  o.Name,
 		Target:                targets.Target(o.Namespace, ref.Service, ref.Port, ref.PortName),
@@ -285,7 +321,8 @@ func newPlaceholder(p *v1alpha1.PlaceholderSpec) *Placeholder {
 	return ph
 }
 
-// Routes returns every route of the table in precedence order. The slice must not be modified.
+// Routes returns the route of every routed object in precedence order (static routes are not
+// listed: they share their object's target and have no counters). The slice must not be modified.
 func (t *Table) Routes() []*Route {
 	if t == nil {
 		return nil
@@ -293,7 +330,7 @@ func (t *Table) Routes() []*Route {
 	return t.routes
 }
 
-// Len returns the number of routes (routed objects) in the table.
+// Len returns the number of routed objects in the table.
 func (t *Table) Len() int { return len(t.Routes()) }
 
 // Lookup returns the route for a request's host, path and headers, or nil when none matches.
