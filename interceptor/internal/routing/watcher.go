@@ -70,11 +70,11 @@ type Sources struct {
 type Watcher struct {
 	informers  []Informer
 	configMaps *ConfigMapWatcher
-	router   *Router
-	targets  TargetStore
-	counters CounterRegistry
-	defaults Defaults
-	log      logr.Logger
+	router     *Router
+	targets    TargetStore
+	counters   CounterRegistry
+	defaults   Defaults
+	log        logr.Logger
 
 	kick  chan struct{}
 	built atomic.Bool
@@ -98,13 +98,13 @@ func NewWatcher(sources Sources, router *Router, targets TargetStore, counters C
 	w := &Watcher{
 		informers:  informers,
 		configMaps: sources.ConfigMaps,
-		router:    router,
-		targets:   targets,
-		counters:  counters,
-		defaults:  d,
-		log:       log,
-		kick:      make(chan struct{}, 1),
-		conflicts: map[httpso.Ref]httpso.Conflict{},
+		router:     router,
+		targets:    targets,
+		counters:   counters,
+		defaults:   d,
+		log:        log,
+		kick:       make(chan struct{}, 1),
+		conflicts:  map[httpso.Ref]httpso.Conflict{},
 		conflictsGauge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lobby_interceptor_routing_conflicts",
 			Help: "HTTPScaledObjects and InterceptorRoutes not routed because an older object claims some of their hosts, paths and headers.",
