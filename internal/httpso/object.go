@@ -53,6 +53,8 @@ type Object struct {
 	// Rules of the requests the object routes to its target.
 	Rules []Rule
 	// StaticRules are the rules of each of an InterceptorRoute's static routes, in list order.
+	// They claim nothing: they pick, among the requests the object's rules route to it, those
+	// its static routes answer.
 	StaticRules [][]Rule
 	// HTTPScaledObject is the object when Kind is KindHTTPScaledObject.
 	HTTPScaledObject *v1alpha1.HTTPScaledObject
@@ -134,17 +136,12 @@ func (r Rule) Claims() []Claim {
 	return claims(r.Hosts, r.PathPrefixes, HeaderKey(r.Headers))
 }
 
-// Claims returns the distinct claims of every rule of the object, static routes included, in a
-// stable order: everything the object takes from other objects.
+// Claims returns the distinct claims of every rule of the object, in a stable order: everything
+// the object takes from other objects. Static routes add none.
 func (o *Object) Claims() []Claim {
 	var out []Claim
 	for _, r := range o.Rules {
 		out = append(out, r.Claims()...)
-	}
-	for _, rs := range o.StaticRules {
-		for _, r := range rs {
-			out = append(out, r.Claims()...)
-		}
 	}
 	sortClaims(out)
 	return slices.Compact(out)

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,7 +39,9 @@ type env struct {
 	store  *endpoints.Store
 	counts *counts.Registry
 	prom   *prometheus.Registry
-	proxy  *httptest.Server
+	// activations counts the routes' idle→busy edges, each of which would wake a target.
+	activations atomic.Int64
+	proxy       *httptest.Server
 	// client talks HTTP/1.1 to the proxy and keeps no idle connections.
 	client *http.Client
 
@@ -69,11 +72,11 @@ func newEnvChain(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, sta
 	e := &env{
 		t:      t,
 		store:  endpoints.NewStore(log),
-		counts: counts.NewRegistry(nil, nil),
 		prom:   prometheus.NewPedanticRegistry(),
 		routes: map[string]*routing.Route{},
 		pods:   map[string]string{},
 	}
+	e.counts = counts.NewRegistry(func(*counts.Route) { e.activations.Add(1) }, nil)
 	next := opts.Dial
 	if next == nil {
 		next = (&net.Dialer{}).DialContext
@@ -109,7 +112,8 @@ func newEnvChain(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, sta
 	if stage != nil {
 		last = stage(fwd)
 	}
-	e.proxy = httptest.NewUnstartedServer(proxy.Route(router, metrics, log, nil, proxy.Count(proxy.Wait(nil, last))))
+	e.proxy = httptest.NewUnstartedServer(proxy.Route(router, metrics, log, nil,
+		proxy.Static(fwd, proxy.Count(proxy.Immediate(proxy.Wait(nil, last))))))
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)

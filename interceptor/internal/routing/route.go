@@ -97,4 +97,7 @@ type Route struct {
 	Placeholder *Placeholder
 	// Counts are the route's counters (stable across table rebuilds); nil for a static route.
 	Counts *counts.Route
+	// statics are the rules of the object's static routes, in list order: the first that
+	// matches a request routed here picks the static route that serves it.
+	statics []staticMatch
 }

@@ -96,6 +96,9 @@ type pathRoutes struct {
 type candidate struct {
 	headers []headerMatch
 	route   *Route
+	// static is set when route has static routes, which pick among its requests: kept here, in
+	// memory the lookup reads anyway, so that other lookups never load the Route itself.
+	static bool
 }
 
 type headerMatch struct {
@@ -143,7 +146,7 @@ func BuildObjects(objs []*httpso.Object, targets Targets, counters Counters, con
 			default:
 				h = level(exact, c.Host)
 			}
-			h.add(c.PathPrefix, candidate{headers: headers, route: r})
+			h.add(c.PathPrefix, candidate{headers: headers, route: r, static: len(r.statics) > 0})
 		}
 	}
 	for _, o := range accepted {
@@ -155,12 +158,9 @@ func BuildObjects(objs []*httpso.Object, targets Targets, counters Counters, con
 			r = newRoute(o.HTTPScaledObject, targets, counters, d)
 		}
 		t.routes = append(t.routes, r)
-		// Static routes go in first: among candidates as specific, the first added wins, so
-		// a static route beats its own object's rule for the same requests, and an earlier
-		// static route a later one.
 		for i, rules := range o.StaticRules {
 			for _, rule := range rules {
-				add(rule, statics[i])
+				r.statics = append(r.statics, newStaticMatch(rule, statics[i]))
 			}
 		}
 		for _, rule := range o.Rules {
@@ -216,12 +216,12 @@ func (h *hostRoutes) finish() {
 		slices.SortStableFunc(p.candidates, func(a, b candidate) int {
 			return cmp.Compare(len(b.headers), len(a.headers))
 		})
-		if len(p.candidates) == 1 && len(p.candidates[0].headers) == 0 {
+		if len(p.candidates) == 1 && len(p.candidates[0].headers) == 0 && !p.candidates[0].static {
 			p.only = p.candidates[0].route
 		}
 	}
 	if len(h.paths) == 1 && h.paths[0].prefix == "/" && len(h.paths[0].candidates) == 1 &&
-		len(h.paths[0].candidates[0].headers) == 0 {
+		len(h.paths[0].candidates[0].headers) == 0 && !h.paths[0].candidates[0].static {
 		h.only = h.paths[0].candidates[0].route
 	}
 	if len(h.paths) > manyPaths {
@@ -346,6 +346,16 @@ func (t *Table) Lookup(host, path string, header http.Header) *Route {
 	host = stripPort(host)
 	host = strings.TrimSuffix(host, ".")
 	path = cleanPath(path)
+	r, static := t.lookup(host, path, header)
+	if static {
+		return r.static(host, path, header)
+	}
+	return r
+}
+
+// lookup is Lookup for a host without port and trailing dot, and a cleaned path. static is set
+// when the route has static routes.
+func (t *Table) lookup(host, path string, header http.Header) (r *Route, static bool) {
 	if !hasUpper(host) {
 		return lookupHost(t, host, path, header)
 	}
@@ -382,12 +392,12 @@ func (s *lengthSet) has(n int) bool {
 const maxHostLen = 253
 
 // lookupHost walks the host levels from the exact host to the catch-all.
-func lookupHost[H string | []byte](t *Table, host H, path string, header http.Header) *Route {
+func lookupHost[H string | []byte](t *Table, host H, path string, header http.Header) (*Route, bool) {
 	if len(host) > 0 {
 		if t.exactLens.has(len(host)) {
 			if h, ok := t.exact[string(host)]; ok {
-				if r := h.match(path, header); r != nil {
-					return r
+				if r, static := h.match(path, header); r != nil {
+					return r, static
 				}
 			}
 		}
@@ -398,8 +408,8 @@ func lookupHost[H string | []byte](t *Table, host H, path string, header http.He
 					continue
 				}
 				if h, ok := t.wildcard[string(host[i+1:])]; ok {
-					if r := h.match(path, header); r != nil {
-						return r
+					if r, static := h.match(path, header); r != nil {
+						return r, static
 					}
 				}
 			}
@@ -408,23 +418,24 @@ func lookupHost[H string | []byte](t *Table, host H, path string, header http.He
 	return t.catchAll.match(path, header)
 }
 
-// match returns the route of the longest prefix of path whose candidates match header.
-func (h *hostRoutes) match(path string, header http.Header) *Route {
+// match returns the route of the longest prefix of path whose candidates match header, and
+// whether it has static routes.
+func (h *hostRoutes) match(path string, header http.Header) (*Route, bool) {
 	if h == nil {
-		return nil
+		return nil, false
 	}
 	if h.only != nil {
-		return h.only
+		return h.only, false
 	}
 	if h.byPrefix != nil {
 		for p := path; ; {
 			if pr := h.byPrefix[p]; pr != nil {
-				if r := pr.match(header); r != nil {
-					return r
+				if r, static := pr.match(header); r != nil {
+					return r, static
 				}
 			}
 			if p == "/" {
-				return nil
+				return nil, false
 			}
 			i := strings.LastIndexByte(p, '/')
 			if i <= 0 {
@@ -439,24 +450,24 @@ func (h *hostRoutes) match(path string, header http.Header) *Route {
 		if !hasPathPrefix(path, pr.prefix) {
 			continue
 		}
-		if r := pr.match(header); r != nil {
-			return r
+		if r, static := pr.match(header); r != nil {
+			return r, static
 		}
 	}
-	return nil
+	return nil, false
 }
 
-func (p *pathRoutes) match(header http.Header) *Route {
+func (p *pathRoutes) match(header http.Header) (*Route, bool) {
 	if p.only != nil {
-		return p.only
+		return p.only, false
 	}
 	for i := range p.candidates {
 		c := &p.candidates[i]
 		if headersMatch(c.headers, header) {
-			return c.route
+			return c.route, c.static
 		}
 	}
-	return nil
+	return nil, false
 }
 
 func headersMatch(want []headerMatch, header http.Header) bool {
