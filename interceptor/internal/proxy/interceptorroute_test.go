@@ -300,4 +300,3 @@ func TestResponseBodiesFromConfigMaps(t *testing.T) {
 		})
 	}
 }
-
