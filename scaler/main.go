@@ -68,7 +68,12 @@ func run(ctx context.Context) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s, err := build(cfg, log, kubeClient, httpso.NewInformer(hsoClient, cfg.WatchNamespace, 0), reg)
+	irClient, err := httpso.NewRouteClient(restCfg)
+	if err != nil {
+		return err
+	}
+	s, err := build(cfg, log, kubeClient, httpso.NewInformer(hsoClient, cfg.WatchNamespace, 0),
+		httpso.NewRouteInformer(irClient, cfg.WatchNamespace, 0), reg)
 	if err != nil {
 		return err
 	}
@@ -89,7 +94,8 @@ type scaler struct {
 }
 
 // build constructs every component from the configuration, without starting any.
-func build(cfg Config, log logr.Logger, kube kubernetes.Interface, objectsInformer cache.SharedIndexInformer, reg *prometheus.Registry) (*scaler, error) {
+func build(cfg Config, log logr.Logger, kube kubernetes.Interface, objectsInformer, routesInformer cache.SharedIndexInformer,
+	reg *prometheus.Registry) (*scaler, error) {
 	fl, err := fleet.New(fleet.Options{Grace: cfg.StreamGrace, Registerer: reg, Log: log.WithName("fleet")})
 	if err != nil {
 		return nil, err
@@ -98,10 +104,10 @@ func build(cfg Config, log logr.Logger, kube kubernetes.Interface, objectsInform
 	if err != nil {
 		return nil, err
 	}
-	objects := service.NewInformerObjects(objectsInformer)
+	objects := service.NewInformerObjects(objectsInformer, routesInformer)
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "lobby_scaler_objects",
-		Help: "HTTPScaledObjects the scaler knows.",
+		Help: "HTTPScaledObjects and InterceptorRoutes the scaler knows.",
 	}, func() float64 { return float64(objects.Len()) })); err != nil {
 		return nil, fmt.Errorf("register object metrics: %w", err)
 	}
@@ -109,7 +115,7 @@ func build(cfg Config, log logr.Logger, kube kubernetes.Interface, objectsInform
 	ready := func() error {
 		var errs []error
 		if !objects.HasSynced() {
-			errs = append(errs, errors.New("HTTPScaledObjects not synced"))
+			errs = append(errs, errors.New("HTTPScaledObjects and InterceptorRoutes not synced"))
 		}
 		if !disc.HasSynced() {
 			errs = append(errs, errors.New("interceptor EndpointSlices not synced"))
