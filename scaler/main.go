@@ -68,12 +68,22 @@ func run(ctx context.Context) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	irClient, err := httpso.NewRouteClient(restCfg)
+	var routes cache.SharedIndexInformer
+	served, err := httpso.RoutesServed(kubeClient.Discovery())
 	if err != nil {
 		return err
 	}
-	s, err := build(cfg, log, kubeClient, httpso.NewInformer(hsoClient, cfg.WatchNamespace, 0),
-		httpso.NewRouteInformer(irClient, cfg.WatchNamespace, 0), reg)
+	if served {
+		irClient, err := httpso.NewRouteClient(restCfg)
+		if err != nil {
+			return err
+		}
+		routes = httpso.NewRouteInformer(irClient, cfg.WatchNamespace, 0)
+	} else {
+		// helm upgrade does not install new CRDs: keep serving HTTPScaledObjects.
+		log.Info("InterceptorRoutes are not served: apply the chart's CRDs to scale on them")
+	}
+	s, err := build(cfg, log, kubeClient, httpso.NewInformer(hsoClient, cfg.WatchNamespace, 0), routes, reg)
 	if err != nil {
 		return err
 	}

@@ -279,6 +279,9 @@ func contractGrants(release, ns, watchNS string) map[grant]bool {
 
 	add("operator", watch, "http.keda.sh", "httpscaledobjects", "get", "list", "watch", "update", "patch")
 	add("operator", watch, "http.keda.sh", "httpscaledobjects/status", "get", "update", "patch")
+	add("operator", watch, "http.keda.sh", "interceptorroutes", read...)
+	add("operator", watch, "http.keda.sh", "interceptorroutes/status", "get", "update", "patch")
+	add("operator", watch, "", "configmaps", "get")
 	add("operator", watch, "keda.sh", "scaledobjects", "get", "list", "watch", "create", "update", "patch", "delete")
 	add("operator", watch, "", "services", read...)
 	for _, n := range []string{watch, ns} {

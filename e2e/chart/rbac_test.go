@@ -504,6 +504,8 @@ func (c *cluster) checkCalls(t *testing.T, release, ns, watchNS, appNS string) {
 				list(leasesGVR, ns), del(leasesGVR, ns, "lobby-operator"),
 				list(soGVR, scope), watch(soGVR, scope),
 				can("create", "keda.sh", "scaledobjects", "", appNS), can("patch", "http.keda.sh", "httpscaledobjects", "status", appNS),
+				list(irGVR, scope), watch(irGVR, scope), can("patch", "http.keda.sh", "interceptorroutes", "status", appNS),
+				can("get", "", "configmaps", "", appNS),
 			}, c.scaledObjectCalls(appNS, so)...),
 			refused: []call{
 				del(nodesGVR, "", "node-1"),
@@ -516,6 +518,10 @@ func (c *cluster) checkCalls(t *testing.T, release, ns, watchNS, appNS string) {
 				can("create", "", "services", "", appNS),
 				can("create", "discovery.k8s.io", "endpointslices", "", appNS),
 				can("create", "http.keda.sh", "httpscaledobjects", "", appNS),
+				// InterceptorRoutes are the users': the operator only writes their status.
+				can("patch", "http.keda.sh", "interceptorroutes", "", appNS),
+				// ConfigMaps are read one at a time by name, never listed.
+				list(configMapsGVR, appNS),
 				// KEDA's other kinds: the operator writes ScaledObjects only.
 				can("create", "keda.sh", "triggerauthentications", "", appNS),
 				can("create", "keda.sh", "clustertriggerauthentications", "", ""),

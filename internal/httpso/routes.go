@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
@@ -42,4 +44,23 @@ func NewRouteInformer(client rest.Interface, namespace string, resync time.Durat
 	// SetTransform fails only once the informer has started; this one has not.
 	_ = inf.SetTransform(Trim)
 	return inf
+}
+
+// RoutesServed reports whether the API server serves InterceptorRoutes: a cluster upgraded with
+// `helm upgrade`, which does not install new CRDs, may lack them. Binaries then run without them
+// rather than wait forever for a watch that cannot start.
+func RoutesServed(d discovery.DiscoveryInterface) (bool, error) {
+	list, err := d.ServerResourcesForGroupVersion(v1beta1.GroupVersion.String())
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("discover %s: %w", v1beta1.GroupVersion, err)
+	}
+	for _, r := range list.APIResources {
+		if r.Name == v1beta1.Resource {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -84,6 +84,9 @@ type Reconciler struct {
 	Trigger resources.Trigger
 	// Log is the reconciler's logger; each reconcile adds the object's key.
 	Log logr.Logger
+	// Routes is set when the API server serves InterceptorRoutes: they then take part in
+	// conflicts, and are watched.
+	Routes bool
 
 	// written maps each object's key to the resourceVersion of the ScaledObject its last apply
 	// returned. An apply that changes nothing returns the same version, which tells a no-op apply
@@ -379,14 +382,14 @@ func (r *Reconciler) mirrorKEDAConditions(hso *v1alpha1.HTTPScaledObject, so *un
 // checkRoutes marks the object as conflicting when an older object claims one of its routes.
 // Only objects connected to it through shared claims can decide that, so it resolves those alone.
 func (r *Reconciler) checkRoutes(ctx context.Context, s *state) error {
-	group, err := r.claimGroup(ctx, s.hso)
+	self := httpso.FromHTTPScaledObject(normalized(s.hso))
+	group, err := claimGroup(ctx, r.Client, self, r.Routes)
 	if err != nil {
 		return err
 	}
-	_, conflicts := httpso.Resolve(group)
-	if c, ok := conflicts[httpso.Key(s.hso)]; ok {
-		s.fail(ReasonRouteConflict, "%s is already routed by the older HTTPScaledObject %s, so this object is not routed: "+
-			"change its hosts, pathPrefixes or headers, or delete %s", c.Claim, c.Winner, c.Winner)
+	_, conflicts := httpso.ResolveObjects(group)
+	if c, ok := conflicts[self.Ref()]; ok {
+		s.fail(ReasonRouteConflict, "%s", c.Message())
 	}
 	return nil
 }
@@ -475,7 +478,7 @@ func (r *Reconciler) patchStatus(ctx context.Context, before, hso *v1alpha1.HTTP
 
 // SetupWithManager registers the reconciler and its watches, and the cache indexes they use.
 func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
-	if err := addIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+	if err := addIndexes(ctx, mgr.GetFieldIndexer(), r.Routes); err != nil {
 		return err
 	}
 	return r.watch(mgr)
