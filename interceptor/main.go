@@ -122,21 +122,15 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 	if err != nil {
 		return nil, err
 	}
-	sources := routing.Sources{HTTPScaledObjects: httpso.NewInformer(hsoClient, cfg.WatchNamespace, 0)}
-	served, err := httpso.RoutesServed(kubeClient.Discovery())
+	irClient, err := httpso.NewRouteClient(kube)
 	if err != nil {
 		return nil, err
 	}
-	if served {
-		irClient, err := httpso.NewRouteClient(kube)
-		if err != nil {
-			return nil, err
-		}
-		sources.InterceptorRoutes = httpso.NewRouteInformer(irClient, cfg.WatchNamespace, 0)
-		sources.ConfigMaps = routing.NewConfigMapWatcher(kubeClient)
-	} else {
-		// helm upgrade does not install new CRDs: keep routing HTTPScaledObjects.
-		log.Info("InterceptorRoutes are not served: apply the chart's CRDs to route them")
+	sources := routing.Sources{
+		HTTPScaledObjects: httpso.NewInformer(hsoClient, cfg.WatchNamespace, 0),
+		InterceptorRoutes: httpso.NewRouteInformer(irClient, cfg.WatchNamespace, 0),
+		ConfigMaps:        routing.NewConfigMapWatcher(kubeClient),
+		RoutesServed:      func() (bool, error) { return httpso.RoutesServed(kubeClient.Discovery()) },
 	}
 	watcher, err := routing.NewWatcher(sources, router, store, routeCounters{registry, metrics},
 		defaults, reg, log.WithName("routing"))

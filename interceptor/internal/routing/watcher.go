@@ -62,19 +62,25 @@ type Sources struct {
 	// ConfigMaps, when not nil, watches the ConfigMaps that responses read bodies from; without
 	// it, such responses answer 500.
 	ConfigMaps *ConfigMapWatcher
+	// RoutesServed, when not nil, tells whether the API server serves InterceptorRoutes. Start
+	// asks it first (until it answers) and leaves InterceptorRoutes and ConfigMaps out when it
+	// says no: a cluster upgraded with `helm upgrade`, which installs no new CRDs, keeps its
+	// HTTPScaledObjects routed instead of waiting forever for a watch that cannot start.
+	RoutesServed func() (bool, error)
 }
 
 // Watcher runs the HTTPScaledObject and InterceptorRoute informers and rebuilds the Router's one
 // table from both kinds whenever they (or a ConfigMap a response reads) change, then releases
 // the targets and counters the new table no longer refers to.
 type Watcher struct {
-	informers  []Informer
-	configMaps *ConfigMapWatcher
-	router     *Router
-	targets    TargetStore
-	counters   CounterRegistry
-	defaults   Defaults
-	log        logr.Logger
+	informers    []Informer
+	configMaps   *ConfigMapWatcher
+	routesServed func() (bool, error)
+	router       *Router
+	targets      TargetStore
+	counters     CounterRegistry
+	defaults     Defaults
+	log          logr.Logger
 
 	kick  chan struct{}
 	built atomic.Bool
@@ -96,15 +102,16 @@ func NewWatcher(sources Sources, router *Router, targets TargetStore, counters C
 		informers = append(informers, sources.InterceptorRoutes)
 	}
 	w := &Watcher{
-		informers:  informers,
-		configMaps: sources.ConfigMaps,
-		router:     router,
-		targets:    targets,
-		counters:   counters,
-		defaults:   d,
-		log:        log,
-		kick:       make(chan struct{}, 1),
-		conflicts:  map[httpso.Ref]httpso.Conflict{},
+		informers:    informers,
+		configMaps:   sources.ConfigMaps,
+		routesServed: sources.RoutesServed,
+		router:       router,
+		targets:      targets,
+		counters:     counters,
+		defaults:     d,
+		log:          log,
+		kick:         make(chan struct{}, 1),
+		conflicts:    map[httpso.Ref]httpso.Conflict{},
 		conflictsGauge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lobby_interceptor_routing_conflicts",
 			Help: "HTTPScaledObjects and InterceptorRoutes not routed because an older object claims some of their hosts, paths and headers.",
@@ -139,6 +146,16 @@ func (w *Watcher) Conflicts() map[httpso.Ref]httpso.Conflict {
 // Start runs the informers and rebuilds the table until ctx ends. It returns an error only when it
 // cannot watch at all.
 func (w *Watcher) Start(ctx context.Context) error {
+	if w.routesServed != nil && len(w.informers) > 1 {
+		served, err := w.askRoutesServed(ctx)
+		if err != nil {
+			return nil // ctx ended
+		}
+		if !served {
+			w.log.Info("InterceptorRoutes are not served: apply the chart's CRDs to route them; routing HTTPScaledObjects only")
+			w.informers, w.configMaps = w.informers[:1], nil
+		}
+	}
 	handler := cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { w.changed() },
 		UpdateFunc: func(oldObj, newObj any) {
@@ -274,4 +291,20 @@ func configMapsRead(objs []*httpso.Object) map[string]struct{} {
 		}
 	}
 	return want
+}
+
+// askRoutesServed asks routesServed once a second until it answers or ctx ends.
+func (w *Watcher) askRoutesServed(ctx context.Context) (bool, error) {
+	for {
+		served, err := w.routesServed()
+		if err == nil {
+			return served, nil
+		}
+		w.log.Info("cannot tell whether InterceptorRoutes are served; asking again", "error", err.Error())
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
