@@ -21,7 +21,8 @@ func Static(forward, next Handler) Handler {
 		if !s.Always {
 			if snap := x.route.Target.Snapshot(); len(snap.Endpoints) > 0 {
 				// The forwarder picks the endpoint; without Wait in front, a failed connection
-				// is answered 502, never held.
+				// is answered 502, never held. Upgrades are vetted as Count vets them.
+				x.upgrade = admitUpgrade(r)
 				x.target, x.snap, x.ep = x.route.Target, snap, nil
 				forward.ServeExchange(w, r, x)
 				return

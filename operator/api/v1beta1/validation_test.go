@@ -195,3 +195,29 @@ func TestAPIServerRefusesInvalidInterceptorRoutes(t *testing.T) {
 		})
 	}
 }
+
+func TestAPIServerAcceptsTheDocumentedExample(t *testing.T) {
+	c := startAPIServer(t)
+	raw, err := os.ReadFile("../../../docs/examples/interceptorroute.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := 0
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			t.Fatalf("parse the example: %v", err)
+		}
+		if u.GetKind() != v1beta1.Kind {
+			continue // KEDA's ScaledObject and the ConfigMap are not this API's.
+		}
+		u.SetNamespace("default")
+		if err := c.Create(t.Context(), u); err != nil {
+			t.Errorf("the documented InterceptorRoute is refused: %v", err)
+		}
+		routes++
+	}
+	if routes != 1 {
+		t.Errorf("found %d InterceptorRoutes in the example, want 1", routes)
+	}
+}

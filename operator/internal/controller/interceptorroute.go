@@ -78,10 +78,9 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	if _, conflicts := httpso.ResolveObjects(group); conflicts != nil {
-		if c, ok := conflicts[self.Ref()]; ok {
-			s.fail(v1beta1.ReasonConflict, "%s", c.Message())
-		}
+	_, conflicts := httpso.ResolveObjects(group)
+	if c, ok := conflicts[self.Ref()]; ok {
+		s.fail(v1beta1.ReasonConflict, "%s", c.Message())
 	}
 	if err := r.checkServices(ctx, ir, s); err != nil {
 		return reconcile.Result{}, err
@@ -90,7 +89,7 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 		return reconcile.Result{}, err
 	}
 	ready := metav1.Condition{Type: v1beta1.ConditionReady, ObservedGeneration: ir.Generation,
-		Status: metav1.ConditionTrue, Reason: v1beta1.ReasonRouted, Message: "routed to Service " + ir.Spec.Target.Service}
+		Status: metav1.ConditionTrue, Reason: v1beta1.ReasonRouted, Message: "routed to Service " + ir.Spec.Target.Service + losers(self.Ref(), conflicts)}
 	if s.failReason != "" {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, s.failReason, s.failMessage
 	}

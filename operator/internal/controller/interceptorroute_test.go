@@ -112,7 +112,8 @@ func TestInterceptorRouteStatus(t *testing.T) {
 		c.create(t, newRoute(ns, "new", "shared.example.com", "app"))
 		eventually(t, within, c.routeCondition(t, types.NamespacedName{Namespace: ns, Name: "new"}, v1beta1.ConditionReady,
 			metav1.ConditionFalse, v1beta1.ReasonConflict, "older HTTPScaledObject "+ns+"/old", `host "shared.example.com"`))
-		eventually(t, within, c.readyIs(t, types.NamespacedName{Namespace: ns, Name: "old"}, metav1.ConditionTrue, ReasonReconciled))
+		eventually(t, within, c.readyIs(t, types.NamespacedName{Namespace: ns, Name: "old"}, metav1.ConditionTrue, ReasonReconciled,
+			"not routed because this object claims the same requests first: InterceptorRoute "+ns+"/new"))
 	})
 
 	t.Run("an older route keeps its host; the newer HTTPScaledObject says so, and is freed when the route goes", func(t *testing.T) {
@@ -125,7 +126,7 @@ func TestInterceptorRouteStatus(t *testing.T) {
 		hso := types.NamespacedName{Namespace: ns, Name: "new"}
 		eventually(t, within, c.readyIs(t, hso, metav1.ConditionFalse, ReasonRouteConflict, "older InterceptorRoute "+ns+"/old"))
 		eventually(t, within, c.routeCondition(t, types.NamespacedName{Namespace: ns, Name: "old"}, v1beta1.ConditionReady,
-			metav1.ConditionTrue, v1beta1.ReasonRouted))
+			metav1.ConditionTrue, v1beta1.ReasonRouted, "not routed because this object claims the same requests first: HTTPScaledObject "+ns+"/new"))
 		if err := c.kube.Delete(t.Context(), ir); err != nil {
 			t.Fatal(err)
 		}

@@ -167,8 +167,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (resu
 // state is what the steps of one reconcile learn. The first failure found decides the Ready
 // condition; later steps still run, so each reconcile does all it can.
 type state struct {
-	hso         *v1alpha1.HTTPScaledObject
-	skipped     bool
+	hso     *v1alpha1.HTTPScaledObject
+	skipped bool
+	// losers names, for the Ready message, the newer objects this one keeps from being routed.
+	losers      string
 	failReason  string
 	failMessage string
 }
@@ -391,6 +393,7 @@ func (r *Reconciler) checkRoutes(ctx context.Context, s *state) error {
 	if c, ok := conflicts[self.Ref()]; ok {
 		s.fail(ReasonRouteConflict, "%s", c.Message())
 	}
+	s.losers = losers(self.Ref(), conflicts)
 	return nil
 }
 
@@ -453,10 +456,10 @@ func (r *Reconciler) setReady(s *state) {
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, s.failReason, s.failMessage
 	case s.skipped:
 		c.Status, c.Reason = metav1.ConditionTrue, ReasonScaledObjectSkipped
-		c.Message = "routed; no ScaledObject is managed because the " + v1alpha1.SkipScaledObjectCreationAnnotation + " annotation is set"
+		c.Message = "routed; no ScaledObject is managed because the " + v1alpha1.SkipScaledObjectCreationAnnotation + " annotation is set" + s.losers
 	default:
 		c.Status, c.Reason = metav1.ConditionTrue, ReasonReconciled
-		c.Message = "routed to " + hso.Status.TargetService + "; ScaledObject " + hso.Name + " scales " + hso.Status.TargetWorkload
+		c.Message = "routed to " + hso.Status.TargetService + "; ScaledObject " + hso.Name + " scales " + hso.Status.TargetWorkload + s.losers
 	}
 	old := meta.FindStatusCondition(hso.Status.Conditions, v1alpha1.ConditionReady)
 	if c.Status == metav1.ConditionFalse && (old == nil || old.Reason != c.Reason || old.Message != c.Message || old.Status != c.Status) {

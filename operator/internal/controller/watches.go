@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -279,3 +280,20 @@ func (h *contenders) enqueue(ctx context.Context, q workqueue.TypedRateLimitingI
 var addOnFinalizerPresent = predicate.NewPredicateFuncs(func(o client.Object) bool {
 	return slices.Contains(o.GetFinalizers(), v1alpha1.AddOnFinalizer)
 })
+
+// losers renders, for the Ready message of winner, the newer objects not routed because winner
+// claims their requests first, so that a conflict shows on the status of both objects; "" when
+// there are none.
+func losers(winner httpso.Ref, conflicts map[httpso.Ref]httpso.Conflict) string {
+	var names []string
+	for ref, c := range conflicts {
+		if c.Winner == winner.Key && c.WinnerKind == winner.Kind {
+			names = append(names, ref.String())
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	slices.Sort(names)
+	return fmt.Sprintf("; not routed because this object claims the same requests first: %s", strings.Join(names, ", "))
+}
