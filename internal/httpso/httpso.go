@@ -1,6 +1,7 @@
-// Package httpso holds what lobby's binaries share about HTTPScaledObjects: a typed informer, and
-// the rules that decide which object owns a host, path and header combination when two claim the
-// same one.
+// Package httpso holds what lobby's binaries share about HTTPScaledObjects and InterceptorRoutes:
+// typed informers, the one normalising function, the one route model both kinds are read into
+// (Object), and the rules that decide which object owns a host, path and header combination when
+// two claim the same one.
 package httpso
 
 import (
