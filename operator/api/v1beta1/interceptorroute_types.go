@@ -17,8 +17,9 @@ const (
 
 // Condition reasons written on InterceptorRoute status.
 const (
-	// ReasonRouted: the route is in the interceptors' routing table.
-	ReasonRouted = "Routed"
+	// ReasonReconciled: the route is in the interceptors' routing table (the reason the KEDA
+	// HTTP Add-on gives a ready route).
+	ReasonReconciled = "Reconciled"
 	// ReasonConflict: an older HTTPScaledObject or InterceptorRoute claims the same requests.
 	ReasonConflict = "Conflict"
 	// ReasonServiceNotFound: the target or fallback Service, or its port, does not exist.

@@ -60,7 +60,7 @@ func TestInterceptorRouteStatus(t *testing.T) {
 		c.service(t, ns, "app", "http=8080")
 		c.create(t, newRoute(ns, "app", "app.example.com", "app"))
 		key := types.NamespacedName{Namespace: ns, Name: "app"}
-		eventually(t, within, c.routeCondition(t, key, v1beta1.ConditionReady, metav1.ConditionTrue, v1beta1.ReasonRouted))
+		eventually(t, within, c.routeCondition(t, key, v1beta1.ConditionReady, metav1.ConditionTrue, v1beta1.ReasonReconciled))
 		eventually(t, within, c.routeCondition(t, key, v1beta1.ConditionScaledObjectFound, metav1.ConditionFalse, "NoScaledObject"))
 		so := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{
 			"scaleTargetRef": map[string]any{"name": "app"},
@@ -101,7 +101,7 @@ func TestInterceptorRouteStatus(t *testing.T) {
 		if err := c.kube.Update(t.Context(), cm); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, within, c.routeCondition(t, key, v1beta1.ConditionReady, metav1.ConditionTrue, v1beta1.ReasonRouted))
+		eventually(t, within, c.routeCondition(t, key, v1beta1.ConditionReady, metav1.ConditionTrue, v1beta1.ReasonReconciled))
 	})
 
 	t.Run("an older HTTPScaledObject keeps its host; the newer route says so", func(t *testing.T) {
@@ -126,7 +126,7 @@ func TestInterceptorRouteStatus(t *testing.T) {
 		hso := types.NamespacedName{Namespace: ns, Name: "new"}
 		eventually(t, within, c.readyIs(t, hso, metav1.ConditionFalse, ReasonRouteConflict, "older InterceptorRoute "+ns+"/old"))
 		eventually(t, within, c.routeCondition(t, types.NamespacedName{Namespace: ns, Name: "old"}, v1beta1.ConditionReady,
-			metav1.ConditionTrue, v1beta1.ReasonRouted, "not routed because this object claims the same requests first: HTTPScaledObject "+ns+"/new"))
+			metav1.ConditionTrue, v1beta1.ReasonReconciled, "not routed because this object claims the same requests first: HTTPScaledObject "+ns+"/new"))
 		if err := c.kube.Delete(t.Context(), ir); err != nil {
 			t.Fatal(err)
 		}
