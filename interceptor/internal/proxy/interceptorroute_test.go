@@ -3,8 +3,10 @@ package proxy_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -261,7 +263,8 @@ func TestResponseBodiesFromConfigMaps(t *testing.T) {
 	e := newTestEnv(t)
 	e.target("app", "")
 	e.ready("app")
-	cms := fakeConfigMaps{ns + "/pages": {"health.json": `{"ok":true}`, "index.html": "<p>home</p>", "a.css": "p{}"}}
+	cms := fakeConfigMaps{ns + "/pages": {"health.json": `{"ok":true}`, "index.html": "<p>home</p>", "a.css": "p{}",
+		"big.txt": strings.Repeat("x", routing.MaxBodyBytes+1)}}
 	ref := func(name, key string) *v1beta1.ConfigMapKeyRef { return &v1beta1.ConfigMapKeyRef{Name: name, Key: key} }
 	ir := interceptorRoute("app", time.Unix(1_700_000_000, 0), []string{"shop.example.com"}, func(s *v1beta1.InterceptorRouteSpec) {
 		s.StaticRoutes = []v1beta1.StaticRoute{
@@ -271,6 +274,8 @@ func TestResponseBodiesFromConfigMaps(t *testing.T) {
 				Response: v1beta1.StaticResponse{BodyFromConfigMap: ref("missing", "x")}, ResponseMode: v1beta1.StaticRouteAlways},
 			{Rules: []v1beta1.RoutingRule{{Paths: []v1beta1.PathMatch{{Value: "/nokey"}}}},
 				Response: v1beta1.StaticResponse{BodyFromConfigMap: ref("pages", "absent.txt")}, ResponseMode: v1beta1.StaticRouteAlways},
+			{Rules: []v1beta1.RoutingRule{{Paths: []v1beta1.PathMatch{{Value: "/big"}}}},
+				Response: v1beta1.StaticResponse{BodyFromConfigMap: ref("pages", "big.txt")}, ResponseMode: v1beta1.StaticRouteAlways},
 		}
 		s.ColdStart = &v1beta1.ColdStartSpec{Placeholder: &v1beta1.ColdStartPlaceholder{Response: &v1beta1.StaticResponse{
 			BodyFromConfigMap: ref("pages", ""),
@@ -287,6 +292,8 @@ func TestResponseBodiesFromConfigMaps(t *testing.T) {
 		{"a key's value is the body, typed by its extension", "/healthz", 200, "application/json", `{"ok":true}`},
 		{"a missing ConfigMap answers 500 saying so", "/gone", 500, "text/plain; charset=utf-8", "response body unavailable: read ConfigMap \"missing\": not found\n"},
 		{"a missing key answers 500 saying so", "/nokey", 500, "text/plain; charset=utf-8", "response body unavailable: ConfigMap \"pages\" has no key \"absent.txt\"\n"},
+		{"a body over the size cap answers 500 saying so", "/big", 500, "text/plain; charset=utf-8",
+			fmt.Sprintf("response body unavailable: key \"big.txt\" of ConfigMap \"pages\" holds %d bytes, more than the %d a response body may\n", routing.MaxBodyBytes+1, routing.MaxBodyBytes)},
 		{"without a key, / is index.html", "/", 503, "text/html; charset=utf-8", "<p>home</p>"},
 		{"without a key, the path names the key", "/a.css", 503, "text/css; charset=utf-8", "p{}"},
 		{"without a key, a path naming no key is not found", "/b.css", 404, "text/plain; charset=utf-8", "not found\n"},
