@@ -28,9 +28,11 @@ func newProxyHandler(router *routing.Router, metrics *proxy.Metrics, log logr.Lo
 		last = proxy.AddOnColdStart(forwarder)
 	}
 	return proxy.Route(router, metrics, log, clk.Now, tracer,
-		proxy.Count(
-			proxy.Wait(clk.Now,
-				last))), nil
+		proxy.Static(forwarder,
+			proxy.Count(
+				proxy.Immediate(
+					proxy.Wait(clk.Now,
+						last))))), nil
 }
 
 // routeCounters is what the routing watcher keeps per route: the counters, and the proxy's

@@ -134,7 +134,17 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 	if err != nil {
 		return nil, err
 	}
-	watcher, err := routing.NewWatcher(httpso.NewInformer(hsoClient, cfg.WatchNamespace, 0), router, store, routeCounters{registry, metrics},
+	irClient, err := httpso.NewRouteClient(kube)
+	if err != nil {
+		return nil, err
+	}
+	sources := routing.Sources{
+		HTTPScaledObjects: httpso.NewInformer(hsoClient, cfg.WatchNamespace, 0),
+		InterceptorRoutes: httpso.NewRouteInformer(irClient, cfg.WatchNamespace, 0),
+		ConfigMaps:        routing.NewConfigMapWatcher(kubeClient),
+		RoutesServed:      func() (bool, error) { return httpso.RoutesServed(kubeClient.Discovery()) },
+	}
+	watcher, err := routing.NewWatcher(sources, router, store, routeCounters{registry, metrics},
 		defaults, reg, log.WithName("routing"))
 	if err != nil {
 		return nil, err

@@ -29,6 +29,7 @@ import (
 	"github.com/lobby-http/lobby/internal/logging"
 	"github.com/lobby-http/lobby/internal/memlimit"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+	"github.com/lobby-http/lobby/operator/api/v1beta1"
 	"github.com/lobby-http/lobby/operator/internal/controller"
 	"github.com/lobby-http/lobby/operator/internal/resources"
 )
@@ -85,6 +86,9 @@ func build(ctx context.Context, cfg Config, log logr.Logger, kube *rest.Config, 
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
 		return nil, fmt.Errorf("register HTTPScaledObject types: %w", err)
 	}
+	if err := v1beta1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("register InterceptorRoute types: %w", err)
+	}
 	opts := manager.Options{
 		Scheme:                        scheme,
 		Logger:                        log,
@@ -111,7 +115,10 @@ func build(ctx context.Context, cfg Config, log logr.Logger, kube *rest.Config, 
 	if _, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
 		return nil, fmt.Errorf("find KEDA's ScaledObject API (%s): install KEDA before lobby: %w", gvk.GroupVersion(), err)
 	}
+	irGVK := v1beta1.GroupVersion.WithKind(v1beta1.Kind)
+	_, irErr := mgr.GetRESTMapper().RESTMapping(irGVK.GroupKind(), irGVK.Version)
 	r := &controller.Reconciler{
+		Routes:  irErr == nil,
 		Client:  mgr.GetClient(),
 		Events:  mgr.GetEventRecorder(controller.FieldManager),
 		Trigger: cfg.trigger(),
@@ -119,6 +126,15 @@ func build(ctx context.Context, cfg Config, log logr.Logger, kube *rest.Config, 
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("set up controller: %w", err)
+	}
+	if irErr != nil {
+		// helm upgrade does not install new CRDs: keep serving HTTPScaledObjects.
+		log.Info("InterceptorRoutes are not served: apply the chart's CRDs to reconcile them", "error", irErr.Error())
+	} else {
+		rr := &controller.RouteReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Log: log.WithName("routes")}
+		if err := rr.SetupWithManager(mgr); err != nil {
+			return nil, fmt.Errorf("set up InterceptorRoute controller: %w", err)
+		}
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return nil, fmt.Errorf("add health check: %w", err)

@@ -68,7 +68,22 @@ func run(ctx context.Context) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s, err := build(cfg, log, kubeClient, httpso.NewInformer(hsoClient, cfg.WatchNamespace, 0), reg)
+	var routes cache.SharedIndexInformer
+	served, err := httpso.RoutesServed(kubeClient.Discovery())
+	if err != nil {
+		return err
+	}
+	if served {
+		irClient, err := httpso.NewRouteClient(restCfg)
+		if err != nil {
+			return err
+		}
+		routes = httpso.NewRouteInformer(irClient, cfg.WatchNamespace, 0)
+	} else {
+		// helm upgrade does not install new CRDs: keep serving HTTPScaledObjects.
+		log.Info("InterceptorRoutes are not served: apply the chart's CRDs to scale on them")
+	}
+	s, err := build(cfg, log, kubeClient, httpso.NewInformer(hsoClient, cfg.WatchNamespace, 0), routes, reg)
 	if err != nil {
 		return err
 	}
@@ -89,7 +104,8 @@ type scaler struct {
 }
 
 // build constructs every component from the configuration, without starting any.
-func build(cfg Config, log logr.Logger, kube kubernetes.Interface, objectsInformer cache.SharedIndexInformer, reg *prometheus.Registry) (*scaler, error) {
+func build(cfg Config, log logr.Logger, kube kubernetes.Interface, objectsInformer, routesInformer cache.SharedIndexInformer,
+	reg *prometheus.Registry) (*scaler, error) {
 	fl, err := fleet.New(fleet.Options{Grace: cfg.StreamGrace, Registerer: reg, Log: log.WithName("fleet")})
 	if err != nil {
 		return nil, err
@@ -98,10 +114,10 @@ func build(cfg Config, log logr.Logger, kube kubernetes.Interface, objectsInform
 	if err != nil {
 		return nil, err
 	}
-	objects := service.NewInformerObjects(objectsInformer)
+	objects := service.NewInformerObjects(objectsInformer, routesInformer)
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "lobby_scaler_objects",
-		Help: "HTTPScaledObjects the scaler knows.",
+		Help: "HTTPScaledObjects and InterceptorRoutes the scaler knows.",
 	}, func() float64 { return float64(objects.Len()) })); err != nil {
 		return nil, fmt.Errorf("register object metrics: %w", err)
 	}
@@ -109,7 +125,7 @@ func build(cfg Config, log logr.Logger, kube kubernetes.Interface, objectsInform
 	ready := func() error {
 		var errs []error
 		if !objects.HasSynced() {
-			errs = append(errs, errors.New("HTTPScaledObjects not synced"))
+			errs = append(errs, errors.New("HTTPScaledObjects and InterceptorRoutes not synced"))
 		}
 		if !disc.HasSynced() {
 			errs = append(errs, errors.New("interceptor EndpointSlices not synced"))

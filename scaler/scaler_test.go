@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -30,6 +32,7 @@ import (
 	"github.com/lobby-http/lobby/internal/externalscaler"
 	"github.com/lobby-http/lobby/internal/stream"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+	"github.com/lobby-http/lobby/operator/api/v1beta1"
 )
 
 const (
@@ -49,20 +52,47 @@ func testObjects() []*v1alpha1.HTTPScaledObject {
 	}
 }
 
+// testRoutes are the InterceptorRoutes every test scaler knows.
+func testRoutes() []*v1beta1.InterceptorRoute {
+	return []*v1beta1.InterceptorRoute{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "checkout"}, Spec: v1beta1.InterceptorRouteSpec{
+			ScalingMetric: v1beta1.ScalingMetricSpec{
+				Concurrency: &v1beta1.ConcurrencyTargetSpec{TargetValue: 4},
+				RequestRate: &v1beta1.RequestRateTargetSpec{TargetValue: 20},
+			},
+		}},
+	}
+}
+
 // objectsInformer returns an informer that lists objs and never sees a change.
 func objectsInformer(objs []*v1alpha1.HTTPScaledObject) cache.SharedIndexInformer {
+	return listInformer(&v1alpha1.HTTPScaledObject{}, func() runtime.Object {
+		list := &v1alpha1.HTTPScaledObjectList{}
+		for _, o := range objs {
+			list.Items = append(list.Items, *o.DeepCopy())
+		}
+		return list
+	})
+}
+
+// routesInformer returns an informer that lists routes and never sees a change.
+func routesInformer(routes []*v1beta1.InterceptorRoute) cache.SharedIndexInformer {
+	return listInformer(&v1beta1.InterceptorRoute{}, func() runtime.Object {
+		list := &v1beta1.InterceptorRouteList{}
+		for _, r := range routes {
+			list.Items = append(list.Items, *r.DeepCopy())
+		}
+		return list
+	})
+}
+
+// listInformer returns an informer of objects of obj's type that lists what list returns.
+func listInformer(obj runtime.Object, list func() runtime.Object) cache.SharedIndexInformer {
 	lw := &cache.ListWatch{
-		ListWithContextFunc: func(context.Context, metav1.ListOptions) (runtime.Object, error) {
-			list := &v1alpha1.HTTPScaledObjectList{}
-			for _, o := range objs {
-				list.Items = append(list.Items, *o.DeepCopy())
-			}
-			return list, nil
-		},
+		ListWithContextFunc:  func(context.Context, metav1.ListOptions) (runtime.Object, error) { return list(), nil },
 		WatchFuncWithContext: func(context.Context, metav1.ListOptions) (watch.Interface, error) { return watch.NewFake(), nil },
 	}
-	return cache.NewSharedIndexInformer(listOnly{lw}, &v1alpha1.HTTPScaledObject{}, 0,
-		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	return cache.NewSharedIndexInformer(listOnly{lw}, obj, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 }
 
 // listOnly tells the reflector that its fake watch sends no initial events, so it lists first.
@@ -132,8 +162,8 @@ func runScaler(t *testing.T, kube kubernetes.Interface, env ...string) *runningS
 	if err != nil {
 		t.Fatal(err)
 	}
-	objects := objectsInformer(testObjects())
-	s, err := build(cfg, testr.New(t), kube, objects, prometheus.NewRegistry())
+	objects, routes := objectsInformer(testObjects()), routesInformer(testRoutes())
+	s, err := build(cfg, testr.New(t), kube, objects, routes, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +188,7 @@ func runScaler(t *testing.T, kube kubernetes.Interface, env ...string) *runningS
 	t.Cleanup(stop)
 	// Like KEDA, the tests talk to a scaler that has listed the HTTPScaledObjects; until then it
 	// answers Unavailable (see TestAStartingScalerAnswersUnavailable).
-	for deadline := time.Now().Add(5 * time.Second); !objects.HasSynced(); {
+	for deadline := time.Now().Add(5 * time.Second); !objects.HasSynced() || !routes.HasSynced(); {
 		if time.Now().After(deadline) {
 			t.Fatal("the HTTPScaledObject informer did not sync within 5s")
 		}
@@ -497,7 +527,7 @@ func TestScalerIsNotReadyUntilAnInterceptorStreamDeliversASnapshot(t *testing.T)
 		return err == nil && st.GetStatus() == healthpb.HealthCheckResponse_SERVING && code == http.StatusOK
 	})
 	_, metrics := get("/metrics")
-	for _, m := range []string{"lobby_scaler_interceptors 1", "lobby_scaler_interceptors_connected 1", "lobby_scaler_objects 2",
+	for _, m := range []string{"lobby_scaler_interceptors 1", "lobby_scaler_interceptors_connected 1", "lobby_scaler_objects 3",
 		"lobby_scaler_stream_reconnects_total 0", "lobby_scaler_activations_total 0", `lobby_scaler_rpc_duration_seconds_count{code="OK",method="Check"}`} {
 		if !strings.Contains(metrics, m) {
 			t.Errorf("/metrics lacks %q", m)
@@ -549,4 +579,72 @@ func TestAStoppingScalerEndsActivityStreamsCleanly(t *testing.T) {
 	if _, err := st.Recv(); !errors.Is(err, io.EOF) {
 		t.Fatalf("the stream ended with %v, want io.EOF", err)
 	}
+}
+
+func TestScalerServesAnInterceptorRouteWithBothMetrics(t *testing.T) {
+	kube := fake.NewClientset()
+	stub := newStubInterceptor(t, "a")
+	stub.counts(stream.RouteCounts{Key: "shop/checkout"})
+	addSlice(t, kube, "slice-a", stub.port())
+	c := startScaler(t, kube)
+	routeRef := &externalscaler.ScaledObjectRef{Namespace: "shop", Name: "checkout-so",
+		ScalerMetadata: map[string]string{"interceptorRoute": "checkout", "scalerAddress": "x:9090"}}
+
+	spec, err := c.GetMetricSpec(t.Context(), routeRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var specs []string
+	for _, m := range spec.GetMetricSpecs() {
+		specs = append(specs, fmt.Sprintf("%s=%v", m.GetMetricName(), m.GetTargetSizeFloat()))
+	}
+	if want := []string{"http_checkout_concurrency=4", "http_checkout_rate=20"}; !slices.Equal(specs, want) {
+		t.Fatalf("GetMetricSpec = %v, want %v", specs, want)
+	}
+
+	st, err := c.StreamIsActive(t.Context(), routeRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := st.Recv(); err != nil || r.GetResult() {
+		t.Fatalf("first activity = %v, %v; want false", r.GetResult(), err)
+	}
+	stub.activate(stream.RouteCounts{Key: "shop/checkout", Held: 3, InFlight: 2, Requests: 7, Rate: 1.5})
+	if r, err := st.Recv(); err != nil || !r.GetResult() {
+		t.Fatalf("activity after a pushed activation = %v, %v; want true", r.GetResult(), err)
+	}
+
+	tests := []struct {
+		name   string
+		metric string
+		want   []string
+	}{
+		{"without a metric name both values are returned", "", []string{"http_checkout_concurrency=5", "http_checkout_rate=1.5"}},
+		{"the concurrency metric is held plus in flight", "http_checkout_concurrency", []string{"http_checkout_concurrency=5"}},
+		{"the rate metric is the interceptors' rate", "http_checkout_rate", []string{"http_checkout_rate=1.5"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			eventually(t, "the metrics follow the pushed counts", func() bool {
+				r, err := c.GetMetrics(t.Context(), &externalscaler.GetMetricsRequest{ScaledObjectRef: routeRef, MetricName: tt.metric})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = got[:0]
+				for _, v := range r.GetMetricValues() {
+					got = append(got, fmt.Sprintf("%s=%v", v.GetMetricName(), v.GetMetricValueFloat()))
+				}
+				return slices.Equal(got, tt.want)
+			})
+		})
+	}
+
+	t.Run("an unknown route is NotFound, naming the kind", func(t *testing.T) {
+		bad := &externalscaler.ScaledObjectRef{Namespace: "shop", Name: "x", ScalerMetadata: map[string]string{"interceptorRoute": "nope"}}
+		_, err := c.GetMetricSpec(t.Context(), bad)
+		if status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "InterceptorRoute shop/nope not found") {
+			t.Errorf("err = %v, want NotFound for InterceptorRoute shop/nope", err)
+		}
+	})
 }

@@ -115,19 +115,26 @@ func checkObjects(t *testing.T, r *Rendered) {
 		}
 	}
 	crds := r.OfKind("CustomResourceDefinition")
-	if len(crds) != 1 || crds[0].GetName() != "httpscaledobjects.http.keda.sh" {
-		t.Fatalf("want exactly the httpscaledobjects.http.keda.sh CRD, got %d CRDs", len(crds))
+	var names []string
+	for _, c := range crds {
+		names = append(names, c.GetName())
 	}
-	want, err := os.ReadFile(filepath.Join(repoRoot(), "config", "crd", "http.keda.sh_httpscaledobjects.yaml"))
-	if err != nil {
-		t.Fatal(err)
+	slices.Sort(names)
+	if want := []string{"httpscaledobjects.http.keda.sh", "interceptorroutes.http.keda.sh"}; !slices.Equal(names, want) {
+		t.Fatalf("want exactly the CRDs %v, got %v", want, names)
 	}
-	got, err := os.ReadFile(filepath.Join(Dir(), "crds", "http.keda.sh_httpscaledobjects.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(want, got) {
-		t.Error("charts/lobby/crds differs from config/crd: run `bash hack/sync-chart-crds.sh`")
+	for _, file := range []string{"http.keda.sh_httpscaledobjects.yaml", "http.keda.sh_interceptorroutes.yaml"} {
+		want, err := os.ReadFile(filepath.Join(repoRoot(), "config", "crd", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(Dir(), "crds", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(want, got) {
+			t.Errorf("charts/lobby/crds/%s differs from config/crd: run `bash hack/sync-chart-crds.sh`", file)
+		}
 	}
 }
 
@@ -264,14 +271,21 @@ func contractGrants(release, ns, watchNS string) map[grant]bool {
 	}
 	read := []string{"get", "list", "watch"}
 	add("interceptor", watch, "http.keda.sh", "httpscaledobjects", read...)
+	add("interceptor", watch, "http.keda.sh", "interceptorroutes", read...)
+	// One ConfigMap at a time, by field selector: list and watch, never get.
+	add("interceptor", watch, "", "configmaps", "list", "watch")
 	add("interceptor", watch, "", "services", read...)
 	add("interceptor", watch, "discovery.k8s.io", "endpointslices", read...)
 
 	add("scaler", watch, "http.keda.sh", "httpscaledobjects", read...)
+	add("scaler", watch, "http.keda.sh", "interceptorroutes", read...)
 	add("scaler", ns, "discovery.k8s.io", "endpointslices", read...)
 
 	add("operator", watch, "http.keda.sh", "httpscaledobjects", "get", "list", "watch", "update", "patch")
 	add("operator", watch, "http.keda.sh", "httpscaledobjects/status", "get", "update", "patch")
+	add("operator", watch, "http.keda.sh", "interceptorroutes", read...)
+	add("operator", watch, "http.keda.sh", "interceptorroutes/status", "get", "update", "patch")
+	add("operator", watch, "", "configmaps", "get")
 	add("operator", watch, "keda.sh", "scaledobjects", "get", "list", "watch", "create", "update", "patch", "delete")
 	add("operator", watch, "", "services", read...)
 	for _, n := range []string{watch, ns} {

@@ -209,6 +209,7 @@ var (
 	newEventsGVR   = schema.GroupVersionResource{Group: "events.k8s.io", Version: "v1", Resource: "events"}
 	leasesGVR      = schema.GroupVersionResource{Group: "coordination.k8s.io", Version: "v1", Resource: "leases"}
 	configMapsGVR  = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	irGVR          = schema.GroupVersionResource{Group: "http.keda.sh", Version: "v1beta1", Resource: "interceptorroutes"}
 	podsGVR        = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
 	roleBindGVR    = schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"}
 	clusterBindGVR = schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"}
@@ -446,12 +447,17 @@ func (c *cluster) checkCalls(t *testing.T, release, ns, watchNS, appNS string) {
 				list(servicesGVR, scope), watch(servicesGVR, scope), get(servicesGVR, appNS, "shop"),
 				list(slicesGVR, scope), watch(slicesGVR, scope), get(slicesGVR, appNS, "shop-abcde"),
 				can("watch", "discovery.k8s.io", "endpointslices", "", appNS),
+				list(irGVR, scope), watch(irGVR, scope),
+				// Response bodies of InterceptorRoutes: one ConfigMap at a time, by field selector.
+				list(configMapsGVR, appNS), watch(configMapsGVR, appNS),
 			},
 			refused: []call{
 				create(secretsGVR, appNS, map[string]any{"apiVersion": "v1", "kind": "Secret", "metadata": map[string]any{"name": "stolen"}}),
 				list(secretsGVR, appNS),
 				patch(httpsoGVR, appNS, "shop"),
-				list(configMapsGVR, ns),
+				get(configMapsGVR, ns, "x"),
+				create(configMapsGVR, appNS, map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "x"}}),
+				patch(irGVR, appNS, "shop", "status"),
 				// The routing table's sources: writing them would redirect traffic.
 				create(slicesGVR, appNS, map[string]any{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
 					"metadata":    map[string]any{"name": "shop-hijack", "labels": map[string]any{"kubernetes.io/service-name": "shop"}},
@@ -466,6 +472,7 @@ func (c *cluster) checkCalls(t *testing.T, release, ns, watchNS, appNS string) {
 			sa: "scaler",
 			allowed: []call{
 				list(httpsoGVR, scope), watch(httpsoGVR, scope), get(httpsoGVR, appNS, "shop"),
+				list(irGVR, scope), watch(irGVR, scope),
 				list(slicesGVR, ns), watch(slicesGVR, ns), get(slicesGVR, ns, release+"-interceptor-admin-abcde"),
 			},
 			refused: []call{
@@ -497,6 +504,8 @@ func (c *cluster) checkCalls(t *testing.T, release, ns, watchNS, appNS string) {
 				list(leasesGVR, ns), del(leasesGVR, ns, "lobby-operator"),
 				list(soGVR, scope), watch(soGVR, scope),
 				can("create", "keda.sh", "scaledobjects", "", appNS), can("patch", "http.keda.sh", "httpscaledobjects", "status", appNS),
+				list(irGVR, scope), watch(irGVR, scope), can("patch", "http.keda.sh", "interceptorroutes", "status", appNS),
+				can("get", "", "configmaps", "", appNS),
 			}, c.scaledObjectCalls(appNS, so)...),
 			refused: []call{
 				del(nodesGVR, "", "node-1"),
@@ -509,6 +518,10 @@ func (c *cluster) checkCalls(t *testing.T, release, ns, watchNS, appNS string) {
 				can("create", "", "services", "", appNS),
 				can("create", "discovery.k8s.io", "endpointslices", "", appNS),
 				can("create", "http.keda.sh", "httpscaledobjects", "", appNS),
+				// InterceptorRoutes are the users': the operator only writes their status.
+				can("patch", "http.keda.sh", "interceptorroutes", "", appNS),
+				// ConfigMaps are read one at a time by name, never listed.
+				list(configMapsGVR, appNS),
 				// KEDA's other kinds: the operator writes ScaledObjects only.
 				can("create", "keda.sh", "triggerauthentications", "", appNS),
 				can("create", "keda.sh", "clustertriggerauthentications", "", ""),

@@ -1,10 +1,10 @@
-// Package httpso holds what lobby's binaries share about HTTPScaledObjects: a typed informer, and
-// the rules that decide which object owns a host, path and header combination when two claim the
-// same one.
+// Package httpso holds what lobby's binaries share about HTTPScaledObjects and InterceptorRoutes:
+// typed informers, the one normalising function, the one route model both kinds are read into
+// (Object), and the rules that decide which object owns a host, path and header combination when
+// two claim the same one.
 package httpso
 
 import (
-	"cmp"
 	"fmt"
 	"path"
 	"slices"
@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+	"github.com/lobby-http/lobby/operator/api/v1beta1"
 )
 
 // NewClient returns a REST client for the http.keda.sh/v1alpha1 API group.
@@ -51,26 +52,32 @@ func NewInformer(client rest.Interface, namespace string, resync time.Duration) 
 	return inf
 }
 
-// Trim is the informer's transform: it drops what no lobby binary reads from a cached
-// HTTPScaledObject (managed fields, annotations such as kubectl's last-applied copy of the whole
-// object, labels and status), keeping the name, namespace, UID, resource version, generation,
-// creation time, the spec, which it normalises (see Normalize), and the one annotation routing
-// reads (v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation). Other objects pass unchanged.
+// Trim is the informers' transform: it drops what no lobby binary reads from a cached
+// HTTPScaledObject or InterceptorRoute (managed fields, annotations such as kubectl's
+// last-applied copy of the whole object, labels and status), keeping the name, namespace, UID,
+// resource version, generation, creation time, the spec, which it normalises (see Normalize),
+// and the one annotation routing reads (v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation).
+// Other objects pass unchanged.
 func Trim(obj any) (any, error) {
-	o, ok := obj.(*v1alpha1.HTTPScaledObject)
-	if !ok {
-		return obj, nil
+	switch o := obj.(type) {
+	case *v1alpha1.HTTPScaledObject:
+		o.ManagedFields, o.Annotations, o.Labels = nil, routingAnnotations(o.Annotations), nil
+		o.Status = v1alpha1.HTTPScaledObjectStatus{}
+		Normalize(&o.Spec)
+	case *v1beta1.InterceptorRoute:
+		o.ManagedFields, o.Annotations, o.Labels = nil, routingAnnotations(o.Annotations), nil
+		o.Status = v1beta1.InterceptorRouteStatus{}
+		Normalize(&o.Spec)
 	}
-	o.ManagedFields = nil
-	if v, ok := o.Annotations[v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation]; ok {
-		o.Annotations = map[string]string{v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation: v}
-	} else {
-		o.Annotations = nil
+	return obj, nil
+}
+
+// routingAnnotations returns the one annotation of annotations that routing reads, or nil.
+func routingAnnotations(annotations map[string]string) map[string]string {
+	if v, ok := annotations[v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation]; ok {
+		return map[string]string{v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation: v}
 	}
-	o.Labels = nil
-	o.Status = v1alpha1.HTTPScaledObjectStatus{}
-	Normalize(&o.Spec)
-	return o, nil
+	return nil
 }
 
 // Key returns the "namespace/name" key lobby uses for an object everywhere: routes, counts, the
@@ -149,71 +156,72 @@ func HeaderKey(headers []v1alpha1.Header) string {
 
 // Claims returns the distinct claims of a spec, in a stable order.
 func Claims(spec *v1alpha1.HTTPScaledObjectSpec) []Claim {
-	hosts := spec.Hosts
+	return claims(spec.Hosts, spec.PathPrefixes, HeaderKey(spec.Headers))
+}
+
+// claims returns the distinct claims of hosts × paths with one header set, in a stable order.
+func claims(hosts, paths []string, headers string) []Claim {
 	if len(hosts) == 0 {
 		hosts = []string{""}
 	}
-	paths := spec.PathPrefixes
 	if len(paths) == 0 {
 		paths = []string{"/"}
 	}
-	headers := HeaderKey(spec.Headers)
-	claims := make([]Claim, 0, len(hosts)*len(paths))
+	out := make([]Claim, 0, len(hosts)*len(paths))
 	for _, h := range hosts {
 		for _, p := range paths {
-			claims = append(claims, Claim{Host: NormalizeHost(h), PathPrefix: NormalizePathPrefix(p), Headers: headers})
+			out = append(out, Claim{Host: NormalizeHost(h), PathPrefix: NormalizePathPrefix(p), Headers: headers})
 		}
 	}
-	slices.SortFunc(claims, func(a, b Claim) int {
-		return cmp.Or(cmp.Compare(a.Host, b.Host), cmp.Compare(a.PathPrefix, b.PathPrefix))
-	})
-	return slices.Compact(claims)
+	sortClaims(out)
+	return slices.Compact(out)
 }
 
-// Conflict records that an object is not routed because an older one already claims some of what
-// it claims.
+// Conflict records that an object is not routed because an older one, of either kind, already
+// claims some of what it claims, or already has its namespace and name.
 type Conflict struct {
 	// Winner is the key of the object that keeps the claim.
 	Winner string
-	// Claim is the first contested claim.
+	// WinnerKind is the kind of the object that keeps the claim.
+	WinnerKind Kind
+	// Claim is the first contested claim; zero when SameName is set.
 	Claim Claim
+	// SameName is set when the winner is an object of the other kind with the same namespace and
+	// name: both would share one set of counts, so only the older is routed.
+	SameName bool
+}
+
+// Message says, for the status of the losing object, why it is not routed and what to do.
+func (c Conflict) Message() string {
+	w := Ref{Kind: c.WinnerKind, Key: c.Winner}
+	if c.SameName {
+		return fmt.Sprintf("the older %s has the same namespace and name, so this object is not routed: rename one of them, or delete %s", w, w)
+	}
+	return fmt.Sprintf("%s is already routed by the older %s, so this object is not routed: "+
+		"change its hosts, paths or headers, or delete %s", c.Claim, w, w)
 }
 
 // Older orders objects by precedence: the older creation time first, then the namespace/name key,
 // so the result is the same in every binary and on every replica.
 func Older(a, b *v1alpha1.HTTPScaledObject) int {
-	if c := a.CreationTimestamp.Time.Compare(b.CreationTimestamp.Time); c != 0 {
-		return c
-	}
-	return cmp.Compare(Key(a), Key(b))
+	return OlderObject(FromHTTPScaledObject(a), FromHTTPScaledObject(b))
 }
 
-// Resolve decides which objects are routed. Objects are taken oldest first (see Older); an object
-// whose claims collide with a claim of an object already accepted is not routed at all, and its
-// conflict is returned keyed by its own key. The accepted objects are returned in precedence order.
+// Resolve decides which HTTPScaledObjects are routed when only they compete (see ResolveObjects),
+// returning conflicts keyed by the losing object's key.
 func Resolve(objs []*v1alpha1.HTTPScaledObject) (accepted []*v1alpha1.HTTPScaledObject, conflicts map[string]Conflict) {
-	sorted := slices.Clone(objs)
-	slices.SortFunc(sorted, Older)
-	owner := make(map[Claim]string, len(sorted))
-	conflicts = map[string]Conflict{}
-	accepted = make([]*v1alpha1.HTTPScaledObject, 0, len(sorted))
-	for _, o := range sorted {
-		claims := Claims(&o.Spec)
-		lost := false
-		for _, c := range claims {
-			if w, ok := owner[c]; ok {
-				conflicts[Key(o)] = Conflict{Winner: w, Claim: c}
-				lost = true
-				break
-			}
-		}
-		if lost {
-			continue
-		}
-		for _, c := range claims {
-			owner[c] = Key(o)
-		}
-		accepted = append(accepted, o)
+	in := make([]*Object, len(objs))
+	for i, o := range objs {
+		in[i] = FromHTTPScaledObject(o)
+	}
+	acc, cs := ResolveObjects(in)
+	accepted = make([]*v1alpha1.HTTPScaledObject, len(acc))
+	for i, o := range acc {
+		accepted[i] = o.HTTPScaledObject
+	}
+	conflicts = make(map[string]Conflict, len(cs))
+	for ref, c := range cs {
+		conflicts[ref.Key] = c
 	}
 	return accepted, conflicts
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,7 +40,9 @@ type env struct {
 	store  *endpoints.Store
 	counts *counts.Registry
 	prom   *prometheus.Registry
-	proxy  *httptest.Server
+	// activations counts the routes' idle→busy edges, each of which would wake a target.
+	activations atomic.Int64
+	proxy       *httptest.Server
 	// client talks HTTP/1.1 to the proxy and keeps no idle connections.
 	client *http.Client
 
@@ -84,11 +87,11 @@ func newEnvFull(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, trac
 		tracer: tracer,
 		t:      t,
 		store:  endpoints.NewStore(log),
-		counts: counts.NewRegistry(nil, nil),
 		prom:   prometheus.NewPedanticRegistry(),
 		routes: map[string]*routing.Route{},
 		pods:   map[string]string{},
 	}
+	e.counts = counts.NewRegistry(func(*counts.Route) { e.activations.Add(1) }, nil)
 	next := opts.Dial
 	if next == nil {
 		next = (&net.Dialer{}).DialContext
@@ -124,7 +127,8 @@ func newEnvFull(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, trac
 	if stage != nil {
 		last = stage(fwd)
 	}
-	e.proxy = httptest.NewUnstartedServer(proxy.Route(router, metrics, log, nil, e.tracer, proxy.Count(proxy.Wait(nil, last))))
+	e.proxy = httptest.NewUnstartedServer(proxy.Route(router, metrics, log, nil, e.tracer,
+		proxy.Static(fwd, proxy.Count(proxy.Immediate(proxy.Wait(nil, last))))))
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)

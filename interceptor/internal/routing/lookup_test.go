@@ -14,6 +14,7 @@ import (
 	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
 	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+	"github.com/lobby-http/lobby/operator/api/v1beta1"
 )
 
 // randomObjects builds up to 20 objects from small pools of hosts, paths and headers, so that
@@ -146,27 +147,34 @@ func FuzzLookup(f *testing.F) {
 // benchmarkTable builds a table of 10,000 routes: exact hosts with one to three path prefixes
 // (some behind a canary header), wildcard tenants, and a catch-all, with requests for all of them.
 func benchmarkTable(b *testing.B) (*Table, []*http.Request) {
-	var objs []*v1alpha1.HTTPScaledObject
+	// Half the objects of each shape are InterceptorRoutes, and a quarter of those have a static
+	// route for /healthz, so that the lookup row measures both kinds in one table.
+	var objs []*httpso.Object
+	add := func(i int, o *v1alpha1.HTTPScaledObject) {
+		if i%2 == 0 {
+			objs = append(objs, httpso.FromHTTPScaledObject(o))
+			return
+		}
+		objs = append(objs, httpso.FromInterceptorRoute(asInterceptorRoute(o, i%8 == 1)))
+	}
 	for i := range 8000 {
 		host := fmt.Sprintf("svc-%d.apps.example.com", i)
-		var o *v1alpha1.HTTPScaledObject
 		switch i % 4 {
 		case 0:
-			o = object(fmt.Sprintf("svc-%d", i), i, []string{host}, nil)
+			add(i, object(fmt.Sprintf("svc-%d", i), i, []string{host}, nil))
 		case 1:
-			o = object(fmt.Sprintf("svc-%d", i), i, []string{host}, []string{"/api", "/static"})
+			add(i, object(fmt.Sprintf("svc-%d", i), i, []string{host}, []string{"/api", "/static"}))
 		case 2:
-			o = object(fmt.Sprintf("svc-%d", i), i, []string{host}, []string{"/api/v1", "/api/v2", "/"})
+			add(i, object(fmt.Sprintf("svc-%d", i), i, []string{host}, []string{"/api/v1", "/api/v2", "/"}))
 		default:
-			o = object(fmt.Sprintf("svc-%d", i), i, []string{host}, []string{"/"}, header("x-canary", "true"))
+			add(i, object(fmt.Sprintf("svc-%d", i), i, []string{host}, []string{"/"}, header("x-canary", "true")))
 		}
-		objs = append(objs, o)
 	}
 	for i := range 1999 {
-		objs = append(objs, object(fmt.Sprintf("tenant-%d", i), 8000+i, []string{fmt.Sprintf("*.tenant-%d.example.net", i)}, nil))
+		add(i, object(fmt.Sprintf("tenant-%d", i), 8000+i, []string{fmt.Sprintf("*.tenant-%d.example.net", i)}, nil))
 	}
-	objs = append(objs, object("catch-all", 10000, nil, nil))
-	table, conflicts := Build(objs, endpoints.NewStore(logr.Discard()), newFakeCounters(), Defaults{})
+	add(0, object("catch-all", 10000, nil, nil))
+	table, conflicts := BuildObjects(objs, endpoints.NewStore(logr.Discard()), newFakeCounters(), nil, Defaults{})
 	if table.Len() != 10000 || len(conflicts) != 0 {
 		b.Fatalf("table has %d routes and %d conflicts, want 10000 and 0", table.Len(), len(conflicts))
 	}
@@ -213,4 +221,33 @@ func BenchmarkLookup(b *testing.B) {
 		}
 		i++
 	}
+}
+
+// asInterceptorRoute returns the InterceptorRoute that routes what o routes, with a static route
+// for /healthz when static is set.
+func asInterceptorRoute(o *v1alpha1.HTTPScaledObject, static bool) *v1beta1.InterceptorRoute {
+	rule := v1beta1.RoutingRule{Hosts: o.Spec.Hosts}
+	for _, p := range o.Spec.PathPrefixes {
+		rule.Paths = append(rule.Paths, v1beta1.PathMatch{Value: p})
+	}
+	for _, h := range o.Spec.Headers {
+		rule.Headers = append(rule.Headers, v1beta1.HeaderMatch{Name: h.Name, Value: h.Value})
+	}
+	ir := &v1beta1.InterceptorRoute{
+		ObjectMeta: o.ObjectMeta,
+		Spec: v1beta1.InterceptorRouteSpec{
+			Target:        v1beta1.TargetRef{Service: o.Spec.ScaleTargetRef.Service, Port: o.Spec.ScaleTargetRef.Port},
+			Rules:         []v1beta1.RoutingRule{rule},
+			ScalingMetric: v1beta1.ScalingMetricSpec{Concurrency: &v1beta1.ConcurrencyTargetSpec{TargetValue: 100}},
+		},
+	}
+	if static {
+		ok := "ok"
+		ir.Spec.StaticRoutes = []v1beta1.StaticRoute{{
+			Rules:        []v1beta1.RoutingRule{{Paths: []v1beta1.PathMatch{{Value: "/healthz"}}}},
+			Response:     v1beta1.StaticResponse{Body: &ok},
+			ResponseMode: v1beta1.StaticRouteAlways,
+		}}
+	}
+	return ir
 }

@@ -1,18 +1,14 @@
 package routing
 
 import (
-	"cmp"
 	"encoding/binary"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/lobby-http/lobby/interceptor/internal/counts"
 	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
-	"github.com/lobby-http/lobby/internal/httpso"
-	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
 // Default rate window and granularity, used when an object does not scale on the request rate or
@@ -96,6 +92,9 @@ type pathRoutes struct {
 type candidate struct {
 	headers []headerMatch
 	route   *Route
+	// static is set when route has static routes, which pick among its requests: kept here, in
+	// memory the lookup reads anyway, so that other lookups never load the Route itself.
+	static bool
 }
 
 type headerMatch struct {
@@ -105,188 +104,8 @@ type headerMatch struct {
 	anyValue bool
 }
 
-// Build resolves conflicts among objs (see httpso.Resolve) and builds the table of the accepted
-// ones, resolving each object's targets and counters once. It returns the objects not routed
-// because of a conflict, keyed by their "namespace/name".
-func Build(objs []*v1alpha1.HTTPScaledObject, targets Targets, counters Counters, d Defaults) (*Table, map[string]httpso.Conflict) {
-	accepted, conflicts := httpso.Resolve(objs)
-	t := &Table{routes: make([]*Route, 0, len(accepted))}
-	exact, wildcard := map[string]*hostRoutes{}, map[string]*hostRoutes{}
-	for _, o := range accepted {
-		r := newRoute(o, targets, counters, d)
-		t.routes = append(t.routes, r)
-		headers := compileHeaders(o.Spec.Headers)
-		for _, c := range httpso.Claims(&o.Spec) {
-			var h *hostRoutes
-			switch {
-			case c.Host == "":
-				if t.catchAll == nil {
-					t.catchAll = &hostRoutes{}
-				}
-				h = t.catchAll
-			case strings.HasPrefix(c.Host, "*."):
-				h = level(wildcard, c.Host[2:])
-			default:
-				h = level(exact, c.Host)
-			}
-			h.add(c.PathPrefix, candidate{headers: headers, route: r})
-		}
-	}
-	t.catchAll.finish()
-	t.exact = make(map[string]hostRoutes, len(exact))
-	for k, h := range exact {
-		h.finish()
-		t.exact[k] = *h
-		t.exactLens.add(len(k))
-	}
-	t.wildcard = make(map[string]hostRoutes, len(wildcard))
-	for k, h := range wildcard {
-		h.finish()
-		t.wildcard[k] = *h
-		t.wildcardLens.add(len(k))
-	}
-	return t, conflicts
-}
-
-// level returns the routes of key in m, adding them when missing.
-func level(m map[string]*hostRoutes, key string) *hostRoutes {
-	h := m[key]
-	if h == nil {
-		h = &hostRoutes{}
-		m[key] = h
-	}
-	return h
-}
-
-func (h *hostRoutes) add(prefix string, c candidate) {
-	i := slices.IndexFunc(h.paths, func(p pathRoutes) bool { return p.prefix == prefix })
-	if i < 0 {
-		h.paths = append(h.paths, pathRoutes{prefix: prefix})
-		i = len(h.paths) - 1
-	}
-	h.paths[i].candidates = append(h.paths[i].candidates, c)
-}
-
-// finish orders what add collected. Candidates are stably sorted, so routes with as many headers
-// keep the precedence order of httpso.Resolve.
-func (h *hostRoutes) finish() {
-	if h == nil {
-		return
-	}
-	slices.SortStableFunc(h.paths, func(a, b pathRoutes) int {
-		return cmp.Or(cmp.Compare(len(b.prefix), len(a.prefix)), cmp.Compare(a.prefix, b.prefix))
-	})
-	for i := range h.paths {
-		p := &h.paths[i]
-		slices.SortStableFunc(p.candidates, func(a, b candidate) int {
-			return cmp.Compare(len(b.headers), len(a.headers))
-		})
-		if len(p.candidates) == 1 && len(p.candidates[0].headers) == 0 {
-			p.only = p.candidates[0].route
-		}
-	}
-	if len(h.paths) == 1 && h.paths[0].prefix == "/" && len(h.paths[0].candidates) == 1 &&
-		len(h.paths[0].candidates[0].headers) == 0 {
-		h.only = h.paths[0].candidates[0].route
-	}
-	if len(h.paths) > manyPaths {
-		h.byPrefix = make(map[string]*pathRoutes, len(h.paths))
-		for i := range h.paths {
-			h.byPrefix[h.paths[i].prefix] = &h.paths[i]
-		}
-	}
-}
-
-func compileHeaders(hs []v1alpha1.Header) []headerMatch {
-	if len(hs) == 0 {
-		return nil
-	}
-	out := make([]headerMatch, 0, len(hs))
-	for _, h := range hs {
-		m := headerMatch{name: http.CanonicalHeaderKey(h.Name), anyValue: h.Value == nil}
-		if h.Value != nil {
-			m.value = *h.Value
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-// newRoute resolves everything the proxy needs for one object.
-func newRoute(o *v1alpha1.HTTPScaledObject, targets Targets, counters Counters, d Defaults) *Route {
-	spec := &o.Spec
-	key := httpso.Key(o)
-	ref := spec.ScaleTargetRef
-	r := &Route{
-		Key:                   key,
-		Namespace:             o.Namespace,
-		Name:                  o.Name,
-		Target:                targets.Target(o.Namespace, ref.Service, ref.Port, ref.PortName),
-		ColdStartTimeout:      d.ColdStartTimeout,
-		ResponseHeaderTimeout: d.ResponseHeaderTimeout,
-		RequestTimeout:        d.RequestTimeout,
-		MaxPending:            d.MaxPending,
-		InsecureSkipVerify:    o.Annotations[v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation] == "true",
-	}
-	if tm := spec.Timeouts; tm != nil {
-		if tm.ConditionWait != nil && tm.ConditionWait.Duration > 0 {
-			r.ColdStartTimeout = tm.ConditionWait.Duration
-		}
-		if tm.ResponseHeader != nil && tm.ResponseHeader.Duration > 0 {
-			r.ResponseHeaderTimeout = tm.ResponseHeader.Duration
-		}
-		if tm.Request != nil && tm.Request.Duration > 0 {
-			r.RequestTimeout = tm.Request.Duration
-		}
-	}
-	if f := spec.ColdStartTimeoutFailoverRef; f != nil {
-		r.Failover = targets.Target(o.Namespace, f.Service, f.Port, f.PortName)
-		if f.TimeoutSeconds > 0 {
-			r.ColdStartTimeout = time.Duration(f.TimeoutSeconds) * time.Second
-		}
-	}
-	if cs := spec.ColdStart; cs != nil {
-		if cs.MaxPendingRequests != nil && *cs.MaxPendingRequests > 0 {
-			r.MaxPending = int64(*cs.MaxPendingRequests)
-		}
-		if cs.Placeholder != nil {
-			r.Placeholder = newPlaceholder(cs.Placeholder)
-		}
-		if cs.Overflow == v1alpha1.OverflowPlaceholder && r.Placeholder != nil {
-			r.Overflow = OverflowPlaceholder
-		}
-	}
-	window, granularity := DefaultRateWindow, DefaultRateGranularity
-	if m := spec.ScalingMetric; m != nil && m.Rate != nil {
-		if m.Rate.Window.Duration > 0 {
-			window = m.Rate.Window.Duration
-		}
-		if m.Rate.Granularity.Duration > 0 {
-			granularity = m.Rate.Granularity.Duration
-		}
-	}
-	r.Counts = counters.Route(key, window, granularity)
-	return r
-}
-
-// newPlaceholder prepares a placeholder response once: canonical header names, a Content-Type
-// when none is given, and the Content-Length of the body.
-func newPlaceholder(p *v1alpha1.PlaceholderSpec) *Placeholder {
-	ph := &Placeholder{StatusCode: int(p.StatusCode), Header: make(http.Header, len(p.Headers)+2), Body: []byte(p.Body)}
-	if ph.StatusCode == 0 {
-		ph.StatusCode = http.StatusServiceUnavailable
-	}
-	for k, v := range p.Headers {
-		ph.Header.Set(k, string(v))
-	}
-	if ph.Header.Get("Content-Type") == "" {
-		ph.Header.Set("Content-Type", "text/plain; charset=utf-8")
-	}
-	ph.Header.Set("Content-Length", strconv.Itoa(len(ph.Body)))
-	return ph
-}
-
-// Routes returns every route of the table in precedence order. The slice must not be modified.
+// Routes returns the route of every routed object in precedence order (static routes are not
+// listed: they share their object's target and have no counters). The slice must not be modified.
 func (t *Table) Routes() []*Route {
 	if t == nil {
 		return nil
@@ -294,7 +113,7 @@ func (t *Table) Routes() []*Route {
 	return t.routes
 }
 
-// Len returns the number of routes (routed objects) in the table.
+// Len returns the number of routed objects in the table.
 func (t *Table) Len() int { return len(t.Routes()) }
 
 // Lookup returns the route for a request's host, path and headers, or nil when none matches.
@@ -310,6 +129,16 @@ func (t *Table) Lookup(host, path string, header http.Header) *Route {
 	host = stripPort(host)
 	host = strings.TrimSuffix(host, ".")
 	path = cleanPath(path)
+	r, static := t.lookup(host, path, header)
+	if static {
+		return r.static(host, path, header)
+	}
+	return r
+}
+
+// lookup is Lookup for a host without port and trailing dot, and a cleaned path. static is set
+// when the route has static routes.
+func (t *Table) lookup(host, path string, header http.Header) (r *Route, static bool) {
 	if !hasUpper(host) {
 		return lookupHost(t, host, path, header)
 	}
@@ -346,12 +175,12 @@ func (s *lengthSet) has(n int) bool {
 const maxHostLen = 253
 
 // lookupHost walks the host levels from the exact host to the catch-all.
-func lookupHost[H string | []byte](t *Table, host H, path string, header http.Header) *Route {
+func lookupHost[H string | []byte](t *Table, host H, path string, header http.Header) (*Route, bool) {
 	if len(host) > 0 {
 		if t.exactLens.has(len(host)) {
 			if h, ok := t.exact[string(host)]; ok {
-				if r := h.match(path, header); r != nil {
-					return r
+				if r, static := h.match(path, header); r != nil {
+					return r, static
 				}
 			}
 		}
@@ -362,8 +191,8 @@ func lookupHost[H string | []byte](t *Table, host H, path string, header http.He
 					continue
 				}
 				if h, ok := t.wildcard[string(host[i+1:])]; ok {
-					if r := h.match(path, header); r != nil {
-						return r
+					if r, static := h.match(path, header); r != nil {
+						return r, static
 					}
 				}
 			}
@@ -372,23 +201,24 @@ func lookupHost[H string | []byte](t *Table, host H, path string, header http.He
 	return t.catchAll.match(path, header)
 }
 
-// match returns the route of the longest prefix of path whose candidates match header.
-func (h *hostRoutes) match(path string, header http.Header) *Route {
+// match returns the route of the longest prefix of path whose candidates match header, and
+// whether it has static routes.
+func (h *hostRoutes) match(path string, header http.Header) (*Route, bool) {
 	if h == nil {
-		return nil
+		return nil, false
 	}
 	if h.only != nil {
-		return h.only
+		return h.only, false
 	}
 	if h.byPrefix != nil {
 		for p := path; ; {
 			if pr := h.byPrefix[p]; pr != nil {
-				if r := pr.match(header); r != nil {
-					return r
+				if r, static := pr.match(header); r != nil {
+					return r, static
 				}
 			}
 			if p == "/" {
-				return nil
+				return nil, false
 			}
 			i := strings.LastIndexByte(p, '/')
 			if i <= 0 {
@@ -403,24 +233,24 @@ func (h *hostRoutes) match(path string, header http.Header) *Route {
 		if !hasPathPrefix(path, pr.prefix) {
 			continue
 		}
-		if r := pr.match(header); r != nil {
-			return r
+		if r, static := pr.match(header); r != nil {
+			return r, static
 		}
 	}
-	return nil
+	return nil, false
 }
 
-func (p *pathRoutes) match(header http.Header) *Route {
+func (p *pathRoutes) match(header http.Header) (*Route, bool) {
 	if p.only != nil {
-		return p.only
+		return p.only, false
 	}
 	for i := range p.candidates {
 		c := &p.candidates[i]
 		if headersMatch(c.headers, header) {
-			return c.route
+			return c.route, c.static
 		}
 	}
-	return nil
+	return nil, false
 }
 
 func headersMatch(want []headerMatch, header http.Header) bool {

@@ -10,19 +10,22 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/lobby-http/lobby/interceptor/internal/counts"
 	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
 	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+	"github.com/lobby-http/lobby/operator/api/v1beta1"
 )
 
 // rebuildInterval is the shortest time between two table rebuilds: events arriving meanwhile are
 // coalesced into one rebuild.
 const rebuildInterval = 5 * time.Millisecond
 
-// Informer is what the Watcher needs of an HTTPScaledObject informer (see httpso.NewInformer).
+// Informer is what the Watcher needs of an HTTPScaledObject or InterceptorRoute informer (see
+// httpso.NewInformer and httpso.NewRouteInformer).
 type Informer interface {
 	AddEventHandler(handler cache.ResourceEventHandler) (cache.ResourceEventHandlerRegistration, error)
 	RunWithContext(ctx context.Context)
@@ -50,51 +53,76 @@ var (
 	_ CounterRegistry = (*counts.Registry)(nil)
 )
 
-// Watcher runs the HTTPScaledObject informer and rebuilds the Router's table whenever the objects
-// change, then releases the targets and counters the new table no longer refers to.
+// Sources are what a Watcher builds tables from.
+type Sources struct {
+	// HTTPScaledObjects is an informer of HTTPScaledObjects.
+	HTTPScaledObjects Informer
+	// InterceptorRoutes, when not nil, is an informer of InterceptorRoutes.
+	InterceptorRoutes Informer
+	// ConfigMaps, when not nil, watches the ConfigMaps that responses read bodies from; without
+	// it, such responses answer 500.
+	ConfigMaps *ConfigMapWatcher
+	// RoutesServed, when not nil, tells whether the API server serves InterceptorRoutes. Start
+	// asks it first (until it answers) and leaves InterceptorRoutes and ConfigMaps out when it
+	// says no: a cluster upgraded with `helm upgrade`, which installs no new CRDs, keeps its
+	// HTTPScaledObjects routed instead of waiting forever for a watch that cannot start.
+	RoutesServed func() (bool, error)
+}
+
+// Watcher runs the HTTPScaledObject and InterceptorRoute informers and rebuilds the Router's one
+// table from both kinds whenever they (or a ConfigMap a response reads) change, then releases
+// the targets and counters the new table no longer refers to.
 type Watcher struct {
-	informer Informer
-	router   *Router
-	targets  TargetStore
-	counters CounterRegistry
-	defaults Defaults
-	log      logr.Logger
+	informers    []Informer
+	configMaps   *ConfigMapWatcher
+	routesServed func() (bool, error)
+	router       *Router
+	targets      TargetStore
+	counters     CounterRegistry
+	defaults     Defaults
+	log          logr.Logger
 
 	kick  chan struct{}
 	built atomic.Bool
 
 	mu        sync.Mutex
-	conflicts map[string]httpso.Conflict
+	conflicts map[httpso.Ref]httpso.Conflict
 
 	conflictsGauge prometheus.Gauge
 	routesGauge    prometheus.Gauge
 	rebuilds       prometheus.Counter
 }
 
-// NewWatcher returns a Watcher that feeds router from informer, resolving targets in targets and
+// NewWatcher returns a Watcher that feeds router from sources, resolving targets in targets and
 // counters in counters, with d for what objects leave unset. It registers its metrics with reg.
-func NewWatcher(informer Informer, router *Router, targets TargetStore, counters CounterRegistry, d Defaults,
+func NewWatcher(sources Sources, router *Router, targets TargetStore, counters CounterRegistry, d Defaults,
 	reg prometheus.Registerer, log logr.Logger) (*Watcher, error) {
+	informers := []Informer{sources.HTTPScaledObjects}
+	if sources.InterceptorRoutes != nil {
+		informers = append(informers, sources.InterceptorRoutes)
+	}
 	w := &Watcher{
-		informer:  informer,
-		router:    router,
-		targets:   targets,
-		counters:  counters,
-		defaults:  d,
-		log:       log,
-		kick:      make(chan struct{}, 1),
-		conflicts: map[string]httpso.Conflict{},
+		informers:    informers,
+		configMaps:   sources.ConfigMaps,
+		routesServed: sources.RoutesServed,
+		router:       router,
+		targets:      targets,
+		counters:     counters,
+		defaults:     d,
+		log:          log,
+		kick:         make(chan struct{}, 1),
+		conflicts:    map[httpso.Ref]httpso.Conflict{},
 		conflictsGauge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lobby_interceptor_routing_conflicts",
-			Help: "HTTPScaledObjects not routed because an older object claims some of their hosts, paths and headers.",
+			Help: "HTTPScaledObjects and InterceptorRoutes not routed because an older object claims some of their hosts, paths and headers.",
 		}),
 		routesGauge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lobby_interceptor_routes",
-			Help: "HTTPScaledObjects routed by the current routing table.",
+			Help: "HTTPScaledObjects and InterceptorRoutes routed by the current routing table.",
 		}),
 		rebuilds: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lobby_interceptor_routing_table_rebuilds_total",
-			Help: "Routing tables built from HTTPScaledObjects.",
+			Help: "Routing tables built from HTTPScaledObjects and InterceptorRoutes.",
 		}),
 	}
 	for _, c := range []prometheus.Collector{w.conflictsGauge, w.routesGauge, w.rebuilds} {
@@ -105,45 +133,63 @@ func NewWatcher(informer Informer, router *Router, targets TargetStore, counters
 	return w, nil
 }
 
-// HasSynced reports whether a table built from the informer's first full list is in place.
+// HasSynced reports whether a table built from the informers' first full lists is in place.
 func (w *Watcher) HasSynced() bool { return w.built.Load() }
 
-// Conflicts returns the objects the current table does not route because of a conflict, keyed by
-// their "namespace/name".
-func (w *Watcher) Conflicts() map[string]httpso.Conflict {
+// Conflicts returns the objects the current table does not route because of a conflict.
+func (w *Watcher) Conflicts() map[httpso.Ref]httpso.Conflict {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return maps.Clone(w.conflicts)
 }
 
-// Start runs the informer and rebuilds the table until ctx ends. It returns an error only when it
+// Start runs the informers and rebuilds the table until ctx ends. It returns an error only when it
 // cannot watch at all.
 func (w *Watcher) Start(ctx context.Context) error {
-	_, err := w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if w.routesServed != nil && len(w.informers) > 1 {
+		served, err := w.askRoutesServed(ctx)
+		if err != nil {
+			return nil // ctx ended
+		}
+		if !served {
+			w.log.Info("InterceptorRoutes are not served: apply the chart's CRDs to route them; routing HTTPScaledObjects only")
+			w.informers, w.configMaps = w.informers[:1], nil
+		}
+	}
+	handler := cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { w.changed() },
 		UpdateFunc: func(oldObj, newObj any) {
-			o, ok1 := oldObj.(*v1alpha1.HTTPScaledObject)
-			n, ok2 := newObj.(*v1alpha1.HTTPScaledObject)
+			o, ok1 := oldObj.(metav1.Object)
+			n, ok2 := newObj.(metav1.Object)
 			// Status updates (the operator writes them often) do not change routing; the
 			// annotations left after httpso.Trim do, without changing the generation.
-			if ok1 && ok2 && o.Generation != 0 && o.Generation == n.Generation && maps.Equal(o.Annotations, n.Annotations) {
+			if ok1 && ok2 && o.GetGeneration() != 0 && o.GetGeneration() == n.GetGeneration() && maps.Equal(o.GetAnnotations(), n.GetAnnotations()) {
 				return
 			}
 			w.changed()
 		},
 		DeleteFunc: func(any) { w.changed() },
-	})
-	if err != nil {
-		return fmt.Errorf("watch HTTPScaledObjects: %w", err)
+	}
+	for _, inf := range w.informers {
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return fmt.Errorf("watch routed objects: %w", err)
+		}
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Go(func() { w.informer.RunWithContext(ctx) })
+	synced := make([]cache.InformerSynced, 0, len(w.informers))
+	for _, inf := range w.informers {
+		wg.Go(func() { inf.RunWithContext(ctx) })
+		synced = append(synced, inf.HasSynced)
+	}
+	if w.configMaps != nil {
+		defer w.configMaps.wait()
+	}
 
-	if !cache.WaitForCacheSync(ctx.Done(), w.informer.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil
 	}
-	w.rebuild()
+	w.rebuild(ctx)
 	w.built.Store(true)
 	for {
 		select {
@@ -155,7 +201,7 @@ func (w *Watcher) Start(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-w.kick:
-			w.rebuild()
+			w.rebuild(ctx)
 		}
 	}
 }
@@ -167,17 +213,28 @@ func (w *Watcher) changed() {
 	}
 }
 
-// rebuild builds a table from the informer's objects, swaps it in, and releases what the previous
-// table alone referred to.
-func (w *Watcher) rebuild() {
-	list := w.informer.GetStore().List()
-	objs := make([]*v1alpha1.HTTPScaledObject, 0, len(list))
-	for _, o := range list {
-		if h, ok := o.(*v1alpha1.HTTPScaledObject); ok {
-			objs = append(objs, h)
+// rebuild builds a table from the informers' objects, swaps it in, and releases what the previous
+// table alone referred to. It first makes the ConfigMap watcher watch exactly the ConfigMaps the
+// objects read bodies from; one not read yet is answered as unavailable until its first event
+// rebuilds the table again.
+func (w *Watcher) rebuild(ctx context.Context) {
+	var objs []*httpso.Object
+	for _, inf := range w.informers {
+		for _, o := range inf.GetStore().List() {
+			switch o := o.(type) {
+			case *v1alpha1.HTTPScaledObject:
+				objs = append(objs, httpso.FromHTTPScaledObject(o))
+			case *v1beta1.InterceptorRoute:
+				objs = append(objs, httpso.FromInterceptorRoute(o))
+			}
 		}
 	}
-	table, conflicts := Build(objs, w.targets, w.counters, w.defaults)
+	var configMaps ConfigMaps
+	if w.configMaps != nil {
+		w.configMaps.watch(ctx, configMapsRead(objs), w.changed)
+		configMaps = w.configMaps
+	}
+	table, conflicts := BuildObjects(objs, w.targets, w.counters, configMaps, w.defaults)
 	w.router.SetTable(table)
 
 	keepTargets := make([]*endpoints.Target, 0, 2*table.Len())
@@ -199,16 +256,56 @@ func (w *Watcher) rebuild() {
 	for key, c := range conflicts {
 		if prev[key] != c {
 			w.log.Info("object not routed: an older object claims the same route",
-				"httpScaledObject", key, "winner", c.Winner, "claim", c.Claim.String())
+				"object", key.String(), "winner", httpso.Ref{Kind: c.WinnerKind, Key: c.Winner}.String(), "claim", c.Claim.String())
 		}
 	}
 	for key := range prev {
 		if _, ok := conflicts[key]; !ok {
-			w.log.V(1).Info("routing conflict resolved", "httpScaledObject", key)
+			w.log.V(1).Info("routing conflict resolved", "object", key.String())
 		}
 	}
 	w.conflictsGauge.Set(float64(len(conflicts)))
 	w.routesGauge.Set(float64(table.Len()))
 	w.rebuilds.Inc()
 	w.log.V(1).Info("routing table rebuilt", "routes", table.Len(), "conflicts", len(conflicts))
+}
+
+// configMapsRead returns the "namespace/name" of every ConfigMap the InterceptorRoutes among objs
+// read a response body from.
+func configMapsRead(objs []*httpso.Object) map[string]struct{} {
+	want := map[string]struct{}{}
+	add := func(ns string, r *v1beta1.StaticResponse) {
+		if r != nil && r.BodyFromConfigMap != nil {
+			want[ns+"/"+r.BodyFromConfigMap.Name] = struct{}{}
+		}
+	}
+	for _, o := range objs {
+		ir := o.InterceptorRoute
+		if ir == nil {
+			continue
+		}
+		if cs := ir.Spec.ColdStart; cs != nil && cs.Placeholder != nil {
+			add(ir.Namespace, cs.Placeholder.Response)
+		}
+		for i := range ir.Spec.StaticRoutes {
+			add(ir.Namespace, &ir.Spec.StaticRoutes[i].Response)
+		}
+	}
+	return want
+}
+
+// askRoutesServed asks routesServed once a second until it answers or ctx ends.
+func (w *Watcher) askRoutesServed(ctx context.Context) (bool, error) {
+	for {
+		served, err := w.routesServed()
+		if err == nil {
+			return served, nil
+		}
+		w.log.Info("cannot tell whether InterceptorRoutes are served; asking again", "error", err.Error())
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }

@@ -14,6 +14,7 @@ import (
 	fcache "k8s.io/client-go/tools/cache/testing"
 
 	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -48,7 +49,7 @@ func TestWatcher(t *testing.T) {
 	store := endpoints.NewStore(logr.Discard())
 	counters := newFakeCounters()
 	reg := prometheus.NewPedanticRegistry()
-	w, err := NewWatcher(informer, router, store, counters, Defaults{MaxPending: 10}, reg, logr.Discard())
+	w, err := NewWatcher(Sources{HTTPScaledObjects: informer}, router, store, counters, Defaults{MaxPending: 10}, reg, logr.Discard())
 	if err != nil {
 		t.Fatalf("NewWatcher: %v", err)
 	}
@@ -67,14 +68,14 @@ func TestWatcher(t *testing.T) {
 	if got := routeName(router.Table().Lookup("a.test", "/", nil)); got != "older" {
 		t.Errorf("a.test is routed to %q, want older", got)
 	}
-	if c, ok := w.Conflicts()["ns/newer"]; !ok || c.Winner != "ns/older" {
+	if c, ok := w.Conflicts()[httpso.Ref{Kind: httpso.KindHTTPScaledObject, Key: "ns/newer"}]; !ok || c.Winner != "ns/older" {
 		t.Errorf("conflicts = %v, want ns/newer lost to ns/older", w.Conflicts())
 	}
 	want := `
-# HELP lobby_interceptor_routes HTTPScaledObjects routed by the current routing table.
+# HELP lobby_interceptor_routes HTTPScaledObjects and InterceptorRoutes routed by the current routing table.
 # TYPE lobby_interceptor_routes gauge
 lobby_interceptor_routes 1
-# HELP lobby_interceptor_routing_conflicts HTTPScaledObjects not routed because an older object claims some of their hosts, paths and headers.
+# HELP lobby_interceptor_routing_conflicts HTTPScaledObjects and InterceptorRoutes not routed because an older object claims some of their hosts, paths and headers.
 # TYPE lobby_interceptor_routing_conflicts gauge
 lobby_interceptor_routing_conflicts 1
 `
@@ -125,10 +126,10 @@ lobby_interceptor_routing_conflicts 1
 func TestNewWatcherReportsDuplicateMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	informer := cache.NewSharedIndexInformer(fcache.NewFakeControllerSource(), &v1alpha1.HTTPScaledObject{}, 0, cache.Indexers{})
-	if _, err := NewWatcher(informer, NewRouter(), endpoints.NewStore(logr.Discard()), newFakeCounters(), Defaults{}, reg, logr.Discard()); err != nil {
+	if _, err := NewWatcher(Sources{HTTPScaledObjects: informer}, NewRouter(), endpoints.NewStore(logr.Discard()), newFakeCounters(), Defaults{}, reg, logr.Discard()); err != nil {
 		t.Fatalf("first NewWatcher: %v", err)
 	}
-	if _, err := NewWatcher(informer, NewRouter(), endpoints.NewStore(logr.Discard()), newFakeCounters(), Defaults{}, reg, logr.Discard()); err == nil {
+	if _, err := NewWatcher(Sources{HTTPScaledObjects: informer}, NewRouter(), endpoints.NewStore(logr.Discard()), newFakeCounters(), Defaults{}, reg, logr.Discard()); err == nil {
 		t.Errorf("second NewWatcher on the same registry succeeded, want an error")
 	}
 }

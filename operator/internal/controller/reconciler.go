@@ -84,6 +84,9 @@ type Reconciler struct {
 	Trigger resources.Trigger
 	// Log is the reconciler's logger; each reconcile adds the object's key.
 	Log logr.Logger
+	// Routes is set when the API server serves InterceptorRoutes: they then take part in
+	// conflicts, and are watched.
+	Routes bool
 
 	// written maps each object's key to the resourceVersion of the ScaledObject its last apply
 	// returned. An apply that changes nothing returns the same version, which tells a no-op apply
@@ -164,8 +167,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (resu
 // state is what the steps of one reconcile learn. The first failure found decides the Ready
 // condition; later steps still run, so each reconcile does all it can.
 type state struct {
-	hso         *v1alpha1.HTTPScaledObject
-	skipped     bool
+	hso     *v1alpha1.HTTPScaledObject
+	skipped bool
+	// losers names, for the Ready message, the newer objects this one keeps from being routed.
+	losers      string
 	failReason  string
 	failMessage string
 }
@@ -379,15 +384,16 @@ func (r *Reconciler) mirrorKEDAConditions(hso *v1alpha1.HTTPScaledObject, so *un
 // checkRoutes marks the object as conflicting when an older object claims one of its routes.
 // Only objects connected to it through shared claims can decide that, so it resolves those alone.
 func (r *Reconciler) checkRoutes(ctx context.Context, s *state) error {
-	group, err := r.claimGroup(ctx, s.hso)
+	self := httpso.FromHTTPScaledObject(normalized(s.hso))
+	group, err := claimGroup(ctx, r.Client, self, r.Routes)
 	if err != nil {
 		return err
 	}
-	_, conflicts := httpso.Resolve(group)
-	if c, ok := conflicts[httpso.Key(s.hso)]; ok {
-		s.fail(ReasonRouteConflict, "%s is already routed by the older HTTPScaledObject %s, so this object is not routed: "+
-			"change its hosts, pathPrefixes or headers, or delete %s", c.Claim, c.Winner, c.Winner)
+	_, conflicts := httpso.ResolveObjects(group)
+	if c, ok := conflicts[self.Ref()]; ok {
+		s.fail(ReasonRouteConflict, "%s", c.Message())
 	}
+	s.losers = losers(self.Ref(), conflicts)
 	return nil
 }
 
@@ -450,10 +456,10 @@ func (r *Reconciler) setReady(s *state) {
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, s.failReason, s.failMessage
 	case s.skipped:
 		c.Status, c.Reason = metav1.ConditionTrue, ReasonScaledObjectSkipped
-		c.Message = "routed; no ScaledObject is managed because the " + v1alpha1.SkipScaledObjectCreationAnnotation + " annotation is set"
+		c.Message = "routed; no ScaledObject is managed because the " + v1alpha1.SkipScaledObjectCreationAnnotation + " annotation is set" + s.losers
 	default:
 		c.Status, c.Reason = metav1.ConditionTrue, ReasonReconciled
-		c.Message = "routed to " + hso.Status.TargetService + "; ScaledObject " + hso.Name + " scales " + hso.Status.TargetWorkload
+		c.Message = "routed to " + hso.Status.TargetService + "; ScaledObject " + hso.Name + " scales " + hso.Status.TargetWorkload + s.losers
 	}
 	old := meta.FindStatusCondition(hso.Status.Conditions, v1alpha1.ConditionReady)
 	if c.Status == metav1.ConditionFalse && (old == nil || old.Reason != c.Reason || old.Message != c.Message || old.Status != c.Status) {
@@ -475,7 +481,7 @@ func (r *Reconciler) patchStatus(ctx context.Context, before, hso *v1alpha1.HTTP
 
 // SetupWithManager registers the reconciler and its watches, and the cache indexes they use.
 func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
-	if err := addIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+	if err := addIndexes(ctx, mgr.GetFieldIndexer(), r.Routes); err != nil {
 		return err
 	}
 	return r.watch(mgr)

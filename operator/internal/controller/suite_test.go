@@ -31,6 +31,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+	"github.com/lobby-http/lobby/operator/api/v1beta1"
 	"github.com/lobby-http/lobby/operator/internal/resources"
 )
 
@@ -97,6 +98,9 @@ func startControlPlane(t *testing.T) *cluster {
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
+	if err := v1beta1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
 	kube, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)
@@ -128,9 +132,15 @@ func (c *cluster) runReconciler(t *testing.T, trigger resources.Trigger) (stop f
 		Events:  mgr.GetEventRecorder(FieldManager),
 		Trigger: trigger,
 		Log:     log.WithName("controller"),
+		Routes:  true,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	rr := &RouteReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Log: log.WithName("routes")}
+	if err := rr.SetupWithManager(mgr); err != nil {
 		cancel()
 		t.Fatal(err)
 	}

@@ -2,28 +2,32 @@ package service
 
 import (
 	"context"
+	"sync"
 
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+	"github.com/lobby-http/lobby/operator/api/v1beta1"
 )
 
-// InformerObjects serves HTTPScaledObjects from an informer's cache (see httpso.NewInformer).
+// InformerObjects serves HTTPScaledObjects and InterceptorRoutes from informers' caches (see
+// httpso.NewInformer and httpso.NewRouteInformer).
 type InformerObjects struct {
-	informer cache.SharedIndexInformer
+	objects, routes cache.SharedIndexInformer
 }
 
 var _ Objects = (*InformerObjects)(nil)
 
-// NewInformerObjects returns Objects backed by informer, whose objects are
-// *v1alpha1.HTTPScaledObject.
-func NewInformerObjects(informer cache.SharedIndexInformer) *InformerObjects {
-	return &InformerObjects{informer: informer}
+// NewInformerObjects returns Objects backed by objects, whose objects are
+// *v1alpha1.HTTPScaledObject, and routes, whose objects are *v1beta1.InterceptorRoute; routes is
+// nil when the API server does not serve InterceptorRoutes.
+func NewInformerObjects(objects, routes cache.SharedIndexInformer) *InformerObjects {
+	return &InformerObjects{objects: objects, routes: routes}
 }
 
-// Get returns the cached object namespace/name.
+// Get returns the cached HTTPScaledObject namespace/name.
 func (o *InformerObjects) Get(namespace, name string) (*v1alpha1.HTTPScaledObject, bool) {
-	obj, ok, err := o.informer.GetIndexer().GetByKey(namespace + "/" + name)
+	obj, ok, err := o.objects.GetIndexer().GetByKey(namespace + "/" + name)
 	if err != nil || !ok {
 		return nil, false
 	}
@@ -31,14 +35,40 @@ func (o *InformerObjects) Get(namespace, name string) (*v1alpha1.HTTPScaledObjec
 	return h, ok
 }
 
-// Len returns the number of cached objects.
-func (o *InformerObjects) Len() int { return len(o.informer.GetIndexer().ListKeys()) }
+// Route returns the cached InterceptorRoute namespace/name.
+func (o *InformerObjects) Route(namespace, name string) (*v1beta1.InterceptorRoute, bool) {
+	if o.routes == nil {
+		return nil, false
+	}
+	obj, ok, err := o.routes.GetIndexer().GetByKey(namespace + "/" + name)
+	if err != nil || !ok {
+		return nil, false
+	}
+	r, ok := obj.(*v1beta1.InterceptorRoute)
+	return r, ok
+}
 
-// HasSynced reports whether the informer has listed the objects once.
-func (o *InformerObjects) HasSynced() bool { return o.informer.HasSynced() }
+// Len returns the number of cached objects of both kinds.
+func (o *InformerObjects) Len() int {
+	n := len(o.objects.GetIndexer().ListKeys())
+	if o.routes != nil {
+		n += len(o.routes.GetIndexer().ListKeys())
+	}
+	return n
+}
 
-// Start runs the informer until ctx ends.
+// HasSynced reports whether both informers have listed their objects once.
+func (o *InformerObjects) HasSynced() bool {
+	return o.objects.HasSynced() && (o.routes == nil || o.routes.HasSynced())
+}
+
+// Start runs the informers until ctx ends.
 func (o *InformerObjects) Start(ctx context.Context) error {
-	o.informer.Run(ctx.Done())
+	var wg sync.WaitGroup
+	wg.Go(func() { o.objects.Run(ctx.Done()) })
+	if o.routes != nil {
+		wg.Go(func() { o.routes.Run(ctx.Done()) })
+	}
+	wg.Wait()
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lobby-http/lobby/internal/externalscaler"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+	"github.com/lobby-http/lobby/operator/api/v1beta1"
 	"github.com/lobby-http/lobby/scaler/internal/fleet"
 )
 
@@ -23,14 +24,21 @@ import (
 // namespace. The operator writes it; users who manage their own ScaledObject set it.
 const MetadataKey = "httpScaledObject"
 
+// RouteMetadataKey is the trigger metadata key naming the InterceptorRoute, in the ScaledObject's
+// namespace; users write it in their ScaledObject. It wins over MetadataKey when both are set, as
+// in the KEDA HTTP Add-on.
+const RouteMetadataKey = "interceptorRoute"
+
 // DefaultTargetValue is the target of either metric when the HTTPScaledObject gives none, as in
 // the KEDA HTTP Add-on.
 const DefaultTargetValue = 100
 
-// Objects looks HTTPScaledObjects up; *InformerObjects implements it.
+// Objects looks HTTPScaledObjects and InterceptorRoutes up; *InformerObjects implements it.
 type Objects interface {
-	// Get returns the object namespace/name, or false when there is none.
+	// Get returns the HTTPScaledObject namespace/name, or false when there is none.
 	Get(namespace, name string) (*v1alpha1.HTTPScaledObject, bool)
+	// Route returns the InterceptorRoute namespace/name, or false when there is none.
+	Route(namespace, name string) (*v1beta1.InterceptorRoute, bool)
 	// HasSynced reports whether the objects have been listed once; before that, a missing
 	// object may just not be known yet.
 	HasSynced() bool
@@ -72,7 +80,7 @@ func (s *Server) Stop() {
 	s.stopOnce.Do(func() { close(s.stopping) })
 }
 
-// Metric is the scaling metric of one HTTPScaledObject.
+// Metric is one scaling metric of an HTTPScaledObject or InterceptorRoute.
 type Metric struct {
 	// Name is the metric's name as given to KEDA (which prefixes it with "s<trigger index>-").
 	Name string
@@ -121,30 +129,43 @@ func MetricName(namespace, name string) string {
 	return b.String()
 }
 
-// resolve returns the key and object that ref names, or a gRPC status error saying what is wrong.
-func (s *Server) resolve(ref *externalscaler.ScaledObjectRef) (string, *v1alpha1.HTTPScaledObject, error) {
+// resolve returns the key and metrics of the object ref names (an InterceptorRoute by
+// RouteMetadataKey, else an HTTPScaledObject by MetadataKey), or a gRPC status error saying what
+// is wrong. Both kinds are counted under their "namespace/name" key.
+func (s *Server) resolve(ref *externalscaler.ScaledObjectRef) (string, []Metric, error) {
 	if ref == nil {
 		return "", nil, status.Error(codes.InvalidArgument, "scaledObjectRef is required")
 	}
 	if ref.GetNamespace() == "" {
 		return "", nil, status.Errorf(codes.InvalidArgument, "scaledObjectRef.namespace is required (ScaledObject %q)", ref.GetName())
 	}
-	name := ref.GetScalerMetadata()[MetadataKey]
+	ns := ref.GetNamespace()
+	kind, name := "InterceptorRoute", ref.GetScalerMetadata()[RouteMetadataKey]
+	if name == "" {
+		kind, name = "HTTPScaledObject", ref.GetScalerMetadata()[MetadataKey]
+	}
 	if name == "" {
 		return "", nil, status.Errorf(codes.InvalidArgument,
-			"trigger metadata %q is required: set it to the name of the HTTPScaledObject in namespace %q (ScaledObject %s/%s)",
-			MetadataKey, ref.GetNamespace(), ref.GetNamespace(), ref.GetName())
+			"trigger metadata %q or %q is required: set it to the name of the InterceptorRoute or HTTPScaledObject in namespace %q (ScaledObject %s/%s)",
+			RouteMetadataKey, MetadataKey, ns, ns, ref.GetName())
 	}
-	o, ok := s.objects.Get(ref.GetNamespace(), name)
-	if !ok && !s.objects.HasSynced() {
+	var metrics []Metric
+	if kind == "InterceptorRoute" {
+		if r, ok := s.objects.Route(ns, name); ok {
+			metrics = RouteMetrics(r)
+		}
+	} else if o, ok := s.objects.Get(ns, name); ok {
+		metrics = []Metric{MetricFor(o)}
+	}
+	if metrics == nil && !s.objects.HasSynced() {
 		// A scaler that has just started has not listed the objects yet: KEDA retries
 		// Unavailable, and NotFound would be a false answer.
-		return "", nil, status.Errorf(codes.Unavailable, "scaler is starting: HTTPScaledObjects are not listed yet (looking for %s/%s)", ref.GetNamespace(), name)
+		return "", nil, status.Errorf(codes.Unavailable, "scaler is starting: %ss are not listed yet (looking for %s/%s)", kind, ns, name)
 	}
-	if !ok {
-		return "", nil, status.Errorf(codes.NotFound, "HTTPScaledObject %s/%s not found", ref.GetNamespace(), name)
+	if metrics == nil {
+		return "", nil, status.Errorf(codes.NotFound, "%s %s/%s not found", kind, ns, name)
 	}
-	return ref.GetNamespace() + "/" + name, o, nil
+	return ns + "/" + name, metrics, nil
 }
 
 // sum returns the sums of key, or Unavailable when interceptor pods are listed but none of them
@@ -233,43 +254,58 @@ func (s *Server) StreamIsActive(ref *externalscaler.ScaledObjectRef, srv externa
 	}
 }
 
-// GetMetricSpec returns the object's one metric and its target per replica.
+// GetMetricSpec returns the object's metrics and their targets per replica: one for an
+// HTTPScaledObject, one or two for an InterceptorRoute.
 func (s *Server) GetMetricSpec(_ context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.GetMetricSpecResponse, error) {
-	_, o, err := s.resolve(ref)
+	_, metrics, err := s.resolve(ref)
 	if err != nil {
 		return nil, err
 	}
-	m := MetricFor(o)
-	return &externalscaler.GetMetricSpecResponse{MetricSpecs: []*externalscaler.MetricSpec{{
-		MetricName:      m.Name,
-		TargetSize:      int64(math.Round(m.Target)),
-		TargetSizeFloat: m.Target,
-	}}}, nil
+	specs := make([]*externalscaler.MetricSpec, 0, len(metrics))
+	for _, m := range metrics {
+		specs = append(specs, &externalscaler.MetricSpec{
+			MetricName:      m.Name,
+			TargetSize:      int64(math.Round(m.Target)),
+			TargetSizeFloat: m.Target,
+		})
+	}
+	return &externalscaler.GetMetricSpecResponse{MetricSpecs: specs}, nil
 }
 
-// GetMetrics returns the current value of the object's metric: in flight plus held summed over
-// the interceptors for concurrency, the sum of their per-second rates for the request rate. The
-// requested metric name is not checked: KEDA asks for the name GetMetricSpec gave.
+// GetMetrics returns the current values of the object's metrics: in flight plus held summed over
+// the interceptors for concurrency, the sum of their per-second rates for the request rate. When
+// the object has two metrics (an InterceptorRoute with both), only the one KEDA names is returned,
+// or both when it names none; an object with one metric returns it whatever the name, since KEDA
+// asks for the name GetMetricSpec gave.
 func (s *Server) GetMetrics(_ context.Context, req *externalscaler.GetMetricsRequest) (*externalscaler.GetMetricsResponse, error) {
 	if req == nil {
 		return nil, status.Error(codes.InvalidArgument, "request is required")
 	}
-	key, o, err := s.resolve(req.GetScaledObjectRef())
+	key, metrics, err := s.resolve(req.GetScaledObjectRef())
 	if err != nil {
 		return nil, err
 	}
-	m := MetricFor(o)
 	sum, err := s.sum(key)
 	if err != nil {
 		return nil, err
 	}
-	v := float64(sum.Concurrency())
-	if m.Rate {
-		v = sum.Rate
+	values := make([]*externalscaler.MetricValue, 0, len(metrics))
+	for _, m := range metrics {
+		if len(metrics) > 1 && req.GetMetricName() != "" && req.GetMetricName() != m.Name {
+			continue
+		}
+		v := float64(sum.Concurrency())
+		if m.Rate {
+			v = sum.Rate
+		}
+		values = append(values, &externalscaler.MetricValue{
+			MetricName:       m.Name,
+			MetricValue:      int64(math.Round(v)),
+			MetricValueFloat: v,
+		})
 	}
-	return &externalscaler.GetMetricsResponse{MetricValues: []*externalscaler.MetricValue{{
-		MetricName:       m.Name,
-		MetricValue:      int64(math.Round(v)),
-		MetricValueFloat: v,
-	}}}, nil
+	if len(values) == 0 {
+		return nil, status.Errorf(codes.NotFound, "metric %q is not a metric of %s", req.GetMetricName(), key)
+	}
+	return &externalscaler.GetMetricsResponse{MetricValues: values}, nil
 }

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/lobby-http/lobby/internal/externalscaler"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+	"github.com/lobby-http/lobby/operator/api/v1beta1"
 )
 
 func TestMetricFor(t *testing.T) {
@@ -61,7 +63,13 @@ func TestMetricNameEscapesAsTheAddOnDoes(t *testing.T) {
 // objectsFake is a fixed set of objects that has or has not been listed yet.
 type objectsFake struct {
 	objs   map[string]*v1alpha1.HTTPScaledObject
+	routes map[string]*v1beta1.InterceptorRoute
 	synced bool
+}
+
+func (o objectsFake) Route(namespace, name string) (*v1beta1.InterceptorRoute, bool) {
+	r, ok := o.routes[namespace+"/"+name]
+	return r, ok
 }
 
 func (o objectsFake) Get(namespace, name string) (*v1alpha1.HTTPScaledObject, bool) {
@@ -95,6 +103,36 @@ func TestAStartingScalerAnswersUnavailable(t *testing.T) {
 			}
 			if err != nil && !strings.Contains(err.Error(), tc.message) {
 				t.Fatalf("resolve = %v, want a message containing %q", err, tc.message)
+			}
+		})
+	}
+}
+
+func TestRouteMetrics(t *testing.T) {
+	route := func(sm v1beta1.ScalingMetricSpec) *v1beta1.InterceptorRoute {
+		r := &v1beta1.InterceptorRoute{Spec: v1beta1.InterceptorRouteSpec{ScalingMetric: sm}}
+		r.Name = "shop"
+		return r
+	}
+	tests := []struct {
+		name  string
+		route *v1beta1.InterceptorRoute
+		want  []Metric
+	}{
+		{"concurrency alone is one metric named as the add-on names it",
+			route(v1beta1.ScalingMetricSpec{Concurrency: &v1beta1.ConcurrencyTargetSpec{TargetValue: 4}}),
+			[]Metric{{Name: "http_shop_concurrency", Target: 4}}},
+		{"a request rate alone is one rate metric",
+			route(v1beta1.ScalingMetricSpec{RequestRate: &v1beta1.RequestRateTargetSpec{TargetValue: 20}}),
+			[]Metric{{Name: "http_shop_rate", Rate: true, Target: 20}}},
+		{"both give two metrics, concurrency first",
+			route(v1beta1.ScalingMetricSpec{Concurrency: &v1beta1.ConcurrencyTargetSpec{TargetValue: 4}, RequestRate: &v1beta1.RequestRateTargetSpec{TargetValue: 20}}),
+			[]Metric{{Name: "http_shop_concurrency", Target: 4}, {Name: "http_shop_rate", Rate: true, Target: 20}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := RouteMetrics(tt.route); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("RouteMetrics = %+v, want %+v", got, tt.want)
 			}
 		})
 	}
