@@ -647,7 +647,7 @@ func TestAbsurdHTTPScaledObjects(t *testing.T) {
 			[]string{"spec.timeouts.conditionWait", "should match"}},
 		{"A duration too long for the interceptor to hold is refused.",
 			map[string]any{"timeouts": map[string]any{"responseHeader": "9999999999999h"}},
-			[]string{"spec.timeouts", "timeouts.responseHeader must be positive"}},
+			[]string{"spec.timeouts", "timeouts.responseHeader must not be negative"}},
 		{"A placeholder header name that is not an HTTP header name is refused.",
 			map[string]any{"coldStart": map[string]any{"placeholder": map[string]any{"headers": map[string]any{"X-A\r\nSet-Cookie": "evil=1"}}}},
 			[]string{"spec.coldStart.placeholder.headers", "names must be HTTP header names"}},
