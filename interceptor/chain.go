@@ -27,12 +27,10 @@ func newProxyHandler(router *routing.Router, metrics *proxy.Metrics, log logr.Lo
 	if addOnHeader {
 		last = proxy.AddOnColdStart(forwarder)
 	}
-	return proxy.Route(router, metrics, log, clk.Now, tracer,
-		proxy.Static(forwarder,
-			proxy.Count(
-				proxy.Immediate(
-					proxy.Wait(clk.Now,
-						last))))), nil
+	return proxy.Route(router, metrics, log, clk.Now, tracer, forwarder,
+		proxy.Count(
+			proxy.Wait(clk.Now,
+				last))), nil
 }
 
 // routeCounters is what the routing watcher keeps per route: the counters, and the proxy's

@@ -127,8 +127,8 @@ func newEnvFull(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, trac
 	if stage != nil {
 		last = stage(fwd)
 	}
-	e.proxy = httptest.NewUnstartedServer(proxy.Route(router, metrics, log, nil, e.tracer,
-		proxy.Static(fwd, proxy.Count(proxy.Immediate(proxy.Wait(nil, last))))))
+	e.proxy = httptest.NewUnstartedServer(proxy.Route(router, metrics, log, nil, e.tracer, fwd,
+		proxy.Count(proxy.Wait(nil, last))))
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)

@@ -101,7 +101,7 @@ func newFuzzProxy(f *testing.F) *fuzzProxy {
 	if err != nil {
 		f.Fatal(err)
 	}
-	chain := proxy.Route(router, metrics, logr.Discard(), nil, nil, proxy.Count(proxy.Wait(nil, fwd)))
+	chain := proxy.Route(router, metrics, logr.Discard(), nil, nil, fwd, proxy.Count(proxy.Wait(nil, fwd)))
 	fp.server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			if p := recover(); p != nil && p != http.ErrAbortHandler {

@@ -67,7 +67,7 @@ func TestRefusedDialAfterTheBodyWasReadIsNotHeldAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(Route(oneRoute{route}, metrics, log, nil, nil, Count(Wait(nil, fwd))))
+	srv := httptest.NewServer(Route(oneRoute{route}, metrics, log, nil, nil, fwd, Count(Wait(nil, fwd))))
 	t.Cleanup(srv.Close)
 
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL, strings.NewReader("payload"))
