@@ -71,7 +71,12 @@ func run(ctx context.Context, out io.Writer) (err error) {
 	}
 	defer func() {
 		say("== stopping everything")
-		err = errors.Join(err, c.Stop())
+		// Stop kills what does not exit within its bound, so nothing is left either way; a slow
+		// exit (kube-apiserver under a loaded machine) is reported, as framework.RunSuite does,
+		// not taken for a failure of the demo.
+		if serr := c.Stop(); serr != nil {
+			say("   warning: %v", serr)
+		}
 	}()
 	// A failure prints the components' logs: they say why.
 	defer func() {
