@@ -14,7 +14,8 @@
 //   - It runs the pods bound to its node. Each pod gets a /32 address on the loopback device of
 //     the network namespace the process runs in (e2e/netns), from the second /24 of the pod
 //     CIDR upward; freed addresses are reused. A container's image names an executable
-//     (Options.Images; BuildApps builds the apps in e2e/apps as images lobby.test/<name>).
+//     (Options.Images; prebuilt.Apps maps the apps of e2e/apps, built before the namespace is
+//     entered, to images lobby.test/<name>).
 //     argv is the container's command and args as Kubernetes composes them, the executable
 //     standing in for the image's entrypoint (command[0] only names it); the environment is
 //     the spec's env and envFrom with $(VAR) expansion, fieldRef (metadata.name, namespace,
