@@ -10,6 +10,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/lobby-http/lobby/interceptor/internal/routing"
 	"github.com/lobby-http/lobby/internal/env"
 	"github.com/lobby-http/lobby/internal/logging"
 	"github.com/lobby-http/lobby/internal/memlimit"
@@ -89,6 +90,8 @@ type Config struct {
 	// MaxPendingRequests is the most requests held at once per route when the route says nothing
 	// (LOBBY_MAX_PENDING_REQUESTS).
 	MaxPendingRequests int64
+	// ColdStartMode is the cold-start mode of routes that set none: Hold, Placeholder or Auto.
+	ColdStartMode routing.ColdStartMode
 	// AddOnColdStartHeader sends the KEDA HTTP Add-on's X-KEDA-HTTP-Cold-Start header on proxied
 	// responses, beside lobby's own (LOBBY_ADDON_COLD_START_HEADER).
 	AddOnColdStartHeader bool
@@ -162,6 +165,7 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 		RequestTimeout:        l.Duration("LOBBY_REQUEST_TIMEOUT", 0, env.NonNegative),
 		MaxPendingRequests:    int64(l.Int("LOBBY_MAX_PENDING_REQUESTS", 1000, 1)),
 		AddOnColdStartHeader:  l.Bool("LOBBY_ADDON_COLD_START_HEADER", false),
+		ColdStartMode:         env.Parse(l, "LOBBY_COLD_START_MODE", routing.ColdStartHold, routing.ParseColdStartMode),
 
 		StreamInterval:     l.Duration("LOBBY_STREAM_INTERVAL", time.Second, env.AtLeast(10*time.Millisecond)),
 		StreamWriteTimeout: l.Duration("LOBBY_STREAM_WRITE_TIMEOUT", 10*time.Second, env.Positive),

@@ -129,6 +129,7 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		RequestTimeout:        cfg.RequestTimeout,
 		MaxPending:            cfg.MaxPendingRequests,
+		ColdStartMode:         cfg.ColdStartMode,
 	}
 	metrics, err := proxy.NewMetrics(reg)
 	if err != nil {

@@ -123,6 +123,7 @@ func build(ctx context.Context, cfg Config, log logr.Logger, kube *rest.Config, 
 		Events:  mgr.GetEventRecorder(controller.FieldManager),
 		Trigger: cfg.trigger(),
 		Log:     log.WithName("controller"),
+		Reader:  mgr.GetAPIReader(),
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("set up controller: %w", err)

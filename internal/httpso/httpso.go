@@ -189,10 +189,33 @@ type Conflict struct {
 	// SameName is set when the winner is an object of the other kind with the same namespace and
 	// name: both would share one set of counts, so only the older is routed.
 	SameName bool
+	// Reserved is set when Claim lies under ReservedPrefix, which the interceptors answer
+	// themselves: the object is not routed, whatever other objects claim.
+	Reserved bool
+}
+
+// ReservedPrefix starts the paths the interceptors answer themselves on every host, before any
+// route is looked up (the waiting page's status endpoint): an object with a path prefix under it
+// is not routed, so that it can never be mistaken for the one that answers there.
+const ReservedPrefix = "/.lobby/"
+
+// reservedClaim returns the first of the object's claims whose path prefix lies under
+// ReservedPrefix.
+func reservedClaim(cs []Claim) (Claim, bool) {
+	for _, c := range cs {
+		if p := c.PathPrefix; p+"/" == ReservedPrefix || strings.HasPrefix(p, ReservedPrefix) {
+			return c, true
+		}
+	}
+	return Claim{}, false
 }
 
 // Message says, for the status of the losing object, why it is not routed and what to do.
 func (c Conflict) Message() string {
+	if c.Reserved {
+		return fmt.Sprintf("%s lies under %s, which the interceptors answer themselves (the waiting page's status endpoint), "+
+			"so this object is not routed: remove that path prefix", c.Claim, ReservedPrefix)
+	}
 	w := Ref{Kind: c.WinnerKind, Key: c.Winner}
 	if c.SameName {
 		return fmt.Sprintf("the older %s has the same namespace and name, so this object is not routed: rename one of them, or delete %s", w, w)

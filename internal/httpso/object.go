@@ -162,7 +162,8 @@ func OlderObject(a, b *Object) int {
 
 // ResolveObjects decides which objects, of both kinds, are routed: objects are taken oldest first
 // (see OlderObject), and one whose claims collide with a claim of an object already accepted, or
-// whose key an object of the other kind already has, is not routed at all. Its conflict is
+// whose key an object of the other kind already has, or which claims a path under
+// ReservedPrefix, is not routed at all. Its conflict is
 // returned under its Ref. The accepted objects are returned in precedence order.
 func ResolveObjects(objs []*Object) (accepted []*Object, conflicts map[Ref]Conflict) {
 	sorted := slices.Clone(objs)
@@ -177,6 +178,10 @@ func ResolveObjects(objs []*Object) (accepted []*Object, conflicts map[Ref]Confl
 			continue
 		}
 		cs := o.Claims()
+		if c, ok := reservedClaim(cs); ok {
+			conflicts[o.Ref()] = Conflict{Claim: c, Reserved: true}
+			continue
+		}
 		lost := false
 		for _, c := range cs {
 			if w, ok := owner[c]; ok {

@@ -217,7 +217,8 @@ type routeStage struct {
 	next    Handler
 }
 
-// Route returns the head of the chain: it finds the request's route (404 when none matches),
+// Route returns the head of the chain: it answers the paths under ReservedPrefix itself, before
+// any route is looked up (see serveReserved), finds the request's route (404 when none matches),
 // answers the static routes of InterceptorRoutes itself (see serveStatic; forward is where those
 // in WhenUnavailable mode send requests while the target has a ready endpoint), passes every
 // other request on to next, and records the request's status and duration. now is the clock of
@@ -252,6 +253,10 @@ func (s *routeStage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		*x = Exchange{trace: x.trace}
 		exchanges.Put(x)
 	}()
+	if reserved(r.URL.Path) {
+		s.serveReserved(w, r, x)
+		return
+	}
 	x.route = s.router.Route(r)
 	if x.route == nil {
 		x.metrics = s.metrics.unrouted()
@@ -299,9 +304,9 @@ func Count(next Handler) Handler {
 // beyond it), and up to its cold-start timeout, after which the request goes to the failover
 // target, or gets the placeholder, or 504. A request that the forwarder gives back, because the
 // connection to every endpoint it tried failed before any byte was sent and no other was left, is
-// held again the same way, within what is left of its cold-start timeout. A route with an
-// immediate placeholder answers it at once instead, while its target has no ready endpoint. now
-// is the clock of the wait; nil means time.Now.
+// held again the same way, within what is left of its cold-start timeout. A route whose
+// cold-start mode says so answers a request that would be held at once instead, while its target
+// has no ready endpoint (see answerAtOnce). now is the clock of the wait; nil means time.Now.
 func Wait(now func() time.Time, next Handler) Handler {
 	if now == nil {
 		now = time.Now
@@ -312,12 +317,8 @@ func Wait(now func() time.Time, next Handler) Handler {
 		snap := target.Snapshot()
 		ep := pick(snap.Endpoints)
 		if ep == nil {
-			if x.route.Immediate && x.route.Placeholder != nil && len(snap.Endpoints) == 0 {
-				// An immediate placeholder (an InterceptorRoute's coldStart.placeholder) answers
-				// at once instead of holding; counted in flight meanwhile, the request wakes the
-				// target as a held one would.
-				x.admit()
-				x.respond(w, x.route.Placeholder.For(r.URL.Path))
+			// The route's cold-start mode is read only here, by a request that would be held.
+			if x.route.Mode != routing.ColdStartHold && len(snap.Endpoints) == 0 && answerAtOnce(w, r, x, now) {
 				return
 			}
 			if !x.hold() {

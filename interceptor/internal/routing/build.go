@@ -59,7 +59,7 @@ func BuildObjects(objs []*httpso.Object, targets Targets, counters Counters, con
 		if o.Kind == httpso.KindInterceptorRoute {
 			r, statics = newInterceptorRoute(o.InterceptorRoute, targets, counters, configMaps, d)
 		} else {
-			r = newRoute(o.HTTPScaledObject, targets, counters, d)
+			r = newRoute(o.HTTPScaledObject, targets, counters, configMaps, d)
 		}
 		t.routes = append(t.routes, r)
 		for i, rules := range o.StaticRules {
@@ -152,7 +152,7 @@ func compileHeaders(hs []v1alpha1.Header) []headerMatch {
 }
 
 // newRoute resolves everything the proxy needs for one object.
-func newRoute(o *v1alpha1.HTTPScaledObject, targets Targets, counters Counters, d Defaults) *Route {
+func newRoute(o *v1alpha1.HTTPScaledObject, targets Targets, counters Counters, configMaps ConfigMaps, d Defaults) *Route {
 	spec := &o.Spec
 	key := httpso.Key(o)
 	ref := spec.ScaleTargetRef
@@ -194,6 +194,24 @@ func newRoute(o *v1alpha1.HTTPScaledObject, targets Targets, counters Counters, 
 		}
 		if cs.Overflow == v1alpha1.OverflowPlaceholder && r.Placeholder != nil {
 			r.Overflow = OverflowPlaceholder
+		}
+	}
+	r.Mode = d.ColdStartMode
+	var page *v1alpha1.ConfigMapKeyRef
+	if cs := spec.ColdStart; cs != nil {
+		if cs.Mode != "" {
+			// The CRD admits only the three names; an object written around it is held.
+			r.Mode, _ = ParseColdStartMode(string(cs.Mode))
+		}
+		if cs.WaitingPage != nil {
+			page = cs.WaitingPage.BodyFromConfigMap
+		}
+	}
+	if r.Mode != ColdStartHold {
+		if page != nil {
+			r.WaitingPage = newWaitingPage(o.Namespace, o.Name, page.Name, page.Key, configMaps)
+		} else {
+			r.WaitingPage = &WaitingPage{App: o.Name}
 		}
 	}
 	window, granularity := DefaultRateWindow, DefaultRateGranularity

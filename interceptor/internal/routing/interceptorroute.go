@@ -50,7 +50,6 @@ func newInterceptorRoute(o *v1beta1.InterceptorRoute, targets Targets, counters 
 		}
 		if p := cs.Placeholder; p != nil && p.Response != nil {
 			r.Placeholder = newResponse(o.Namespace, p.Response, http.StatusServiceUnavailable, configMaps)
-			r.Immediate = true
 		}
 		if cs.MaxPendingRequests != nil && *cs.MaxPendingRequests > 0 {
 			r.MaxPending = int64(*cs.MaxPendingRequests)
@@ -59,6 +58,7 @@ func newInterceptorRoute(o *v1beta1.InterceptorRoute, targets Targets, counters 
 			r.Overflow = OverflowPlaceholder
 		}
 	}
+	r.Mode, r.WaitingPage = interceptorRouteMode(o, configMaps, d)
 	window, granularity := DefaultRateWindow, DefaultRateGranularity
 	if rr := spec.ScalingMetric.RequestRate; rr != nil {
 		if rr.Window.Duration > 0 {
@@ -89,4 +89,27 @@ func newInterceptorRoute(o *v1beta1.InterceptorRoute, targets Targets, counters 
 		}
 	}
 	return r, statics
+}
+
+// interceptorRouteMode resolves the cold-start mode of an InterceptorRoute and its waiting page:
+// coldStart.mode when set; else Placeholder when coldStart.placeholder is set (the KEDA HTTP
+// Add-on answers its placeholder at once); else the global default.
+func interceptorRouteMode(o *v1beta1.InterceptorRoute, configMaps ConfigMaps, d Defaults) (ColdStartMode, *WaitingPage) {
+	mode := d.ColdStartMode
+	cs := o.Spec.ColdStart
+	if cs != nil && cs.Placeholder != nil && cs.Placeholder.Response != nil {
+		mode = ColdStartPlaceholder
+	}
+	if cs != nil && cs.Mode != "" {
+		// The CRD admits only the three names; an object written around it is held.
+		mode, _ = ParseColdStartMode(string(cs.Mode))
+	}
+	if mode == ColdStartHold {
+		return mode, nil
+	}
+	if cs != nil && cs.WaitingPage != nil && cs.WaitingPage.BodyFromConfigMap != nil {
+		ref := cs.WaitingPage.BodyFromConfigMap
+		return mode, newWaitingPage(o.Namespace, o.Name, ref.Name, ref.Key, configMaps)
+	}
+	return mode, &WaitingPage{App: o.Name}
 }

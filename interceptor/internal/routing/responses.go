@@ -95,3 +95,34 @@ func response(code int, headers map[string]v1beta1.HeaderValue, contentType stri
 	p.Header.Set("Content-Length", strconv.Itoa(len(body)))
 	return p
 }
+
+// newWaitingPage resolves the waiting page of object name whose body is key ("index.html" when
+// empty) of ConfigMap cmName. A body that cannot be read leaves the built-in page in place, with
+// Err saying why; the Watcher rebuilds the table when the ConfigMap changes.
+func newWaitingPage(namespace, name, cmName, key string, configMaps ConfigMaps) *WaitingPage {
+	page := &WaitingPage{App: name}
+	if key == "" {
+		key = defaultConfigMapKey
+	}
+	var data map[string]string
+	err := fmt.Errorf("no ConfigMaps are watched")
+	if configMaps != nil {
+		data, err = configMaps.Data(namespace, cmName)
+	}
+	body, ok := data[key]
+	switch {
+	case err != nil:
+		page.Err = fmt.Errorf("read ConfigMap %q: %w", cmName, err)
+	case !ok:
+		page.Err = fmt.Errorf("ConfigMap %q has no key %q", cmName, key)
+	case len(body) > MaxBodyBytes:
+		page.Err = fmt.Errorf("key %q of ConfigMap %q holds %d bytes, more than the %d a page may", key, cmName, len(body), MaxBodyBytes)
+	default:
+		page.Body = []byte(body)
+		page.ContentType = mime.TypeByExtension(path.Ext(key))
+		if page.ContentType == "" {
+			page.ContentType = "text/html; charset=utf-8"
+		}
+	}
+	return page
+}

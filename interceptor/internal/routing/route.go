@@ -3,6 +3,7 @@
 package routing
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
@@ -48,6 +49,57 @@ func (p *Placeholder) For(path string) *Placeholder {
 	return p.notFound
 }
 
+// ColdStartMode says how a request is answered while its target has no ready endpoint.
+type ColdStartMode uint8
+
+const (
+	// ColdStartHold holds the request until the target has a ready endpoint (the default).
+	ColdStartHold ColdStartMode = iota
+	// ColdStartPlaceholder answers at once with the placeholder, or the waiting page without one.
+	ColdStartPlaceholder
+	// ColdStartAuto answers browsers at once with the waiting page and holds other requests.
+	ColdStartAuto
+)
+
+// ParseColdStartMode reads a mode as manifests and the interceptor's configuration spell it:
+// Hold, Placeholder or Auto; "" is Hold.
+func ParseColdStartMode(s string) (ColdStartMode, error) {
+	switch s {
+	case "", "Hold":
+		return ColdStartHold, nil
+	case "Placeholder":
+		return ColdStartPlaceholder, nil
+	case "Auto":
+		return ColdStartAuto, nil
+	}
+	return ColdStartHold, fmt.Errorf("cold-start mode %q is none of Hold, Placeholder and Auto", s)
+}
+
+// String returns the mode as manifests spell it.
+func (m ColdStartMode) String() string {
+	switch m {
+	case ColdStartPlaceholder:
+		return "Placeholder"
+	case ColdStartAuto:
+		return "Auto"
+	}
+	return "Hold"
+}
+
+// WaitingPage is the page a person sees at once while a route's target wakes, resolved when the
+// table is built.
+type WaitingPage struct {
+	// App is the name the built-in page shows: the object's name.
+	App string
+	// Body, when not nil, is the page read from a ConfigMap, served as it is with ContentType;
+	// nil serves the built-in page.
+	Body        []byte
+	ContentType string
+	// Err, when not nil, says why the page's ConfigMap cannot be read; the built-in page is
+	// served meanwhile.
+	Err error
+}
+
 // Static is what a static route of an InterceptorRoute answers.
 type Static struct {
 	// Response given.
@@ -71,10 +123,14 @@ type Route struct {
 	// with a fixed response, or forwarded, but never counted, held, or allowed to wake the
 	// target. Counts is nil.
 	Static *Static
-	// Immediate is set when the placeholder answers at once while the target has no ready
-	// endpoint (an InterceptorRoute's coldStart.placeholder); such requests are counted, so
-	// that they wake the target, but not held.
-	Immediate bool
+	// Mode says how requests are answered while the target has no ready endpoint: held, answered
+	// at once (the placeholder, or the waiting page), or the waiting page for browsers only.
+	// Requests answered at once are counted, so that they wake the target, but not held. Only a
+	// request that would be held looks at it.
+	Mode ColdStartMode
+	// WaitingPage is the page of modes Placeholder (without a placeholder) and Auto; nil in mode
+	// Hold.
+	WaitingPage *WaitingPage
 	// Target is where requests are forwarded.
 	Target *endpoints.Target
 	// Failover, when not nil, answers requests that waited longer than ColdStartTimeout.
@@ -92,8 +148,8 @@ type Route struct {
 	// Overflow says how requests beyond MaxPending are answered.
 	Overflow Overflow
 	// Placeholder, when not nil, answers timed-out requests without a failover, with
-	// OverflowPlaceholder requests that find the queue full, and with Immediate requests that
-	// find no ready endpoint.
+	// OverflowPlaceholder requests that find the queue full, and in mode Placeholder requests
+	// that find no ready endpoint.
 	Placeholder *Placeholder
 	// InsecureSkipVerify turns off the verification of the certificates of the route's targets
 	// when they speak HTTPS (the object's v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation).

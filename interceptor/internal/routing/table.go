@@ -31,6 +31,9 @@ type Defaults struct {
 	// MaxPending is the most requests held at once per route unless coldStart.maxPendingRequests
 	// is set.
 	MaxPending int64
+	// ColdStartMode is the mode of routes whose object sets none (an InterceptorRoute with a
+	// placeholder is in mode Placeholder, as in the KEDA HTTP Add-on).
+	ColdStartMode ColdStartMode
 }
 
 // Targets hands out the endpoint handles of Service ports; *endpoints.Store implements it.

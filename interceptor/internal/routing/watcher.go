@@ -254,7 +254,10 @@ func (w *Watcher) rebuild(ctx context.Context) {
 	w.conflicts = conflicts
 	w.mu.Unlock()
 	for key, c := range conflicts {
-		if prev[key] != c {
+		if prev[key] != c && c.Reserved {
+			w.log.Info("object not routed: it claims a path the interceptor answers itself",
+				"object", key.String(), "claim", c.Claim.String())
+		} else if prev[key] != c {
 			w.log.Info("object not routed: an older object claims the same route",
 				"object", key.String(), "winner", httpso.Ref{Kind: c.WinnerKind, Key: c.Winner}.String(), "claim", c.Claim.String())
 		}
@@ -270,8 +273,8 @@ func (w *Watcher) rebuild(ctx context.Context) {
 	w.log.V(1).Info("routing table rebuilt", "routes", table.Len(), "conflicts", len(conflicts))
 }
 
-// configMapsRead returns the "namespace/name" of every ConfigMap the InterceptorRoutes among objs
-// read a response body from.
+// configMapsRead returns the "namespace/name" of every ConfigMap the objects among objs read a
+// response body or a waiting page from.
 func configMapsRead(objs []*httpso.Object) map[string]struct{} {
 	want := map[string]struct{}{}
 	add := func(ns string, r *v1beta1.StaticResponse) {
@@ -280,12 +283,20 @@ func configMapsRead(objs []*httpso.Object) map[string]struct{} {
 		}
 	}
 	for _, o := range objs {
+		if h := o.HTTPScaledObject; h != nil {
+			if cs := h.Spec.ColdStart; cs != nil && cs.WaitingPage != nil && cs.WaitingPage.BodyFromConfigMap != nil {
+				want[h.Namespace+"/"+cs.WaitingPage.BodyFromConfigMap.Name] = struct{}{}
+			}
+		}
 		ir := o.InterceptorRoute
 		if ir == nil {
 			continue
 		}
 		if cs := ir.Spec.ColdStart; cs != nil && cs.Placeholder != nil {
 			add(ir.Namespace, cs.Placeholder.Response)
+		}
+		if cs := ir.Spec.ColdStart; cs != nil && cs.WaitingPage != nil && cs.WaitingPage.BodyFromConfigMap != nil {
+			want[ir.Namespace+"/"+cs.WaitingPage.BodyFromConfigMap.Name] = struct{}{}
 		}
 		for i := range ir.Spec.StaticRoutes {
 			add(ir.Namespace, &ir.Spec.StaticRoutes[i].Response)

@@ -226,6 +226,54 @@ type ColdStartSpec struct {
 	// failover Service is set) and, with overflow Placeholder, to requests that find the queue full.
 	// +optional
 	Placeholder *PlaceholderSpec `json:"placeholder,omitempty"`
+	// Mode says how a request is answered while the target has no ready endpoint: Hold (held
+	// until the app answers), Placeholder (answered at once with the placeholder, or the waiting
+	// page without one) or Auto (browsers get the waiting page at once, other clients are held).
+	// Every mode counts the request as demand, so the app wakes. Defaults to the interceptor's
+	// global setting (Hold unless changed).
+	// +optional
+	Mode ColdStartMode `json:"mode,omitempty"`
+	// WaitingPage is the page a person sees at once while the app wakes (modes Auto and
+	// Placeholder); lobby's built-in page when unset.
+	// +optional
+	WaitingPage *WaitingPageSpec `json:"waitingPage,omitempty"`
+}
+
+// ColdStartMode says how a request is answered while its target has no ready endpoint.
+// +kubebuilder:validation:Enum=Hold;Placeholder;Auto
+type ColdStartMode string
+
+const (
+	// ColdStartModeHold holds every request until the target answers or the cold-start timeout ends.
+	ColdStartModeHold ColdStartMode = "Hold"
+	// ColdStartModePlaceholder answers every request at once with the placeholder (or the waiting
+	// page when there is none); the request still wakes the target.
+	ColdStartModePlaceholder ColdStartMode = "Placeholder"
+	// ColdStartModeAuto answers browsers (a GET or HEAD that prefers text/html) at once with the
+	// waiting page, and holds every other request as Hold does.
+	ColdStartModeAuto ColdStartMode = "Auto"
+)
+
+// WaitingPageSpec is where the waiting page's body comes from.
+type WaitingPageSpec struct {
+	// BodyFromConfigMap reads the page from a key of a ConfigMap in the object's namespace that
+	// carries the label http.keda.sh/response-body: "true". The interceptors follow its changes,
+	// and serve the built-in page while it cannot be read.
+	// +optional
+	BodyFromConfigMap *ConfigMapKeyRef `json:"bodyFromConfigMap,omitempty"`
+}
+
+// ConfigMapKeyRef is a key of a ConfigMap in the object's namespace.
+type ConfigMapKeyRef struct {
+	// Name of the ConfigMap.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// Key whose value is the body; "index.html" when unset. The Content-Type follows the key's
+	// extension.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Key string `json:"key,omitempty"`
 }
 
 // PlaceholderHeaderValue is the value of one placeholder header: text and tabs, at most 4096

@@ -27,6 +27,9 @@ const (
 	// ReasonConfigMapNotFound: a ConfigMap or key named by bodyFromConfigMap is missing or
 	// unusable; the interceptor answers such requests with a 500 that says so.
 	ReasonConfigMapNotFound = "ConfigMapNotFound"
+	// ReasonReservedPath: a path lies under the prefix the interceptors answer themselves
+	// ("/.lobby/", the waiting page's status endpoint); the route is not routed.
+	ReasonReservedPath = "ReservedPath"
 )
 
 // DurationPattern is the form of every duration in the API: a Go duration without a sign, or 0.
@@ -232,7 +235,7 @@ const (
 
 // ColdStartSpec says what happens while the target has no ready endpoint.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.fallback) || has(self.placeholder) || has(self.maxPendingRequests)",message="spec.coldStart needs at least one of 'fallback', 'placeholder' or 'maxPendingRequests'"
+// +kubebuilder:validation:XValidation:rule="has(self.fallback) || has(self.placeholder) || has(self.maxPendingRequests) || has(self.mode) || has(self.waitingPage)",message="spec.coldStart needs at least one of 'fallback', 'placeholder', 'maxPendingRequests', 'mode' or 'waitingPage'"
 // +kubebuilder:validation:XValidation:rule="!has(self.overflow) || self.overflow != 'Placeholder' || has(self.placeholder)",message="spec.coldStart.placeholder is required when spec.coldStart.overflow is Placeholder"
 type ColdStartSpec struct {
 	// Fallback receives held requests once the readiness timeout runs out.
@@ -250,6 +253,43 @@ type ColdStartSpec struct {
 	// Retry-After) or Placeholder (a lobby addition).
 	// +optional
 	Overflow OverflowPolicy `json:"overflow,omitzero"`
+	// Mode says how a request is answered while the target has no ready endpoint (a lobby
+	// addition): Hold (held until the app answers), Placeholder (answered at once with the
+	// placeholder, or the waiting page without one) or Auto (browsers get the waiting page at
+	// once, other clients are held). Every mode counts the request as demand, so the target
+	// wakes. When unset: Placeholder if placeholder is set (as in the KEDA HTTP Add-on), else
+	// the interceptor's global setting.
+	// +optional
+	Mode ColdStartMode `json:"mode,omitzero"`
+	// WaitingPage is the page a person sees at once while the target wakes (modes Auto and
+	// Placeholder without a placeholder); lobby's built-in page when unset (a lobby addition).
+	// +optional
+	WaitingPage *WaitingPage `json:"waitingPage,omitzero"`
+}
+
+// ColdStartMode says how a request is answered while its target has no ready endpoint.
+// +kubebuilder:validation:Enum=Hold;Placeholder;Auto
+type ColdStartMode string
+
+const (
+	// ColdStartModeHold holds every request until the target answers or the readiness timeout
+	// ends.
+	ColdStartModeHold ColdStartMode = "Hold"
+	// ColdStartModePlaceholder answers every request at once with the placeholder (or the waiting
+	// page when there is none); the request still wakes the target.
+	ColdStartModePlaceholder ColdStartMode = "Placeholder"
+	// ColdStartModeAuto answers browsers (a GET or HEAD that prefers text/html) at once with the
+	// waiting page, and holds every other request as Hold does.
+	ColdStartModeAuto ColdStartMode = "Auto"
+)
+
+// WaitingPage is where the waiting page's body comes from.
+type WaitingPage struct {
+	// BodyFromConfigMap reads the page from a key of a ConfigMap in the route's namespace
+	// ("index.html" when the key is unset). The interceptors follow its changes, and serve the
+	// built-in page while it cannot be read.
+	// +optional
+	BodyFromConfigMap *ConfigMapKeyRef `json:"bodyFromConfigMap,omitzero"`
 }
 
 // InterceptorRouteTimeouts override the interceptor's global timeouts for this route; unset means

@@ -79,7 +79,9 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 		return reconcile.Result{}, err
 	}
 	_, conflicts := httpso.ResolveObjects(group)
-	if c, ok := conflicts[self.Ref()]; ok {
+	if c, ok := conflicts[self.Ref()]; ok && c.Reserved {
+		s.fail(v1beta1.ReasonReservedPath, "%s", c.Message())
+	} else if ok {
 		s.fail(v1beta1.ReasonConflict, "%s", c.Message())
 	}
 	if err := r.checkServices(ctx, ir, s); err != nil {
@@ -99,7 +101,15 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 		return reconcile.Result{}, err
 	}
 	meta.SetStatusCondition(&ir.Status.Conditions, found)
-	if s.failReason == v1beta1.ReasonConfigMapNotFound {
+	var pageName, pageKey string
+	if cs := ir.Spec.ColdStart; cs != nil && cs.WaitingPage != nil && cs.WaitingPage.BodyFromConfigMap != nil {
+		pageName, pageKey = cs.WaitingPage.BodyFromConfigMap.Name, cs.WaitingPage.BodyFromConfigMap.Key
+	}
+	pageMissing, err := setWaitingPageCondition(ctx, r.Reader, &ir.Status.Conditions, ir.Generation, ir.Namespace, pageName, pageKey)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if s.failReason == v1beta1.ReasonConfigMapNotFound || pageMissing {
 		return reconcile.Result{RequeueAfter: configMapRecheck}, nil
 	}
 	return reconcile.Result{}, nil

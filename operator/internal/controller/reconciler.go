@@ -49,6 +49,9 @@ const (
 	ReasonScaledObjectNotOwned = "ScaledObjectNotOwned"
 	// ReasonRouteConflict: an older object routes the same host, path and headers.
 	ReasonRouteConflict = "RouteConflict"
+	// ReasonReservedPath: a path prefix lies under the path the interceptors answer themselves
+	// (httpso.ReservedPrefix); the object is not routed.
+	ReasonReservedPath = "ReservedPath"
 	// ReasonServiceNotFound: the target Service does not exist.
 	ReasonServiceNotFound = "ServiceNotFound"
 	// ReasonPortNotFound: the target Service has no such port.
@@ -87,6 +90,9 @@ type Reconciler struct {
 	// Routes is set when the API server serves InterceptorRoutes: they then take part in
 	// conflicts, and are watched.
 	Routes bool
+	// Reader, when not nil, reads the ConfigMaps of waiting pages from the API server directly,
+	// one at a time by name, for the WaitingPage condition; nil leaves the condition out.
+	Reader client.Reader
 
 	// written maps each object's key to the resourceVersion of the ScaledObject its last apply
 	// returned. An apply that changes nothing returns the same version, which tells a no-op apply
@@ -98,6 +104,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=http.keda.sh,resources=httpscaledobjects/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=keda.sh,resources=scaledobjects,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -160,7 +167,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (resu
 		}
 	}
 	r.setReady(s)
+	var pageName, pageKey string
+	if cs := hso.Spec.ColdStart; cs != nil && cs.WaitingPage != nil && cs.WaitingPage.BodyFromConfigMap != nil {
+		pageName, pageKey = cs.WaitingPage.BodyFromConfigMap.Name, cs.WaitingPage.BodyFromConfigMap.Key
+	}
+	pageMissing, err := setWaitingPageCondition(ctx, r.Reader, &hso.Status.Conditions, hso.Generation, hso.Namespace, pageName, pageKey)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
 	log.V(1).Info("reconciled", "ready", s.failReason == "", "reason", s.failReason)
+	if pageMissing {
+		return reconcile.Result{RequeueAfter: configMapRecheck}, nil
+	}
 	return reconcile.Result{}, nil
 }
 
@@ -320,7 +338,7 @@ func (r *Reconciler) releaseAddOnFinalizer(ctx context.Context, hso *v1alpha1.HT
 func dropForeignConditions(st *v1alpha1.HTTPScaledObjectStatus) {
 	st.Conditions = slices.DeleteFunc(st.Conditions, func(c metav1.Condition) bool {
 		switch c.Type {
-		case v1alpha1.ConditionReady, v1alpha1.ConditionScaledObjectReady, v1alpha1.ConditionActive:
+		case v1alpha1.ConditionReady, v1alpha1.ConditionScaledObjectReady, v1alpha1.ConditionActive, ConditionWaitingPage:
 			return c.LastTransitionTime.IsZero()
 		}
 		return true
@@ -390,7 +408,9 @@ func (r *Reconciler) checkRoutes(ctx context.Context, s *state) error {
 		return err
 	}
 	_, conflicts := httpso.ResolveObjects(group)
-	if c, ok := conflicts[self.Ref()]; ok {
+	if c, ok := conflicts[self.Ref()]; ok && c.Reserved {
+		s.fail(ReasonReservedPath, "%s", c.Message())
+	} else if ok {
 		s.fail(ReasonRouteConflict, "%s", c.Message())
 	}
 	s.losers = losers(self.Ref(), conflicts)
