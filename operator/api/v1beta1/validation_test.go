@@ -103,6 +103,15 @@ func TestAPIServerAcceptsInterceptorRoutesOfEveryShape(t *testing.T) {
   - rules: [{paths: [{value: /ping}]}]
     response: {statusCode: 204}
 `},
+		{"a cold-start mode alone", target + metric + "  coldStart: {mode: Auto}\n"},
+		{"mode Hold beside a placeholder, which then answers only timed-out requests", target + metric + `  coldStart:
+    mode: Hold
+    placeholder: {response: {body: late}}
+`},
+		{"a waiting page from a ConfigMap", target + metric + `  coldStart:
+    mode: Placeholder
+    waitingPage: {bodyFromConfigMap: {name: pages}}
+`},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,6 +176,8 @@ func TestAPIServerRefusesInvalidInterceptorRoutes(t *testing.T) {
 `, []string{"spec.coldStart.placeholder.response", "at most one of 'body' or 'bodyFromConfigMap'"}},
 		{"a fallback with both port and portName", target + metric + "  coldStart: {fallback: {service: {name: s, port: 1, portName: x}}}\n",
 			[]string{"spec.coldStart.fallback.service", "exactly one of 'port' or 'portName'"}},
+		{"an unknown cold-start mode", target + metric + "  coldStart: {mode: Browser}\n",
+			[]string{"spec.coldStart.mode", "supported values"}},
 		{"an empty coldStart", target + metric + "  coldStart: {}\n",
 			[]string{"spec.coldStart", "at least one of"}},
 		{"overflow Placeholder without a placeholder", target + metric + "  coldStart: {maxPendingRequests: 3, overflow: Placeholder}\n",
