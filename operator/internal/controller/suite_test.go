@@ -132,6 +132,7 @@ func (c *cluster) runReconciler(t *testing.T, trigger resources.Trigger) (stop f
 		Events:  mgr.GetEventRecorder(FieldManager),
 		Trigger: trigger,
 		Log:     log.WithName("controller"),
+		Reader:  mgr.GetAPIReader(),
 		Routes:  true,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
