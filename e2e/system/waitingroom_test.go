@@ -1,0 +1,135 @@
+//go:build e2e
+
+package system
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+)
+
+// browserAccept is the Accept header a browser sends when it navigates to a page.
+const browserAccept = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+
+// TestWaitingRoomShowsBrowsersAPageWhileAPIClientsAreHeld follows an app at zero in cold-start
+// mode Auto, through the ingress: a browser's GET gets the waiting page at once while an API
+// client's POST, sent before it, is held and answered by the app once it is up; the status
+// endpoint the page polls turns ready; and the browser's next GET gets the app.
+func TestWaitingRoomShowsBrowsersAPageWhileAPIClientsAreHeld(t *testing.T) {
+	ns := testNamespace(t)
+	const host = "waiting.example.com"
+	deployApp(t, ns, appSpec{
+		name: "waiting",
+		// Slow enough that the page is surely served while the app is still starting.
+		env: map[string]string{"STARTUP_DELAY": "2s"},
+		hso: v1alpha1.HTTPScaledObjectSpec{
+			Hosts:     []string{host},
+			ColdStart: &v1alpha1.ColdStartSpec{Mode: v1alpha1.ColdStartModeAuto},
+		},
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+
+	posted := make(chan response, 1)
+	go func() {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, suite.ingress.URL+"/orders", strings.NewReader(`{"item":1}`))
+		if err != nil {
+			posted <- response{err: err}
+			return
+		}
+		req.Host = host
+		req.Header.Set("Accept", "application/json")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			posted <- response{err: err, at: time.Now()}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		posted <- response{code: resp.StatusCode, body: string(body), header: resp.Header, err: err, at: time.Now()}
+	}()
+	// The POST reaches the interceptor first and is held there.
+	eventually(t, 10*time.Second, "the API POST to be held", func() error { return heldIs(ns+"/waiting", 1) })
+
+	start := time.Now()
+	page := send(ctx, http.MethodGet, suite.ingress.URL+"/", host, http.Header{"Accept": {browserAccept}})
+	if page.err != nil {
+		t.Fatal(page.err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the waiting page took %s: it must come at once, not after a hold", took)
+	}
+	if page.code != http.StatusServiceUnavailable || page.header.Get("Cache-Control") != "no-store" ||
+		page.header.Get("Retry-After") == "" || page.header.Get("Refresh") == "" || !strings.Contains(page.body, "waiting is starting") {
+		t.Fatalf("a browser at zero got %d %v:\n%s\nwant the waiting page (503, no-store, Retry-After, Refresh)", page.code, page.header, page.body)
+	}
+	select {
+	case r := <-posted:
+		t.Fatalf("the API POST was answered (%d %q %v) before the app was up: it must be held", r.code, r.body, r.err)
+	default:
+	}
+
+	status := func() (bool, error) {
+		r := send(ctx, http.MethodGet, suite.ingress.URL+"/.lobby/status?path=/", host, nil)
+		if r.err != nil {
+			return false, r.err
+		}
+		if r.code != http.StatusOK || r.header.Get("Cache-Control") != "no-store" {
+			return false, fmt.Errorf("status endpoint: %d %v %q", r.code, r.header, r.body)
+		}
+		var st struct {
+			Ready bool `json:"ready"`
+		}
+		if err := json.Unmarshal([]byte(r.body), &st); err != nil {
+			return false, fmt.Errorf("status endpoint: %w in %q", err, r.body)
+		}
+		return st.Ready, nil
+	}
+	if ready, err := status(); err != nil || ready {
+		t.Errorf("status right after the page = ready %v (%v), want not ready", ready, err)
+	}
+	eventually(t, 60*time.Second, "the status endpoint to say ready", func() error {
+		ready, err := status()
+		if err == nil && !ready {
+			err = fmt.Errorf("not ready yet")
+		}
+		return err
+	})
+
+	r := <-posted
+	if r.err != nil || r.code != http.StatusOK || r.header.Get("X-Lobby-Cold-Start") == "" {
+		t.Errorf("the held API POST got %d %q %v, want the app's 200 after a hold", r.code, r.body, r.err)
+	}
+	var e echoed
+	if err := json.Unmarshal([]byte(r.body), &e); err != nil || e.Path != "/orders" {
+		t.Errorf("the app saw path %q (%v), want /orders", e.Path, err)
+	}
+	app := send(ctx, http.MethodGet, suite.ingress.URL+"/", host, http.Header{"Accept": {browserAccept}})
+	if app.err != nil || app.code != http.StatusOK || strings.Contains(app.body, "is starting") {
+		t.Errorf("a browser once the app is up got %d %q %v, want the app", app.code, app.body, app.err)
+	}
+}
+
+// heldIs reports, as an error, whether the interceptors hold n requests of key in all.
+func heldIs(key string, n int64) error {
+	var held int64
+	for _, in := range suite.lobby.Instances("interceptor") {
+		q, err := queue(in.URL("admin"))
+		if err != nil {
+			return err
+		}
+		held += q[key].Held
+	}
+	if held != n {
+		return fmt.Errorf("%d held, want %d", held, n)
+	}
+	return nil
+}
