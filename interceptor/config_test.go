@@ -10,6 +10,7 @@ import (
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/lobby-http/lobby/interceptor/internal/routing"
 	"github.com/lobby-http/lobby/internal/logging"
 	"github.com/lobby-http/lobby/internal/tracing"
 )
@@ -58,8 +59,8 @@ func TestLoadConfig(t *testing.T) {
 				"LOBBY_READ_HEADER_TIMEOUT": "2s", "LOBBY_IDLE_TIMEOUT": "30s", "LOBBY_LOG_LEVEL": "DEBUG",
 				"LOBBY_LOG_FORMAT": "console", "POD_NAME": "interceptor-7", "KUBECONFIG": "/a:/b",
 				"LOBBY_MEMORY_LIMIT": "1073741824", "LOBBY_MAX_CONNECTIONS": "5000",
-				"LOBBY_ADDON_COLD_START_HEADER": "true",
-				"LOBBY_PROXY_TLS_ADDR":          ":8443", "LOBBY_PROXY_TLS_CERT_DIRS": "/etc/lobby/tls/a, /etc/lobby/tls/b/",
+				"LOBBY_ADDON_COLD_START_HEADER": "true", "LOBBY_COLD_START_MODE": "Auto",
+				"LOBBY_PROXY_TLS_ADDR": ":8443", "LOBBY_PROXY_TLS_CERT_DIRS": "/etc/lobby/tls/a, /etc/lobby/tls/b/",
 				"LOBBY_PROXY_TLS_MIN_VERSION": "1.2", "LOBBY_TLS_RELOAD_INTERVAL": "1m",
 				"LOBBY_PROXY_TLS_CIPHER_SUITES": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
 				"LOBBY_UPSTREAM_CA_FILE":        "/etc/lobby/upstream/ca.crt", "LOBBY_CLUSTER_DOMAIN": "Corp.Example.",
@@ -73,7 +74,7 @@ func TestLoadConfig(t *testing.T) {
 					DrainDelay: 0, DrainTimeout: time.Minute, MaxHeaderBytes: 65536,
 					ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second, LogLevel: logging.LevelDebug,
 					LogFormat: logging.FormatConsole, PodName: "interceptor-7", Kubeconfig: "/a:/b",
-					MemoryLimit: 1 << 30, MaxConnections: 5000, AddOnColdStartHeader: true,
+					MemoryLimit: 1 << 30, MaxConnections: 5000, AddOnColdStartHeader: true, ColdStartMode: routing.ColdStartAuto,
 					ProxyTLSAddr: ":8443", ProxyTLSCertDirs: []string{"/etc/lobby/tls/a", "/etc/lobby/tls/b"},
 					ProxyTLSMinVersion: tls.VersionTLS12, TLSReloadInterval: time.Minute,
 					ProxyTLSCipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384},
@@ -89,6 +90,7 @@ func TestLoadConfig(t *testing.T) {
 		{name: "An add-on header switch that is not a boolean is rejected.", env: map[string]string{"LOBBY_ADDON_COLD_START_HEADER": "yes please"}, wantErr: []string{"LOBBY_ADDON_COLD_START_HEADER"}},
 		{name: "A negative request timeout is rejected.", env: map[string]string{"LOBBY_REQUEST_TIMEOUT": "-1s"}, wantErr: []string{"LOBBY_REQUEST_TIMEOUT: must not be negative"}},
 		{name: "A zero request timeout means unbounded.", env: map[string]string{"LOBBY_REQUEST_TIMEOUT": "0"}, change: func(*Config) {}},
+		{name: "An unknown cold-start mode is rejected, naming the modes.", env: map[string]string{"LOBBY_COLD_START_MODE": "Browser"}, wantErr: []string{"LOBBY_COLD_START_MODE", "Hold, Placeholder and Auto"}},
 		{name: "An unbounded hold queue is rejected.", env: map[string]string{"LOBBY_MAX_PENDING_REQUESTS": "0"}, wantErr: []string{"LOBBY_MAX_PENDING_REQUESTS: must be at least 1"}},
 		{name: "A non-numeric queue size is rejected.", env: map[string]string{"LOBBY_MAX_PENDING_REQUESTS": "many"}, wantErr: []string{"LOBBY_MAX_PENDING_REQUESTS"}},
 		{name: "A stream interval below 10ms is rejected.", env: map[string]string{"LOBBY_STREAM_INTERVAL": "1ms"}, wantErr: []string{"LOBBY_STREAM_INTERVAL: must be at least 10ms"}},
