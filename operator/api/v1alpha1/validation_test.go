@@ -317,3 +317,29 @@ func placeholderHeaders(n int) string {
 	}
 	return "{" + strings.Join(headers, ", ") + "}"
 }
+
+func TestAPIServerAcceptsTheWaitingRoomExample(t *testing.T) {
+	c := startAPIServer(t)
+	raw, err := os.ReadFile("../../../docs/examples/waitingroom.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objects := 0
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			t.Fatalf("parse the example: %v", err)
+		}
+		if u.GetKind() != "HTTPScaledObject" {
+			continue // the ConfigMap is core's
+		}
+		u.SetNamespace("default")
+		if err := c.Create(t.Context(), u); err != nil {
+			t.Errorf("the documented HTTPScaledObject is refused: %v", err)
+		}
+		objects++
+	}
+	if objects != 1 {
+		t.Errorf("found %d HTTPScaledObjects in the example, want 1", objects)
+	}
+}
