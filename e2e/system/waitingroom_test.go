@@ -12,6 +12,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -132,4 +137,70 @@ func heldIs(key string, n int64) error {
 		return fmt.Errorf("%d held, want %d", held, n)
 	}
 	return nil
+}
+
+// TestWaitingPageFollowsItsConfigMap serves the waiting page of an app that stays asleep from a
+// ConfigMap: the page changes when the ConfigMap does, and when the ConfigMap goes, lobby's
+// built-in page is served and the object's WaitingPage condition says why.
+func TestWaitingPageFollowsItsConfigMap(t *testing.T) {
+	ns := testNamespace(t)
+	ctx := t.Context()
+	c := suite.cluster.Client
+	const host = "paged.example.com"
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pages", Labels: map[string]string{"http.keda.sh/response-body": "true"}},
+		Data:       map[string]string{"index.html": "<p>first page</p>"},
+	}
+	if err := c.Create(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	deployApp(t, ns, appSpec{
+		name: "paged",
+		// The app never gets ready within the test: every request finds it asleep.
+		env: map[string]string{"STARTUP_DELAY": "10m"},
+		hso: v1alpha1.HTTPScaledObjectSpec{
+			Hosts: []string{host},
+			ColdStart: &v1alpha1.ColdStartSpec{Mode: v1alpha1.ColdStartModePlaceholder,
+				WaitingPage: &v1alpha1.WaitingPageSpec{BodyFromConfigMap: &v1alpha1.ConfigMapKeyRef{Name: "pages"}}},
+		},
+	})
+	pageIs := func(want string) func() error {
+		return func() error {
+			r := send(ctx, http.MethodGet, suite.ingress.URL+"/", host, nil)
+			if r.err != nil {
+				return r.err
+			}
+			if r.code != http.StatusServiceUnavailable || r.header.Get("Cache-Control") != "no-store" || !strings.Contains(r.body, want) {
+				return fmt.Errorf("got %d %v %q, want the waiting page with %q", r.code, r.header, r.body, want)
+			}
+			return nil
+		}
+	}
+	conditionIs := func(status metav1.ConditionStatus) func() error {
+		return func() error {
+			var hso v1alpha1.HTTPScaledObject
+			if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "paged"}, &hso); err != nil {
+				return err
+			}
+			got := meta.FindStatusCondition(hso.Status.Conditions, "WaitingPage")
+			if got == nil || got.Status != status {
+				return fmt.Errorf("WaitingPage condition %+v, want status %s", got, status)
+			}
+			return nil
+		}
+	}
+	eventually(t, 30*time.Second, "the page from the ConfigMap", pageIs("first page"))
+	eventually(t, 30*time.Second, "the WaitingPage condition to be True", conditionIs(metav1.ConditionTrue))
+
+	cm.Data["index.html"] = "<p>second page</p>"
+	if err := c.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the page to follow the ConfigMap", pageIs("second page"))
+
+	if err := c.Delete(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the built-in page once the ConfigMap is gone", pageIs("paged is starting"))
+	eventually(t, 30*time.Second, "the WaitingPage condition to be False", conditionIs(metav1.ConditionFalse))
 }
