@@ -112,6 +112,9 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 	if s.failReason == v1beta1.ReasonConfigMapNotFound || pageMissing {
 		return reconcile.Result{RequeueAfter: configMapRecheck}, nil
 	}
+	if pageName != "" {
+		return reconcile.Result{RequeueAfter: pageRecheck}, nil
+	}
 	return reconcile.Result{}, nil
 }
 

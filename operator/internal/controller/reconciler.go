@@ -176,8 +176,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (resu
 		return reconcile.Result{}, err
 	}
 	log.V(1).Info("reconciled", "ready", s.failReason == "", "reason", s.failReason)
-	if pageMissing {
+	switch {
+	case pageMissing:
 		return reconcile.Result{RequeueAfter: configMapRecheck}, nil
+	case pageName != "":
+		return reconcile.Result{RequeueAfter: pageRecheck}, nil
 	}
 	return reconcile.Result{}, nil
 }

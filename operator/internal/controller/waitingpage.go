@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -25,6 +26,11 @@ const (
 	// the label; the built-in page is served meanwhile.
 	ReasonWaitingPageConfigMapNotFound = "ConfigMapNotFound"
 )
+
+// pageRecheck is how often a waiting page's ConfigMap that was found is checked again: the
+// operator does not watch ConfigMaps, so a ConfigMap deleted or changed later is reported within
+// this long (the interceptors, which watch it, follow at once).
+var pageRecheck = 5 * time.Minute
 
 // waitingPageKey is the key read when a waiting page's bodyFromConfigMap names none.
 const waitingPageKey = "index.html"

@@ -37,7 +37,7 @@ func (c *cluster) pageConditionIs(t *testing.T, key types.NamespacedName, status
 }
 
 func TestWaitingPageAndReservedPathStatus(t *testing.T) {
-	configMapRecheck = time.Second
+	configMapRecheck, pageRecheck = time.Second, time.Second
 	c := startCluster(t)
 
 	t.Run("an HTTPScaledObject claiming the reserved path is not routed, and says so", func(t *testing.T) {
@@ -80,6 +80,11 @@ func TestWaitingPageAndReservedPathStatus(t *testing.T) {
 			t.Fatal(err)
 		}
 		eventually(t, within, c.pageConditionIs(t, key, metav1.ConditionTrue, ReasonWaitingPageLoaded, "index.html"))
+		// ConfigMaps are not watched: a page deleted after it was found is noticed at the next check.
+		if err := c.kube.Delete(t.Context(), cm); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, within, c.pageConditionIs(t, key, metav1.ConditionFalse, ReasonWaitingPageConfigMapNotFound, "does not exist"))
 	})
 
 	t.Run("an InterceptorRoute's waiting page ConfigMap is checked the same way", func(t *testing.T) {
