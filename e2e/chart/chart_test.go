@@ -449,7 +449,7 @@ func TestProcessOfTheDefaults(t *testing.T) {
 			env: map[string]string{
 				"LOBBY_PROXY_ADDR": ":8080", "LOBBY_ADMIN_ADDR": ":9090", "LOBBY_WATCH_NAMESPACE": "",
 				"LOBBY_COLD_START_TIMEOUT": "0s", "LOBBY_RESPONSE_HEADER_TIMEOUT": "300s", "LOBBY_REQUEST_TIMEOUT": "0s",
-				"LOBBY_MAX_PENDING_REQUESTS": "1000", "LOBBY_ADDON_COLD_START_HEADER": "false", "LOBBY_STREAM_INTERVAL": "1s", "LOBBY_STREAM_WRITE_TIMEOUT": "10s",
+				"LOBBY_MAX_PENDING_REQUESTS": "1000", "LOBBY_COLD_START_MODE": "Hold", "LOBBY_ADDON_COLD_START_HEADER": "false", "LOBBY_STREAM_INTERVAL": "1s", "LOBBY_STREAM_WRITE_TIMEOUT": "10s",
 				"LOBBY_DRAIN_DELAY": "5s", "LOBBY_DRAIN_TIMEOUT": "40s", "LOBBY_MAX_HEADER_BYTES": "1048576",
 				"LOBBY_READ_HEADER_TIMEOUT": "10s", "LOBBY_IDLE_TIMEOUT": "90s",
 				"LOBBY_LOG_LEVEL": "info", "LOBBY_LOG_FORMAT": "json",
@@ -552,6 +552,15 @@ func TestValuesFilesChangeWhatTheyShould(t *testing.T) {
 				}
 				if p, _ := r.Process("interceptor"); p.Env["LOBBY_ADDON_COLD_START_HEADER"] != "true" {
 					t.Errorf("interceptor LOBBY_ADDON_COLD_START_HEADER = %q, want true", p.Env["LOBBY_ADDON_COLD_START_HEADER"])
+				}
+			},
+		},
+		{
+			name: "the global cold-start mode reaches the interceptor",
+			set:  map[string]string{"interceptor.coldStartMode": "Auto"},
+			check: func(t *testing.T, r *Rendered) {
+				if p, _ := r.Process("interceptor"); p.Env["LOBBY_COLD_START_MODE"] != "Auto" {
+					t.Errorf("interceptor LOBBY_COLD_START_MODE = %q, want Auto", p.Env["LOBBY_COLD_START_MODE"])
 				}
 			},
 		},
@@ -956,6 +965,7 @@ func TestTemplateRefusesBadValues(t *testing.T) {
 		{"a trigger authentication name Kubernetes would refuse is refused by the schema", map[string]string{
 			"scaler.tls.enabled": "true", "scaler.tls.secretName": "s", "scaler.tls.triggerAuthentication.name": "Lobby_TLS"},
 			"scaler.tls.triggerAuthentication.name"},
+		{"an unknown cold-start mode is refused by the schema", map[string]string{"interceptor.coldStartMode": "Browser"}, "coldStartMode"},
 		{"a negative connection cap is refused by the schema", map[string]string{"interceptor.maxConnections": "-1"}, "maxConnections"},
 		{"an invalid watch namespace is refused", map[string]string{"watchNamespace": "Not_A_Namespace"}, "watchNamespace"},
 	}
