@@ -20,6 +20,7 @@ type Metrics struct {
 	upstream    *prometheus.CounterVec
 	clientGone  *prometheus.CounterVec
 	requeues    *prometheus.CounterVec
+	atOnce      *prometheus.CounterVec
 	byRoute     sync.Map // route key → *routeMetrics
 	noRouteOnce sync.Once
 	noRoute     *routeMetrics
@@ -58,8 +59,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "lobby_interceptor_requeues_total",
 			Help: "Times requests were held again because the connection to every endpoint they were sent to failed before any byte was sent and no other endpoint was left (the app lost its last pod).",
 		}, []string{"route"}),
+		atOnce: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lobby_interceptor_answered_at_once_total",
+			Help: "Requests that found no ready endpoint and were answered at once, as their route's cold-start mode says, instead of held, by answer: placeholder or waiting_page. Each one woke the app as a held request would.",
+		}, []string{"route", "answer"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.coldStart, m.rejections, m.upstream, m.clientGone, m.requeues} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.coldStart, m.rejections, m.upstream, m.clientGone, m.requeues, m.atOnce} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}
@@ -115,6 +120,7 @@ func (m *Metrics) Retain(keep map[string]struct{}) {
 		m.upstream.DeletePartialMatch(labels)
 		m.clientGone.DeletePartialMatch(labels)
 		m.requeues.DeletePartialMatch(labels)
+		m.atOnce.DeletePartialMatch(labels)
 		return true
 	})
 }
@@ -171,4 +177,10 @@ func (rm *routeMetrics) request(code int) {
 // upstreamError counts one failed exchange with an upstream.
 func (rm *routeMetrics) upstreamError(reason string) {
 	rm.m.upstream.WithLabelValues(rm.key, reason).Inc()
+}
+
+// answeredAtOnce counts one request answered at once by its route's cold-start mode. It is only
+// reached by requests that would otherwise be held, so the label lookup stays off the warm path.
+func (rm *routeMetrics) answeredAtOnce(answer string) {
+	rm.m.atOnce.WithLabelValues(rm.key, answer).Inc()
 }

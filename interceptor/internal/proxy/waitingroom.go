@@ -46,6 +46,7 @@ func answerAtOnce(w http.ResponseWriter, r *http.Request, x *Exchange, now func(
 	case routing.ColdStartPlaceholder:
 		x.admit()
 		if p := x.route.Placeholder; p != nil {
+			x.metrics.answeredAtOnce("placeholder")
 			x.respond(w, p.For(r.URL.Path))
 			return true
 		}
@@ -57,6 +58,7 @@ func answerAtOnce(w http.ResponseWriter, r *http.Request, x *Exchange, now func(
 	default:
 		return false
 	}
+	x.metrics.answeredAtOnce("waiting_page")
 	serveWaitingPage(w, x, now())
 	return true
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/lobby-http/lobby/interceptor/internal/proxy"
 	"github.com/lobby-http/lobby/interceptor/internal/routing"
 	"github.com/lobby-http/lobby/internal/httpso"
@@ -154,6 +156,15 @@ func TestColdStartModesAnswerEachKindOfClient(t *testing.T) {
 						if !isHead && !strings.Contains(r.body, "app is starting") {
 							t.Errorf("the waiting page does not name the app:\n%s", r.body)
 						}
+					}
+					label := map[answer]string{placeholder: "placeholder", waitingPage: "waiting_page"}[want]
+					golden := `
+# HELP lobby_interceptor_answered_at_once_total Requests that found no ready endpoint and were answered at once, as their route's cold-start mode says, instead of held, by answer: placeholder or waiting_page. Each one woke the app as a held request would.
+# TYPE lobby_interceptor_answered_at_once_total counter
+lobby_interceptor_answered_at_once_total{answer="` + label + `",route="ns/app"} 1
+`
+					if err := testutil.GatherAndCompare(e.prom, strings.NewReader(golden), "lobby_interceptor_answered_at_once_total"); err != nil {
+						t.Error(err)
 					}
 					// Answered at once, the request still counts as demand: it wakes the app.
 					if e.activations.Load() != 1 {
