@@ -217,7 +217,7 @@ func deployApps(ctx context.Context, c *framework.Cluster, ns string) ([]string,
 		}
 	}
 	admin := lobby.Instances("interceptor")[0].URL("admin")
-	err = framework.Poll(ctx, 3*time.Minute, 20*time.Millisecond, "lobby and KEDA to take the apps over", func() error {
+	err = framework.Await(ctx, 3*time.Minute, "lobby and KEDA to take the apps over", func() error {
 		q, err := get(ctx, admin+"/queue")
 		if err != nil {
 			return err

@@ -98,7 +98,7 @@ func TestChartOnRealNode(t *testing.T) {
 
 	// Back to zero once idle: KEDA's cooldown, then the Deployment scaled to zero and its pod gone.
 	start = time.Now()
-	err = framework.Poll(ctx, 3*time.Minute, time.Second, "echo back to zero", func() error {
+	err = framework.Await(ctx, 3*time.Minute, "echo back to zero", func() error {
 		list, err := c.Kube.CoreV1().Pods(appNS).List(ctx, metav1.ListOptions{LabelSelector: "app=" + appName})
 		if err != nil {
 			return err
