@@ -29,6 +29,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/internal/externalscaler"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -162,19 +163,22 @@ func setup(ctx context.Context, c *framework.Cluster) error {
 
 	// The interceptor routes every object once its /queue lists them all.
 	queue := "http://" + net.JoinHostPort(interceptorAddr.String(), "9090") + "/queue"
-	if err := poll(ctx, "the interceptor to route every HTTPScaledObject", func() bool {
+	if err := poll.Until(ctx, 2*time.Minute, "the interceptor to route every HTTPScaledObject", func() error {
 		resp, err := http.Get(queue)
 		if err != nil {
-			return false
+			return err
 		}
 		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
 		for i := range objects {
-			if !strings.Contains(string(b), `"`+appNamespace+"/"+objectName(i)+`"`) {
-				return false
+			if key := appNamespace + "/" + objectName(i); !strings.Contains(string(b), `"`+key+`"`) {
+				return fmt.Errorf("/queue lacks %s", key)
 			}
 		}
-		return true
+		return nil
 	}); err != nil {
 		return err
 	}
@@ -185,25 +189,19 @@ func setup(ctx context.Context, c *framework.Cluster) error {
 	}
 	c.OnStop(conn.Close)
 	hc := healthpb.NewHealthClient(conn)
-	if err := poll(ctx, "the scaler's health to be SERVING", func() bool {
+	if err := poll.Until(ctx, time.Minute, "the scaler's health to be SERVING", func() error {
 		r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "externalscaler.ExternalScaler"})
-		return err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING
+		if err != nil {
+			return err
+		}
+		if r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("status %v", r.GetStatus())
+		}
+		return nil
 	}); err != nil {
 		return err
 	}
 	shared.scaler = externalscaler.NewExternalScalerClient(conn)
-	return nil
-}
-
-// poll calls cond every 20ms until it is true or ctx ends.
-func poll(ctx context.Context, what string, cond func() bool) error {
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for %s: %w", what, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 	return nil
 }
 

@@ -27,6 +27,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -157,9 +158,12 @@ func startInterceptor(ctx context.Context, tb testing.TB, name string, pin bool,
 	}
 	tb.Cleanup(func() { _ = p.Stop() })
 	admin := "http://" + net.JoinHostPort(addr.String(), "9090")
-	if err := poll(ctx, 2*time.Minute, "the interceptor to route every HTTPScaledObject", func() bool {
+	if err := poll.Until(ctx, 2*time.Minute, "the interceptor to route every HTTPScaledObject", func() error {
 		q, err := queue(ctx, admin)
-		return err == nil && want(q)
+		if err == nil && !want(q) {
+			err = fmt.Errorf("/queue lists %d routes, not the ones wanted yet", len(q))
+		}
+		return err
 	}); err != nil {
 		tb.Fatalf("%v (log: %s)", err, p.LogFile)
 	}
@@ -200,12 +204,12 @@ func startBare(ctx context.Context, tb testing.TB, name string, pin bool, args .
 // waitListening waits until something accepts connections on addr.
 func waitListening(ctx context.Context, tb testing.TB, addr string) {
 	tb.Helper()
-	if err := poll(ctx, 30*time.Second, addr+" to listen", func() bool {
+	if err := poll.Until(ctx, 30*time.Second, addr+" to listen", func() error {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
 		}
-		return err == nil
+		return err
 	}); err != nil {
 		tb.Fatal(err)
 	}
@@ -284,20 +288,6 @@ func procStatus(pid int, field string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
-}
-
-// poll calls cond every 50ms until it is true, or fails after within.
-func poll(ctx context.Context, within time.Duration, what string, cond func() bool) error {
-	ctx, cancel := context.WithTimeout(ctx, within)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for %s: %w", what, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return nil
 }
 
 // percentile returns the q quantile of sorted durations, in milliseconds.

@@ -27,6 +27,7 @@ import (
 	"github.com/lobby-http/lobby/e2e/coldstart"
 	"github.com/lobby-http/lobby/e2e/deploy"
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/internal/stream"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -217,7 +218,7 @@ func deployApps(ctx context.Context, c *framework.Cluster, ns string) ([]string,
 		}
 	}
 	admin := lobby.Instances("interceptor")[0].URL("admin")
-	err = framework.Await(ctx, 3*time.Minute, "lobby and KEDA to take the apps over", func() error {
+	err = poll.Until(ctx, 3*time.Minute, "lobby and KEDA to take the apps over", func() error {
 		q, err := get(ctx, admin+"/queue")
 		if err != nil {
 			return err

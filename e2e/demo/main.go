@@ -32,6 +32,7 @@ import (
 	"github.com/lobby-http/lobby/e2e/coldstart"
 	"github.com/lobby-http/lobby/e2e/deploy"
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/e2e/netns"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -101,7 +102,7 @@ func run(ctx context.Context, out io.Writer) (err error) {
 	if err := deployApp(ctx, c.Client); err != nil {
 		return err
 	}
-	if err := framework.Await(ctx, 60*time.Second, "lobby and KEDA to take the app over", func() error {
+	if err := poll.Until(ctx, 60*time.Second, "lobby and KEDA to take the app over", func() error {
 		return ready(ctx, c.Client, interceptor.URL("admin"))
 	}); err != nil {
 		return err
@@ -136,7 +137,7 @@ func run(ctx context.Context, out io.Writer) (err error) {
 
 	say("== waiting for KEDA to scale the idle app back to zero (scaledownPeriod %ds, plus KEDA's polling interval)", cooldown)
 	idle := time.Now()
-	if err := framework.Await(ctx, 3*time.Minute, "the app to scale back to zero", func() error {
+	if err := poll.Until(ctx, 3*time.Minute, "the app to scale back to zero", func() error {
 		var dep appsv1.Deployment
 		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: appNamespace, Name: appName}, &dep); err != nil {
 			return err

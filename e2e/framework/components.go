@@ -30,6 +30,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/e2e/kubelet"
 	"github.com/lobby-http/lobby/e2e/netns"
 	"github.com/lobby-http/lobby/e2e/prebuilt"
@@ -74,7 +75,7 @@ func waitFor(ctx context.Context, what string, p *Process, check func(context.Co
 			}
 		}()
 	}
-	err := Await(ctx, readyTimeout, what+" to be ready", func() error {
+	err := poll.Until(ctx, readyTimeout, what+" to be ready", func() error {
 		err := check(ctx)
 		if errors.Is(err, errGaveUp) {
 			stop(err)

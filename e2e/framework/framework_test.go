@@ -30,6 +30,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/apps"
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/e2e/netns"
 )
 
@@ -152,7 +153,7 @@ func TestDeploymentScaledByHand(t *testing.T) {
 			t.Fatalf("scale to 2: %v", err)
 		}
 		var ips []string
-		if err := framework.Await(t.Context(), 60*time.Second, "two ready pods", func() error {
+		if err := poll.Until(t.Context(), 60*time.Second, "two ready pods", func() error {
 			pods, err := c.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=echo"})
 			if err != nil {
 				return err
@@ -192,7 +193,7 @@ func TestDeploymentScaledByHand(t *testing.T) {
 		if len(names) != 2 {
 			t.Errorf("the two addresses answered as pods %v, want two different pods", names)
 		}
-		if err := framework.Await(t.Context(), 30*time.Second, "EndpointSlice with both pods ready", func() error {
+		if err := poll.Until(t.Context(), 30*time.Second, "EndpointSlice with both pods ready", func() error {
 			slices, err := c.Kube.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=echo"})
 			if err != nil {
 				return err
@@ -256,7 +257,7 @@ func scaledObject(ns, name string, minReplicas, maxReplicas int64, triggers ...m
 // many ready.
 func waitReplicas(t *testing.T, c *framework.Cluster, ns, name string, want int32, timeout time.Duration) {
 	t.Helper()
-	if err := framework.Await(t.Context(), timeout, fmt.Sprintf("Deployment %s at %d replicas", name, want), func() error {
+	if err := poll.Until(t.Context(), timeout, fmt.Sprintf("Deployment %s at %d replicas", name, want), func() error {
 		dep, err := c.Kube.AppsV1().Deployments(ns).Get(t.Context(), name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -350,7 +351,7 @@ func TestKEDAExternalMetricScalesOut(t *testing.T) {
 			t.Fatalf("create ScaledObject: %v", err)
 		}
 		var hpa *autoscalingv2.HorizontalPodAutoscaler
-		if err := framework.Await(t.Context(), 60*time.Second, "KEDA's HPA wanting 3 replicas", func() error {
+		if err := poll.Until(t.Context(), 60*time.Second, "KEDA's HPA wanting 3 replicas", func() error {
 			var err error
 			hpa, err = c.Kube.AutoscalingV2().HorizontalPodAutoscalers(ns).Get(ctx, "keda-hpa-busy", metav1.GetOptions{})
 			if err != nil {
@@ -413,7 +414,7 @@ func TestRunBinary(t *testing.T) {
 		}
 		defer p.Stop()
 		var body string
-		if err := framework.Await(t.Context(), 20*time.Second, "whoami answering", func() error {
+		if err := poll.Until(t.Context(), 20*time.Second, "whoami answering", func() error {
 			resp, err := http.Get("http://" + netip.AddrPortFrom(p.Addr, 8080).String() + "/")
 			if err != nil {
 				return err

@@ -13,7 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 )
 
 // podPIDs returns the processes whose environment has POD_NAME=name: the containers of that pod,
@@ -66,7 +66,7 @@ func TestPodDeletionAndRestarts(t *testing.T) {
 		}
 		var first *corev1.Pod
 		var pids []int
-		if err := framework.Await(t.Context(), 30*time.Second, "the pod's process to run", func() (err error) {
+		if err := poll.Until(t.Context(), 30*time.Second, "the pod's process to run", func() (err error) {
 			if first, err = onlyPod(t, ns); err != nil {
 				return err
 			}
@@ -80,7 +80,7 @@ func TestPodDeletionAndRestarts(t *testing.T) {
 		if err := c.Client.Delete(ctx, first); err != nil {
 			t.Fatal(err)
 		}
-		if err := framework.Await(t.Context(), 15*time.Second, "the deleted pod's process to exit", func() error {
+		if err := poll.Until(t.Context(), 15*time.Second, "the deleted pod's process to exit", func() error {
 			if err := syscall.Kill(pids[0], 0); err == nil {
 				return fmt.Errorf("process %d of deleted pod %s still runs", pids[0], first.Name)
 			}
@@ -88,7 +88,7 @@ func TestPodDeletionAndRestarts(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		if err := framework.Await(t.Context(), 30*time.Second, "a replacement pod with its own process", func() error {
+		if err := poll.Until(t.Context(), 30*time.Second, "a replacement pod with its own process", func() error {
 			p, err := onlyPod(t, ns)
 			if err != nil {
 				return err
@@ -113,7 +113,7 @@ func TestPodDeletionAndRestarts(t *testing.T) {
 		if err := c.Client.Create(ctx, dep); err != nil {
 			t.Fatal(err)
 		}
-		if err := framework.Await(t.Context(), 60*time.Second, "two restarts", func() error {
+		if err := poll.Until(t.Context(), 60*time.Second, "two restarts", func() error {
 			p, err := onlyPod(t, ns)
 			if err != nil {
 				return err

@@ -24,6 +24,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/apps"
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/e2e/node"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -59,7 +60,7 @@ func deployEcho(t *testing.T, c *framework.Cluster, n *node.Node, ns, name, host
 			t.Fatalf("create %T %s: %v", o, o.GetName(), err)
 		}
 	}
-	err := framework.Await(ctx, time.Minute, "HTTPScaledObject "+ns+"/"+name+" Ready", func() error {
+	err := poll.Until(ctx, time.Minute, "HTTPScaledObject "+ns+"/"+name+" Ready", func() error {
 		var got v1alpha1.HTTPScaledObject
 		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &got); err != nil {
 			return err
@@ -91,7 +92,7 @@ func readyReplicas(t *testing.T, c *framework.Cluster, ns, name string) int32 {
 func endpointAddrs(t *testing.T, c *framework.Cluster, ns, svc string) []string {
 	t.Helper()
 	var addrs []string
-	err := framework.Await(t.Context(), time.Minute, "ready endpoints of "+ns+"/"+svc, func() error {
+	err := poll.Until(t.Context(), time.Minute, "ready endpoints of "+ns+"/"+svc, func() error {
 		list, err := c.Kube.DiscoveryV1().EndpointSlices(ns).List(t.Context(), metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
 		if err != nil {
 			return err
@@ -122,7 +123,7 @@ func endpointAddrs(t *testing.T, c *framework.Cluster, ns, svc string) []string 
 func waitRouting(t *testing.T, c *framework.Cluster, pods []corev1.Pod, key string) {
 	t.Helper()
 	hc := &http.Client{Timeout: 2 * time.Second}
-	err := framework.Await(t.Context(), time.Minute, "every interceptor to route "+key, func() error {
+	err := poll.Until(t.Context(), time.Minute, "every interceptor to route "+key, func() error {
 		for _, p := range pods {
 			if p.Labels["app.kubernetes.io/component"] != "interceptor" {
 				continue
@@ -186,7 +187,7 @@ func startNginx(t *testing.T, c *framework.Cluster, root string, upstreams []str
 	}
 	t.Cleanup(func() { _ = p.Stop() })
 	url := "http://" + listen
-	err = framework.Await(t.Context(), 10*time.Second, "nginx to listen on "+listen, func() error {
+	err = poll.Until(t.Context(), 10*time.Second, "nginx to listen on "+listen, func() error {
 		resp, err := http.Get(url + "/")
 		if err != nil {
 			return err

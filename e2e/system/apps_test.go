@@ -27,6 +27,7 @@ import (
 	"github.com/lobby-http/lobby/e2e/apps"
 	"github.com/lobby-http/lobby/e2e/deploy"
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/internal/stream"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -121,7 +122,7 @@ func deployApp(t *testing.T, ns string, s appSpec) *app {
 		return a
 	}
 	waitRouting(t, a.key(), 30*time.Second)
-	if err := framework.Await(t.Context(), 60*time.Second, "KEDA to create the HPA of "+a.key(), func() error {
+	if err := poll.Until(t.Context(), 60*time.Second, "KEDA to create the HPA of "+a.key(), func() error {
 		var hpa unstructured.Unstructured
 		hpa.SetGroupVersionKind(schema.GroupVersionKind{Group: "autoscaling", Version: "v2", Kind: "HorizontalPodAutoscaler"})
 		return c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "keda-hpa-" + s.name}, &hpa)
@@ -143,7 +144,7 @@ func (a *app) replicas(ctx context.Context) (desired, ready int32, err error) {
 // waitReady waits up to a minute until at least n replicas of the app are ready.
 func (a *app) waitReady(t *testing.T, n int32) {
 	t.Helper()
-	if err := framework.Await(t.Context(), time.Minute, "the replicas of "+a.key()+" to be ready", func() error {
+	if err := poll.Until(t.Context(), time.Minute, "the replicas of "+a.key()+" to be ready", func() error {
 		_, ready, err := a.replicas(t.Context())
 		if err == nil && ready < n {
 			err = fmt.Errorf("%d of %d ready", ready, n)
@@ -164,7 +165,7 @@ func waitRouting(t *testing.T, key string, timeout time.Duration) {
 // waitRoutingOn waits until each of the interceptors has a route for key.
 func waitRoutingOn(t *testing.T, interceptors []*deploy.Instance, key string, timeout time.Duration) {
 	t.Helper()
-	if err := framework.Await(t.Context(), timeout, "every interceptor to route "+key, func() error {
+	if err := poll.Until(t.Context(), timeout, "every interceptor to route "+key, func() error {
 		for _, in := range interceptors {
 			q, err := queue(in.URL("admin"))
 			if err != nil {

@@ -22,7 +22,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/apps"
 	"github.com/lobby-http/lobby/e2e/deploy"
-	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -275,7 +275,7 @@ func createOutageApp(t *testing.T, ns, name, host string) *app {
 // the KEDA operator created its HPA.
 func waitScaledObject(t *testing.T, a *app, timeout time.Duration) {
 	t.Helper()
-	if err := framework.Await(t.Context(), timeout, "KEDA to create the HPA of "+a.key(), func() error {
+	if err := poll.Until(t.Context(), timeout, "KEDA to create the HPA of "+a.key(), func() error {
 		var hpa unstructured.Unstructured
 		hpa.SetGroupVersionKind(schema.GroupVersionKind{Group: "autoscaling", Version: "v2", Kind: "HorizontalPodAutoscaler"})
 		return suite.cluster.Client.Get(t.Context(), client.ObjectKey{Namespace: a.ns, Name: "keda-hpa-" + a.name}, &hpa)
@@ -289,7 +289,7 @@ func waitScaledObject(t *testing.T, a *app, timeout time.Duration) {
 func waitRouted(t *testing.T, a *app, host string, timeout time.Duration) {
 	t.Helper()
 	waitRouting(t, a.key(), timeout)
-	if err := framework.Await(t.Context(), timeout, a.key()+" to answer through nginx", func() error {
+	if err := poll.Until(t.Context(), timeout, a.key()+" to answer through nginx", func() error {
 		r := send(t.Context(), http.MethodGet, suite.ingress.URL+"/", host, nil)
 		if r.err != nil || r.code != http.StatusOK {
 			return fmt.Errorf("got %d %q (%v)", r.code, r.body, r.err)
@@ -316,7 +316,7 @@ func moveHost(t *testing.T, a *app, from, to string, timeout time.Duration) {
 	if err != nil {
 		t.Fatalf("edit the hosts of %s: %v", a.key(), err)
 	}
-	if err := framework.Await(t.Context(), timeout, "the edited host to route and the old one to stop", func() error {
+	if err := poll.Until(t.Context(), timeout, "the edited host to route and the old one to stop", func() error {
 		if r := send(ctx, http.MethodGet, suite.ingress.URL+"/", to, nil); r.code != http.StatusOK {
 			return fmt.Errorf("new host: %d %q (%v)", r.code, r.body, r.err)
 		}
@@ -386,7 +386,7 @@ func replaceExitedOperators(t *testing.T) {
 func waitLobbyReady(t *testing.T) {
 	t.Helper()
 	hc := &http.Client{Timeout: 2 * time.Second}
-	if err := framework.Await(t.Context(), recoveryTimeout, "every lobby process to be ready", func() error {
+	if err := poll.Until(t.Context(), recoveryTimeout, "every lobby process to be ready", func() error {
 		for name, in := range lobbyPIDs() {
 			port := "admin"
 			if in.Component == "operator" {

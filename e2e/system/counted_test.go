@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/lobby-http/lobby/e2e/deploy"
-	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 )
 
 // Counted loads: a claim that no request is lost under a fault is a count. Every request a load
@@ -314,7 +314,7 @@ func (s *serverCounts) agree(t *testing.T, what string, c tally) {
 		want[code] = float64(n)
 	}
 	var got routeCounters
-	err := framework.Await(t.Context(), 5*time.Second, "the interceptors' counters of "+s.route+" to agree with the clients", func() error {
+	err := poll.Until(t.Context(), 5*time.Second, "the interceptors' counters of "+s.route+" to agree with the clients", func() error {
 		var err error
 		if got, err = s.sum(); err != nil {
 			return err

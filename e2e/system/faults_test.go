@@ -25,7 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/lobby-http/lobby/e2e/deploy"
-	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -73,7 +73,7 @@ func TestAppCrashMidRequest(t *testing.T) {
 	}
 	inflight := make(chan response, 1)
 	go func() { inflight <- send(ctx, http.MethodGet, in.URL("http")+"/?delay=60s", "crashy.example.com", nil) }()
-	if err := framework.Await(t.Context(), 10*time.Second, "the slow request to be in flight", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "the slow request to be in flight", func() error {
 		q, err := queue(in.URL("admin"))
 		if err != nil {
 			return err
@@ -90,7 +90,7 @@ func TestAppCrashMidRequest(t *testing.T) {
 	// app has it. Crashed earlier, the interceptor's dial would be refused and the request held
 	// for the restarted container, which is a different scenario.
 	podAddr := net.JoinHostPort(pod.Status.PodIP, "8080")
-	if err := framework.Await(t.Context(), 10*time.Second, "the slow request to reach the app", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "the slow request to reach the app", func() error {
 		r := send(ctx, http.MethodGet, "http://"+podAddr+"/delayed", "crashy.example.com", nil)
 		if r.err != nil || r.code != http.StatusOK || strings.TrimSpace(r.body) != "1" {
 			return fmt.Errorf("GET /delayed at the pod: %d %q (%v), want 1", r.code, r.body, r.err)
@@ -102,7 +102,7 @@ func TestAppCrashMidRequest(t *testing.T) {
 	if r := send(ctx, http.MethodGet, "http://"+podAddr+"/crash", "crashy.example.com", nil); r.code != http.StatusOK {
 		t.Fatalf("GET /crash at the pod: got %d %q (%v), want 200", r.code, r.body, r.err)
 	}
-	if err := framework.Await(t.Context(), 10*time.Second, "the crashed process to stop listening", func() error { return refused(podAddr) }); err != nil {
+	if err := poll.Until(t.Context(), 10*time.Second, "the crashed process to stop listening", func() error { return refused(podAddr) }); err != nil {
 		t.Fatal(err)
 	}
 
@@ -250,7 +250,7 @@ func TestAppKilledDuringColdStart(t *testing.T) {
 			t.Fatalf("the held requests were answered before the pods were killed")
 		}
 		for _, p := range killed {
-			if err := framework.Await(t.Context(), 30*time.Second, "the kubelet to restart the killed container of "+p.Name, func() error {
+			if err := poll.Until(t.Context(), 30*time.Second, "the kubelet to restart the killed container of "+p.Name, func() error {
 				var now corev1.Pod
 				if err := suite.cluster.Client.Get(ctx, client.ObjectKeyFromObject(&p), &now); err != nil {
 					return err
@@ -324,7 +324,7 @@ func TestInterceptorSIGTERMUnderLoad(t *testing.T) {
 	heldWaking, heldStuck := make(chan response, 1), make(chan response, 1)
 	go func() { heldWaking <- send(ctx, http.MethodGet, victim.URL("http")+"/", "waking.example.com", nil) }()
 	go func() { heldStuck <- send(ctx, http.MethodGet, victim.URL("http")+"/", "stuck.example.com", nil) }()
-	if err := framework.Await(t.Context(), 10*time.Second, "two requests to be held on "+victim.Process.Name, func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "two requests to be held on "+victim.Process.Name, func() error {
 		q, err := queue(victim.URL("admin"))
 		if err != nil {
 			return err
@@ -341,7 +341,7 @@ func TestInterceptorSIGTERMUnderLoad(t *testing.T) {
 	sigterm := time.Now()
 	stopped := make(chan error, 1)
 	go func() { stopped <- victim.Process.Stop() }()
-	if err := framework.Await(t.Context(), 10*time.Second, "the terminating interceptor's /readyz to fail", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "the terminating interceptor's /readyz to fail", func() error {
 		resp, err := http.Get(victim.URL("admin") + "/readyz")
 		if err != nil {
 			return fmt.Errorf("GET /readyz: %w (the admin server must answer until the drain ends)", err)
@@ -363,7 +363,7 @@ func TestInterceptorSIGTERMUnderLoad(t *testing.T) {
 		}
 	}
 	proxyAddr := net.JoinHostPort(victim.Addr.String(), strconv.Itoa(int(victim.Ports["http"])))
-	if err := framework.Await(t.Context(), 10*time.Second, "the terminating interceptor to close its proxy listener", func() error { return refused(proxyAddr) }); err != nil {
+	if err := poll.Until(t.Context(), 10*time.Second, "the terminating interceptor to close its proxy listener", func() error { return refused(proxyAddr) }); err != nil {
 		t.Fatal(err)
 	}
 	if len(heldWaking) > 0 || len(heldStuck) > 0 {
@@ -397,7 +397,7 @@ func TestInterceptorSIGTERMUnderLoad(t *testing.T) {
 
 	// The replacement joins and nginx sends to it, with the load still running.
 	restoreInterceptors(t, len(ins), noRetry)
-	if err := framework.Await(t.Context(), 30*time.Second, "the replacement interceptor to route "+steady.key(), func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "the replacement interceptor to route "+steady.key(), func() error {
 		for _, in := range suite.lobby.Instances("interceptor") {
 			if q, err := queue(in.URL("admin")); err != nil || q[steady.key()].Requests == 0 {
 				return fmt.Errorf("%s: requests %d (%v)", in.Process.Name, q[steady.key()].Requests, err)
@@ -463,7 +463,7 @@ func TestScalerRestart(t *testing.T) {
 	counts := watchServerCounts(t, warm.key())
 	load := startLoad(ctx, 3, 0, noRetry.URL+"/", "warm.example.com")
 	defer load.stop()
-	if err := framework.Await(t.Context(), 60*time.Second, "KEDA to see "+warm.key()+" ready and active", func() error {
+	if err := poll.Until(t.Context(), 60*time.Second, "KEDA to see "+warm.key()+" ready and active", func() error {
 		return scaledObjectConditions(ctx, warm, map[string]string{"Ready": "True", "Active": "True"})
 	}); err != nil {
 		t.Fatal(err)
@@ -485,7 +485,7 @@ func TestScalerRestart(t *testing.T) {
 		}
 	})
 	forEach(t, scalers, func(in *deploy.Instance) error { return suite.lobby.StopInPlace(in) })
-	if err := framework.Await(t.Context(), 60*time.Second, "KEDA to see the trigger of "+warm.key()+" fail", func() error {
+	if err := poll.Until(t.Context(), 60*time.Second, "KEDA to see the trigger of "+warm.key()+" fail", func() error {
 		return scaledObjectConditions(ctx, warm, map[string]string{"Ready": "False"})
 	}); err != nil {
 		t.Fatal(err)
@@ -510,7 +510,7 @@ func TestScalerRestart(t *testing.T) {
 	woken := make(chan response, 1)
 	go func() { woken <- send(ctx, http.MethodGet, in.URL("http")+"/", "cold.example.com", nil) }()
 
-	if err := framework.Await(t.Context(), 2*time.Minute, "KEDA to read the trigger of "+warm.key()+" again", func() error {
+	if err := poll.Until(t.Context(), 2*time.Minute, "KEDA to read the trigger of "+warm.key()+" again", func() error {
 		return scaledObjectConditions(ctx, warm, map[string]string{"Ready": "True"})
 	}); err != nil {
 		t.Fatal(err)
@@ -531,7 +531,7 @@ func TestScalerRestart(t *testing.T) {
 	}
 	t.Logf("the cold app answered %v after the scalers were ready again", r.at.Sub(back).Round(time.Millisecond))
 	// KEDA reconnects its push streams with a back-off of its own (2 s doubling to a minute).
-	if err := framework.Await(t.Context(), 2*time.Minute, "KEDA to reopen a StreamIsActive stream on the restarted scalers", func() error {
+	if err := poll.Until(t.Context(), 2*time.Minute, "KEDA to reopen a StreamIsActive stream on the restarted scalers", func() error {
 		streams := 0
 		for _, s := range restarted {
 			n, err := scalerStreams(s)
@@ -689,7 +689,7 @@ next:
 func waitPod(t *testing.T, a *app, timeout time.Duration, what string, check func(*corev1.Pod) error) corev1.Pod {
 	t.Helper()
 	var pod corev1.Pod
-	if err := framework.Await(t.Context(), timeout, "the pod of "+a.key()+" to be "+what, func() error {
+	if err := poll.Until(t.Context(), timeout, "the pod of "+a.key()+" to be "+what, func() error {
 		var pods corev1.PodList
 		if err := suite.cluster.Client.List(t.Context(), &pods, client.InNamespace(a.ns), client.MatchingLabels{"app": a.name}); err != nil {
 			return err

@@ -24,7 +24,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/lobby-http/lobby/e2e/deploy"
-	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -572,7 +572,7 @@ func TestSlowlorisIsCutAtTheHeaderTimeout(t *testing.T) {
 			}
 		})
 	}
-	if err := framework.Await(t.Context(), 30*time.Second, "every slow client to have started", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "every slow client to have started", func() error {
 		if n := started.Load(); n < trickling+silent {
 			return fmt.Errorf("%d of %d", n, trickling+silent)
 		}

@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/lobby-http/lobby/e2e/apps"
-	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 )
 
 // probeWindow is how long health checks hit a static route while the app sits at zero.
@@ -93,7 +93,7 @@ spec:
 `)
 	a := &app{ns: ns, name: "routed"}
 	waitRouting(t, a.key(), 30*time.Second)
-	if err := framework.Await(t.Context(), 60*time.Second, "KEDA to create the HPA", func() error {
+	if err := poll.Until(t.Context(), 60*time.Second, "KEDA to create the HPA", func() error {
 		var hpa unstructured.Unstructured
 		hpa.SetGroupVersionKind(schema.GroupVersionKind{Group: "autoscaling", Version: "v2", Kind: "HorizontalPodAutoscaler"})
 		return c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "keda-hpa-routed"}, &hpa)
@@ -102,7 +102,7 @@ spec:
 	}
 
 	t.Run("bodies come from the labelled ConfigMap, live, and a missing one is a clear 500", func(t *testing.T) {
-		if err := framework.Await(t.Context(), 20*time.Second, "the ConfigMap body", func() error {
+		if err := poll.Until(t.Context(), 20*time.Second, "the ConfigMap body", func() error {
 			r := send(t.Context(), http.MethodGet, suite.ingress.URL+"/notice", "routed.example.com", nil)
 			if r.code != http.StatusOK || r.body != "down for maintenance" {
 				return fmt.Errorf("got %d %q %v", r.code, r.body, r.err)
@@ -115,7 +115,7 @@ spec:
 		if err := c.Client.Update(t.Context(), pages); err != nil {
 			t.Fatal(err)
 		}
-		if err := framework.Await(t.Context(), 20*time.Second, "the updated ConfigMap body", func() error {
+		if err := poll.Until(t.Context(), 20*time.Second, "the updated ConfigMap body", func() error {
 			r := send(t.Context(), http.MethodGet, suite.ingress.URL+"/notice", "routed.example.com", nil)
 			if r.code != http.StatusOK || r.body != "back soon" {
 				return fmt.Errorf("got %d %q %v", r.code, r.body, r.err)
@@ -162,7 +162,7 @@ spec:
 		t.Errorf("replicas = %d after the cold start, want 1", desired)
 	}
 
-	if err := framework.Await(t.Context(), 4*time.Minute, "KEDA to scale the idle app back to zero", func() error {
+	if err := poll.Until(t.Context(), 4*time.Minute, "KEDA to scale the idle app back to zero", func() error {
 		desired, _, err := a.replicas(ctx)
 		if err == nil && desired != 0 {
 			err = fmt.Errorf("replicas = %d", desired)

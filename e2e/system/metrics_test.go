@@ -25,6 +25,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/chart"
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -202,7 +203,7 @@ func TestPrometheusSeesLobby(t *testing.T) {
 		t.Fatal(err)
 	}
 	up := fmt.Sprintf(`up{namespace=%q} == 1`, suite.lobby.Namespace)
-	if err := framework.Await(t.Context(), 30*time.Second, fmt.Sprintf("Prometheus to scrape all %d of lobby's targets", targets), func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, fmt.Sprintf("Prometheus to scrape all %d of lobby's targets", targets), func() error {
 		n, err := promQuery(t.Context(), suite.prometheus, up)
 		if err == nil && n != targets {
 			err = fmt.Errorf("%d up", n)
@@ -222,7 +223,7 @@ func TestPrometheusSeesLobby(t *testing.T) {
 	in := suite.lobby.Instances("interceptor")[0]
 	held := make(chan []response, 1)
 	go func() { held <- sendMany(ctx, 2, in.URL("http")+"/", "watched.example.com") }()
-	if err := framework.Await(t.Context(), 10*time.Second, "two requests to be held", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "two requests to be held", func() error {
 		q, err := queue(in.URL("admin"))
 		if err != nil {
 			return err
@@ -235,7 +236,7 @@ func TestPrometheusSeesLobby(t *testing.T) {
 		t.Fatal(err)
 	}
 	rejections := fmt.Sprintf(`lobby_interceptor_queue_rejections_total{route=%q} == 0`, a.key())
-	if err := framework.Await(t.Context(), 5*time.Second, "Prometheus to scrape "+rejections, func() error { return promHas(ctx, rejections) }); err != nil {
+	if err := poll.Until(t.Context(), 5*time.Second, "Prometheus to scrape "+rejections, func() error { return promHas(ctx, rejections) }); err != nil {
 		t.Fatal(err)
 	}
 	checkAll(t, "requests over the bound", sendMany(ctx, 2, in.URL("http")+"/", "watched.example.com"), http.StatusServiceUnavailable)
@@ -247,7 +248,7 @@ func TestPrometheusSeesLobby(t *testing.T) {
 		fmt.Sprintf(`lobby_interceptor_in_flight_requests{route=%q}`, a.key()),
 		fmt.Sprintf(`lobby_interceptor_held_requests{route=%q}`, a.key()),
 	} {
-		if err := framework.Await(t.Context(), 15*time.Second, "Prometheus to have "+q, func() error { return promHas(ctx, q) }); err != nil {
+		if err := poll.Until(t.Context(), 15*time.Second, "Prometheus to have "+q, func() error { return promHas(ctx, q) }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -259,7 +260,7 @@ func TestPrometheusSeesLobby(t *testing.T) {
 	for _, q := range queries {
 		expr := promQL(q.PromQL(a.key()))
 		t.Run(q.Panel+" "+q.RefID, func(t *testing.T) {
-			if err := framework.Await(t.Context(), 15*time.Second, "the dashboard query to return data: "+expr, func() error { return promHas(ctx, expr) }); err != nil {
+			if err := poll.Until(t.Context(), 15*time.Second, "the dashboard query to return data: "+expr, func() error { return promHas(ctx, expr) }); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -278,7 +279,7 @@ func checkAlertRules(t *testing.T, route string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := framework.Await(t.Context(), 15*time.Second, "Prometheus to evaluate every alert rule", func() error {
+	if err := poll.Until(t.Context(), 15*time.Second, "Prometheus to evaluate every alert rule", func() error {
 		var data struct {
 			Groups []struct {
 				Rules []struct {
@@ -309,12 +310,12 @@ func checkAlertRules(t *testing.T, route string) {
 	for _, r := range rules {
 		for _, m := range r.Metrics() {
 			q := fmt.Sprintf(`count(%s{namespace=%q})`, m, suite.lobby.Namespace)
-			if err := framework.Await(t.Context(), 15*time.Second, "Prometheus to have "+m+", which "+r.Alert+" reads", func() error { return promHas(ctx, q) }); err != nil {
+			if err := poll.Until(t.Context(), 15*time.Second, "Prometheus to have "+m+", which "+r.Alert+" reads", func() error { return promHas(ctx, q) }); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	if err := framework.Await(t.Context(), 15*time.Second, "LobbyHoldQueueFull to be pending for "+route, func() error {
+	if err := poll.Until(t.Context(), 15*time.Second, "LobbyHoldQueueFull to be pending for "+route, func() error {
 		var data struct {
 			Alerts []struct {
 				Labels map[string]string `json:"labels"`

@@ -30,7 +30,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/apps"
 	"github.com/lobby-http/lobby/e2e/deploy"
-	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -131,7 +131,7 @@ spec:
 	load := startCountedLoad(ctx, in.URL+"/", warmHost, 2, 10*time.Millisecond, 20000, 4*time.Minute)
 	// KEDA scaled the warm app to zero when it took its ScaledObject over; the first requests
 	// wake it through the previous installation and are held meanwhile, as with the add-on.
-	if err := framework.Await(t.Context(), 60*time.Second, "the warm app to answer through the previous interceptor", func() error {
+	if err := poll.Until(t.Context(), 60*time.Second, "the warm app to answer through the previous interceptor", func() error {
 		if n := load.answered.Load(); n < 200 {
 			return fmt.Errorf("%d answered", n)
 		}
@@ -141,7 +141,7 @@ spec:
 	}
 
 	zero := &app{ns: ns, name: "zero"}
-	if err := framework.Await(t.Context(), 90*time.Second, "KEDA to scale the idle app to zero through the previous scaler", func() error {
+	if err := poll.Until(t.Context(), 90*time.Second, "KEDA to scale the idle app to zero through the previous scaler", func() error {
 		desired, _, err := zero.replicas(ctx)
 		if err == nil && desired != 0 {
 			err = fmt.Errorf("%d replicas", desired)
@@ -192,7 +192,7 @@ spec:
 		body, err := io.ReadAll(resp.Body)
 		wake <- response{code: resp.StatusCode, body: string(body), header: resp.Header, err: err, at: time.Now()}
 	}()
-	if err := framework.Await(t.Context(), 10*time.Second, "lobby's interceptors to hold the request for the app at zero", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "lobby's interceptors to hold the request for the app at zero", func() error {
 		if n := routeRequests(t, rel.Instances("interceptor"), ns+"/zero"); n != 1 {
 			return fmt.Errorf("lobby's interceptors received %d requests for it", n)
 		}
@@ -201,7 +201,7 @@ spec:
 		t.Fatal(err)
 	}
 	// The previous interceptor answers what it still has in flight before the next step.
-	if err := framework.Await(t.Context(), 30*time.Second, "the previous interceptor to finish its requests", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "the previous interceptor to finish its requests", func() error {
 		q, err := queue(prevIn.URL("admin"))
 		if err != nil {
 			return err
@@ -224,7 +224,7 @@ spec:
 	lobbyScaler := rel.Release + "-scaler." + rel.Namespace + ".svc.cluster.local:9090"
 	for _, l := range left {
 		key := client.ObjectKey{Namespace: ns, Name: l.name}
-		if err := framework.Await(t.Context(), 60*time.Second, key.String()+" to be Ready and scaled through lobby's scaler", func() error {
+		if err := poll.Until(t.Context(), 60*time.Second, key.String()+" to be Ready and scaled through lobby's scaler", func() error {
 			return migrated(ctx, key, lobbyScaler)
 		}); err != nil {
 			t.Fatal(err)
@@ -249,7 +249,7 @@ spec:
 	if err := prevIn.Process.Stop(); err != nil {
 		t.Errorf("stop the previous interceptor: %v", err)
 	}
-	if err := framework.Await(t.Context(), 30*time.Second, "the warm app to keep answering after the previous installation is gone", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "the warm app to keep answering after the previous installation is gone", func() error {
 		if n := load.answered.Load(); n < before+300 {
 			return fmt.Errorf("%d answered since", n-before)
 		}
@@ -269,7 +269,7 @@ spec:
 	if err := c.Client.Delete(ctx, hsos["zero"]); err != nil {
 		t.Fatalf("delete the HTTPScaledObject: %v", err)
 	}
-	if err := framework.Await(t.Context(), 10*time.Second, "the deleted HTTPScaledObject to be gone", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "the deleted HTTPScaledObject to be gone", func() error {
 		err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "zero"}, &v1alpha1.HTTPScaledObject{})
 		if apierrors.IsNotFound(err) {
 			return nil
@@ -279,7 +279,7 @@ spec:
 		t.Fatal(err)
 	}
 	t.Logf("the HTTPScaledObject was gone %v after the delete", time.Since(deleted).Round(time.Millisecond))
-	if err := framework.Await(t.Context(), 90*time.Second, "the workload to be back at its original replica count", func() error {
+	if err := poll.Until(t.Context(), 90*time.Second, "the workload to be back at its original replica count", func() error {
 		desired, _, err := zero.replicas(ctx)
 		if err == nil && desired != originalZero {
 			err = fmt.Errorf("%d replicas, want %d", desired, originalZero)
@@ -412,7 +412,7 @@ func addOnScaledObject(ns, name string, hso *v1alpha1.HTTPScaledObject, scalerAd
 func kedaOriginalReplicas(t *testing.T, ns, name string) int32 {
 	t.Helper()
 	var n int64
-	if err := framework.Await(t.Context(), 30*time.Second, "KEDA to record the original replica count of "+ns+"/"+name, func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "KEDA to record the original replica count of "+ns+"/"+name, func() error {
 		so := &unstructured.Unstructured{}
 		so.SetGroupVersionKind(scaledObjectGVK)
 		if err := suite.cluster.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, so); err != nil {

@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/lobby-http/lobby/e2e/coldstart"
-	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -164,7 +164,7 @@ func TestQueueBound(t *testing.T) {
 	ctx := t.Context()
 	held := make(chan []response, 1)
 	go func() { held <- sendMany(ctx, 5, in.URL("http")+"/", "bounded.example.com") }()
-	if err := framework.Await(t.Context(), 10*time.Second, "five requests to be held", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "five requests to be held", func() error {
 		q, err := queue(in.URL("admin"))
 		if err != nil {
 			return err
@@ -231,7 +231,7 @@ func TestScaleOutAndBackToZero(t *testing.T) {
 	wg.Wait()
 	checkAll(t, "requests under load", results, http.StatusOK)
 
-	if err := framework.Await(t.Context(), 4*time.Minute, "KEDA to scale the idle app back to zero", func() error {
+	if err := poll.Until(t.Context(), 4*time.Minute, "KEDA to scale the idle app back to zero", func() error {
 		desired, _, err := a.replicas(t.Context())
 		if err != nil {
 			return err
@@ -245,7 +245,7 @@ func TestScaleOutAndBackToZero(t *testing.T) {
 	}
 	// At zero means no pod left: a request sent while the last pod is still shutting down can
 	// reach it before its EndpointSlice says so (see the note on scale-down in docs/proxy.md).
-	if err := framework.Await(t.Context(), time.Minute, "the app's last pod to be gone", func() error {
+	if err := poll.Until(t.Context(), time.Minute, "the app's last pod to be gone", func() error {
 		var pods corev1.PodList
 		if err := suite.cluster.Client.List(t.Context(), &pods, client.InNamespace(a.ns)); err != nil {
 			return err
@@ -279,7 +279,7 @@ func TestEditAndDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := framework.Await(t.Context(), 10*time.Second, "the edited host to route and the old one to stop", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "the edited host to route and the old one to stop", func() error {
 		if r := send(ctx, http.MethodGet, suite.ingress.URL+"/", "after.example.com", nil); r.code != http.StatusOK {
 			return fmt.Errorf("new host: %d", r.code)
 		}
@@ -293,7 +293,7 @@ func TestEditAndDelete(t *testing.T) {
 	if err := suite.cluster.Client.Delete(ctx, &hso); err != nil {
 		t.Fatal(err)
 	}
-	if err := framework.Await(t.Context(), 10*time.Second, "the deleted object's host to answer 404", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "the deleted object's host to answer 404", func() error {
 		if r := send(ctx, http.MethodGet, suite.ingress.URL+"/", "after.example.com", nil); r.code != http.StatusNotFound {
 			return fmt.Errorf("got %d", r.code)
 		}
@@ -302,7 +302,7 @@ func TestEditAndDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The garbage collector deletes KEDA's ScaledObject with the HTTPScaledObject that owns it.
-	if err := framework.Await(t.Context(), 30*time.Second, "the ScaledObject to be garbage-collected", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "the ScaledObject to be garbage-collected", func() error {
 		var so unstructured.Unstructured
 		so.SetGroupVersionKind(scaledObjectGVK)
 		err := suite.cluster.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: a.name}, &so)

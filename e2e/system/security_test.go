@@ -44,7 +44,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/apps"
 	"github.com/lobby-http/lobby/e2e/deploy"
-	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/e2e/netns"
 	"github.com/lobby-http/lobby/internal/externalscaler"
 	"github.com/lobby-http/lobby/internal/stream"
@@ -264,7 +264,7 @@ func TestInterceptorDialsOnlyEndpointSliceAddresses(t *testing.T) {
 	}
 	plain := wireRequest("GET / HTTP/1.1", "Host: "+host, "Connection: close")
 	for i := range interceptors {
-		if err := framework.Await(t.Context(), 60*time.Second, proxyAddr(i)+" to route "+host+" to its endpoint", func() error {
+		if err := poll.Until(t.Context(), 60*time.Second, proxyAddr(i)+" to route "+host+" to its endpoint", func() error {
 			res, err := wireExchange(proxyAddr(i), netip.Addr{}, 10*time.Second, plain)
 			if err == nil && res.header.Get("X-Backend") != "first" {
 				err = fmt.Errorf("answer %d %q", res.code, excerpt(res.body))
@@ -347,7 +347,7 @@ func TestInterceptorDialsOnlyEndpointSliceAddresses(t *testing.T) {
 		t.Fatalf("move the ready endpoint: %v", err)
 	}
 	for i := range interceptors {
-		if err := framework.Await(t.Context(), 30*time.Second, proxyAddr(i)+" to follow the EndpointSlice to the second server", func() error {
+		if err := poll.Until(t.Context(), 30*time.Second, proxyAddr(i)+" to follow the EndpointSlice to the second server", func() error {
 			res, err := wireExchange(proxyAddr(i), netip.Addr{}, 10*time.Second, plain)
 			if err == nil && res.header.Get("X-Backend") != "second" {
 				err = fmt.Errorf("answered by %q", res.header.Get("X-Backend"))
@@ -481,7 +481,7 @@ func TestHopByHopHeadersStripped(t *testing.T) {
 	for _, in := range suite.lobby.Instances("interceptor") {
 		proxyAddr := netip.AddrPortFrom(in.Addr, uint16(in.Ports["http"])).String()
 		var res wireResult
-		if err := framework.Await(t.Context(), 60*time.Second, in.Process.Name+" to route "+respHost, func() error {
+		if err := poll.Until(t.Context(), 60*time.Second, in.Process.Name+" to route "+respHost, func() error {
 			var err error
 			if res, err = wireExchange(proxyAddr, netip.Addr{}, 10*time.Second, req); err == nil && res.header.Get("X-Backend") != "hop" {
 				err = fmt.Errorf("answer %d %q", res.code, excerpt(res.body))
@@ -611,7 +611,7 @@ func TestScalerTLSWithKEDA(t *testing.T) {
 		return []tls.Certificate{kp}
 	}
 	trusted := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, Certificates: keyPair(clientCert, clientKey)}
-	if err := framework.Await(t.Context(), 30*time.Second, "the TLS scaler to answer a client with KEDA's settings", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "the TLS scaler to answer a client with KEDA's settings", func() error {
 		_, err := callIsActive(ctx, scalerAddr, credentials.NewTLS(trusted), ref)
 		return err
 	}); err != nil {
@@ -671,7 +671,7 @@ func callIsActive(ctx context.Context, addr string, creds credentials.TransportC
 func waitTLSStream(t *testing.T, in *deploy.Instance, ns, name string) {
 	t.Helper()
 	adminURL := in.URL("admin") + "/metrics"
-	if err := framework.Await(t.Context(), 60*time.Second, "KEDA to open StreamIsActive on the TLS scaler and mark the ScaledObject ready", func() error {
+	if err := poll.Until(t.Context(), 60*time.Second, "KEDA to open StreamIsActive on the TLS scaler and mark the ScaledObject ready", func() error {
 		if v, err := scrapeSample(adminURL, "lobby_scaler_streams", map[string]string{"method": "StreamIsActive"}); err != nil || v < 1 {
 			return fmt.Errorf("StreamIsActive streams %v (%v)", v, err)
 		}
@@ -687,7 +687,7 @@ func waitTLSCalls(t *testing.T, in *deploy.Instance) {
 	t.Helper()
 	adminURL := in.URL("admin") + "/metrics"
 	for _, method := range []string{"IsActive", "GetMetricSpec"} {
-		if err := framework.Await(t.Context(), 60*time.Second, "a successful "+method+" call on the TLS scaler", func() error {
+		if err := poll.Until(t.Context(), 60*time.Second, "a successful "+method+" call on the TLS scaler", func() error {
 			v, err := scrapeSample(adminURL, "lobby_scaler_rpc_duration_seconds_count", map[string]string{"method": method, "code": "OK"})
 			if err == nil && v < 1 {
 				err = fmt.Errorf("%v successful calls", v)
@@ -944,7 +944,7 @@ func (c *canary) selfTest(t *testing.T) {
 	}
 	_, _ = io.WriteString(conn, "self-test")
 	conn.Close()
-	if err := framework.Await(t.Context(), 10*time.Second, "canary "+c.addr.String()+" to record a connection", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "canary "+c.addr.String()+" to record a connection", func() error {
 		if n := len(c.connections()); n != 1 {
 			return fmt.Errorf("%d connections recorded", n)
 		}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/deploy"
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -117,7 +118,7 @@ func startJaeger(t *testing.T, c *framework.Cluster) netip.Addr {
 			t.Logf("stop jaeger: %v\n%s", err, log)
 		}
 	})
-	if err := framework.Await(t.Context(), 30*time.Second, "Jaeger's query API to answer", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "Jaeger's query API to answer", func() error {
 		if exited, _ := p.Exited(); exited {
 			log, _ := os.ReadFile(p.LogFile)
 			t.Fatalf("jaeger exited:\n%s", log)
@@ -179,7 +180,7 @@ func (s jaegerSpan) parent() string {
 // jaegerTrace reads a trace back from Jaeger's query API until it has want spans.
 func jaegerTrace(t *testing.T, jaeger netip.Addr, traceID string, want int) (spans []jaegerSpan, services map[string]string) {
 	t.Helper()
-	if err := framework.Await(t.Context(), 30*time.Second, fmt.Sprintf("Jaeger to hold %d spans of trace %s", want, traceID), func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, fmt.Sprintf("Jaeger to hold %d spans of trace %s", want, traceID), func() error {
 		var got struct {
 			Data []struct {
 				Spans     []jaegerSpan `json:"spans"`

@@ -1,4 +1,4 @@
-package framework_test
+package poll_test
 
 import (
 	"context"
@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 )
 
-func TestAwait(t *testing.T) {
+func TestUntil(t *testing.T) {
 	last := errors.New("still down")
 	cancelled, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -34,7 +34,7 @@ func TestAwait(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			calls := 0
-			err := framework.Await(c.ctx, c.timeout, "the server", func() error {
+			err := poll.Until(c.ctx, c.timeout, "the server", func() error {
 				calls++
 				if calls == c.succeedAt {
 					return nil
@@ -42,15 +42,15 @@ func TestAwait(t *testing.T) {
 				return last
 			})
 			if c.wantErr == nil && err != nil {
-				t.Fatalf("Await = %v; want nil", err)
+				t.Fatalf("Until = %v; want nil", err)
 			}
 			for _, want := range c.wantErr {
 				if !errors.Is(err, want) {
-					t.Errorf("Await = %v; want it to wrap %v", err, want)
+					t.Errorf("Until = %v; want it to wrap %v", err, want)
 				}
 			}
 			if err != nil && !strings.Contains(err.Error(), c.wantText) {
-				t.Errorf("Await = %q; want it to name %q", err, c.wantText)
+				t.Errorf("Until = %q; want it to name %q", err, c.wantText)
 			}
 			if c.wantCalls != 0 && calls != c.wantCalls {
 				t.Errorf("check ran %d times; want %d", calls, c.wantCalls)
@@ -59,18 +59,18 @@ func TestAwait(t *testing.T) {
 	}
 }
 
-func TestAwaitBacksOff(t *testing.T) {
+func TestUntilBacksOff(t *testing.T) {
 	calls := 0
 	start := time.Now()
-	err := framework.Await(t.Context(), 600*time.Millisecond, "nothing", func() error {
+	err := poll.Until(t.Context(), 600*time.Millisecond, "nothing", func() error {
 		calls++
 		return errors.New("never")
 	})
 	if err == nil {
-		t.Fatal("Await = nil; want the timeout's error")
+		t.Fatal("Until = nil; want the timeout's error")
 	}
 	if took := time.Since(start); took > 2*time.Second {
-		t.Errorf("Await took %v past a timeout of 600ms", took)
+		t.Errorf("Until took %v past a timeout of 600ms", took)
 	}
 	// 0, 10, 30, 70, 150, 250, ... 550 ms, then the deadline: about ten checks, not sixty.
 	if calls < 4 || calls > 12 {
