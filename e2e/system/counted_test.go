@@ -291,13 +291,25 @@ func (s *serverCounts) sum() (routeCounters, error) {
 	return total, nil
 }
 
-// agree fails t unless, within a few seconds (a counter is incremented when the interceptor's
-// handler returns, which may come just after the client has its answer), the interceptors
-// answered the route's requests with exactly the codes the clients saw and had no failed
-// exchange with the app. Every request of the tally went through an nginx without retries to one
-// interceptor, and the route had no other traffic since watchServerCounts.
+// agree fails t unless, within a few seconds, the interceptors answered the route's requests
+// with exactly the codes the clients saw and had no failed exchange with the app. Every request
+// of the tally went through an nginx without retries to one interceptor, and the route had no
+// other traffic since watchServerCounts.
 func (s *serverCounts) agree(t *testing.T, what string, c tally) {
 	t.Helper()
+	got := s.await(t, what, c.codes)
+	if len(got.upstream) > 0 {
+		t.Errorf("%s: the interceptors counted failed exchanges with the app: %v", what, got.upstream)
+	}
+}
+
+// await fails t unless, within a few seconds (a counter is incremented when the interceptor's
+// handler returns, which may come just after the client has its answer), the interceptors'
+// answers of the route since watchServerCounts are exactly want, by status code; it returns their
+// counters.
+func (s *serverCounts) await(t *testing.T, what string, want map[int]int) routeCounters {
+	t.Helper()
+	got := routeCounters{codes: map[int]float64{}, upstream: map[string]float64{}}
 	s.mu.Lock()
 	ended := slices.Collect(maps.Values(s.ended))
 	s.mu.Unlock()
@@ -306,30 +318,29 @@ func (s *serverCounts) agree(t *testing.T, what string, c tally) {
 		case <-e:
 		case <-time.After(loadDrain):
 			t.Errorf("%s: an interceptor whose counters are kept still answers %v later", what, loadDrain)
-			return
+			return got
 		}
 	}
-	want := map[int]float64{}
-	for code, n := range c.codes {
-		want[code] = float64(n)
+	wanted := map[int]float64{}
+	for code, n := range want {
+		if n != 0 {
+			wanted[code] = float64(n)
+		}
 	}
-	var got routeCounters
 	err := poll.Until(t.Context(), 5*time.Second, "the interceptors' counters of "+s.route+" to agree with the clients", func() error {
 		var err error
 		if got, err = s.sum(); err != nil {
 			return err
 		}
-		if !maps.Equal(got.codes, want) {
-			return fmt.Errorf("the interceptors answered %v, the clients saw %v (and %d transport errors, %d unanswered)", got.codes, want, c.errors, c.unanswered)
+		if !maps.Equal(got.codes, wanted) {
+			return fmt.Errorf("the interceptors answered %v, the clients saw %v", got.codes, wanted)
 		}
 		return nil
 	})
 	if err != nil {
 		t.Errorf("%s: %v", what, err)
 	}
-	if len(got.upstream) > 0 {
-		t.Errorf("%s: the interceptors counted failed exchanges with the app: %v", what, got.upstream)
-	}
+	return got
 }
 
 // readRouteCounters reads route's counters from an interceptor's /metrics.

@@ -71,6 +71,10 @@ func TestAppCrashMidRequest(t *testing.T) {
 	if r := send(ctx, http.MethodGet, in.URL("http")+"/", "crashy.example.com", nil); r.code != http.StatusOK {
 		t.Fatalf("crashy.example.com at %s before the crash: got %d %q (%v), want 200", in.Process.Name, r.code, r.body, r.err)
 	}
+	// From here on, the interceptors' counters of the crashed app must show what its clients
+	// see: the 502 of the request in flight, and the answers to the requests sent after.
+	crashyCounts := watchServerCounts(t, a.key())
+	crashyAnswers := map[int]int{}
 	inflight := make(chan response, 1)
 	go func() { inflight <- send(ctx, http.MethodGet, in.URL("http")+"/?delay=60s", "crashy.example.com", nil) }()
 	if err := poll.Until(t.Context(), 10*time.Second, "the slow request to be in flight", func() error {
@@ -120,6 +124,9 @@ func TestAppCrashMidRequest(t *testing.T) {
 	}
 	select {
 	case r := <-inflight:
+		if r.err == nil {
+			crashyAnswers[r.code]++
+		}
 		if r.err != nil || r.code != http.StatusBadGateway {
 			t.Errorf("the request in flight at the crash: got %d %q (%v), want 502", r.code, r.body, r.err)
 		}
@@ -146,6 +153,9 @@ func TestAppCrashMidRequest(t *testing.T) {
 	checkAll(t, fmt.Sprintf("%d requests sent between the crash and the restarted container's readiness", len(got)), got, http.StatusOK)
 	held := 0
 	for _, r := range got {
+		if r.err == nil {
+			crashyAnswers[r.code]++
+		}
 		var e echoed
 		if r.code == http.StatusOK && (json.Unmarshal([]byte(r.body), &e) != nil || e.PodName != pod.Name) {
 			t.Errorf("a request after the crash was answered by %q (%q), want the restarted container of %s", e.PodName, r.body, pod.Name)
@@ -157,17 +167,20 @@ func TestAppCrashMidRequest(t *testing.T) {
 	if held == 0 {
 		t.Errorf("none of the %d requests sent while the app was down carries X-Lobby-Cold-Start: none was held", len(got))
 	}
-	// Whether a request met the dead pod's refused port before its EndpointSlice said so
+	// Every answer the crashed app's clients saw is the interceptors' own (no retries, no
+	// answer of nginx's), and the 502 has its cause counted: a failed exchange with the app.
+	// Whether a request also met the dead pod's refused port before its EndpointSlice said so
 	// depends on the timing of the kubelet's status update; say which case this run covered.
-	refusals := 0.0
-	for _, in := range suite.lobby.Instances("interceptor") {
-		n, err := counterValue(in.URL("admin"), "lobby_interceptor_upstream_errors_total", map[string]string{"route": a.key(), "reason": "connect"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		refusals += n
+	crashy := crashyCounts.await(t, "the crashed app's requests", crashyAnswers)
+	failedExchanges := 0.0
+	for _, n := range crashy.upstream {
+		failedExchanges += n
 	}
-	t.Logf("%d requests sent while the app was down, %d of them answered with X-Lobby-Cold-Start; %v dials refused by the dead pod", len(got), held, refusals)
+	if failedExchanges < 1 {
+		t.Errorf("the interceptors counted no failed exchange with the crashed app (%v), want at least the one that ended in 502", crashy.upstream)
+	}
+	refusals := crashy.upstream["connect"]
+	t.Logf("%d requests sent while the app was down, %d of them answered with X-Lobby-Cold-Start; %v dials refused by the dead pod; failed exchanges by reason %v", len(got), held, refusals, crashy.upstream)
 	var p corev1.Pod
 	if err := suite.cluster.Client.Get(ctx, client.ObjectKeyFromObject(&pod), &p); err != nil {
 		t.Fatal(err)
@@ -652,36 +665,6 @@ func scalerStreams(in *deploy.Instance) (int, error) {
 		return 0, err
 	}
 	return 0, nil
-}
-
-// counterValue returns the value of the series of metric with the given labels (and perhaps
-// others) at a /metrics endpoint, or 0 when there is none.
-func counterValue(base, metric string, labels map[string]string) (float64, error) {
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-next:
-	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), metric+"{")
-		if !ok {
-			continue
-		}
-		set, value, ok := strings.Cut(rest, "} ")
-		if !ok {
-			continue
-		}
-		for k, v := range labels {
-			if !strings.Contains(","+set+",", ","+k+"="+strconv.Quote(v)+",") {
-				continue next
-			}
-		}
-		return strconv.ParseFloat(value, 64)
-	}
-	return 0, sc.Err()
 }
 
 // waitPod waits until the app has exactly one pod that is not being deleted and check accepts
