@@ -32,9 +32,11 @@ import (
 // without an answer this long after the load stopped is lost, not slow.
 const loadDrain = 15 * time.Second
 
-// loadBound caps every load: it stops sending by itself after this long or this many requests.
+// loadDuration and loadRequests cap every load, so that one nobody stops ends by itself: it
+// stops sending after this long (longer than a control-plane scenario's watch, which lasts until
+// a change made after the outage has taken effect) or this many requests.
 const (
-	loadDuration = 3 * time.Minute
+	loadDuration = 10 * time.Minute
 	loadRequests = 50000
 )
 
