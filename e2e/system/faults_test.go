@@ -169,8 +169,9 @@ func TestAppCrashMidRequest(t *testing.T) {
 	}
 	// Every answer the crashed app's clients saw is the interceptors' own (no retries, no
 	// answer of nginx's), and the 502 has its cause counted: a failed exchange with the app.
-	// Whether a request also met the dead pod's refused port before its EndpointSlice said so
-	// depends on the timing of the kubelet's status update; say which case this run covered.
+	// Whether requests also met the dead pod's refused port before its EndpointSlice said so
+	// depends on the timing of the kubelet's status update; the log says which case this run
+	// covered.
 	crashy := crashyCounts.await(t, "the crashed app's requests", crashyAnswers)
 	failedExchanges := 0.0
 	for _, n := range crashy.upstream {
@@ -179,8 +180,7 @@ func TestAppCrashMidRequest(t *testing.T) {
 	if failedExchanges < 1 {
 		t.Errorf("the interceptors counted no failed exchange with the crashed app (%v), want at least the one that ended in 502", crashy.upstream)
 	}
-	refusals := crashy.upstream["connect"]
-	t.Logf("%d requests sent while the app was down, %d of them answered with X-Lobby-Cold-Start; %v dials refused by the dead pod; failed exchanges by reason %v", len(got), held, refusals, crashy.upstream)
+	t.Logf("%d requests sent while the app was down, %d of them answered with X-Lobby-Cold-Start; failed exchanges with the app by reason %v (the reset of the request in flight and the dials the dead pod refused)", len(got), held, crashy.upstream)
 	var p corev1.Pod
 	if err := suite.cluster.Client.Get(ctx, client.ObjectKeyFromObject(&pod), &p); err != nil {
 		t.Fatal(err)
