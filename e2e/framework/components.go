@@ -59,33 +59,24 @@ var errGaveUp = errors.New("gave up")
 // waitFor awaits check for up to readyTimeout. It returns at once when the process p (if any)
 // exits, with the end of its log, or when check's error wraps errGaveUp.
 func waitFor(ctx context.Context, what string, p *Process, check func(context.Context) error) error {
-	ctx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
+	ctx, gaveUp := context.WithCancelCause(ctx)
+	defer gaveUp(nil)
+	if p != nil {
+		var release context.CancelFunc
+		ctx, release = p.WhileRunning(ctx)
+		defer release()
+	}
 	// The deadline bounds a check that hangs too (a request to a server that accepts and never
 	// answers).
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	if p != nil {
-		go func() {
-			select {
-			case <-p.Done():
-				// The cluster's folder goes when Start fails, so the error carries the log's end.
-				stop(fmt.Errorf("%w: %s exited: %w; the end of its log %s:\n%s", errGaveUp, p.Name, exitErr(p.waitErr), p.LogFile, logTail(p.LogFile, 20)))
-			case <-ctx.Done():
-			}
-		}()
-	}
-	err := poll.Until(ctx, readyTimeout, what+" to be ready", func() error {
+	return poll.Until(ctx, readyTimeout, what+" to be ready", func() error {
 		err := check(ctx)
 		if errors.Is(err, errGaveUp) {
-			stop(err)
+			gaveUp(err)
 		}
 		return err
 	})
-	if cause := context.Cause(ctx); err != nil && errors.Is(cause, errGaveUp) {
-		return fmt.Errorf("%s: %w", what, cause)
-	}
-	return err
 }
 
 // logTail returns the last n lines of the file, or why it could not be read.

@@ -70,20 +70,24 @@ func startPrometheus(ctx context.Context, c *framework.Cluster, namespace string
 		return "", err
 	}
 	u := "http://" + listen
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if resp, err := http.Get(u + "/-/ready"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return u, nil
-			}
+	waitCtx, release := p.WhileRunning(ctx)
+	defer release()
+	err = poll.Until(waitCtx, 30*time.Second, "prometheus to be ready on "+listen, func() error {
+		resp, err := http.Get(u + "/-/ready")
+		if err != nil {
+			return err
 		}
-		if exited, _ := p.Exited(); exited || time.Now().After(deadline) {
-			log, _ := os.ReadFile(p.LogFile)
-			return "", fmt.Errorf("prometheus did not become ready on %s\n%s", listen, log)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/-/ready: %s", resp.Status)
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		log, _ := os.ReadFile(p.LogFile)
+		return "", fmt.Errorf("%w\n%s", err, log)
 	}
+	return u, nil
 }
 
 // writeTargets writes Prometheus' file_sd targets: every ready endpoint, on the port named admin,

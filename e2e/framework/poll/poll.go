@@ -21,7 +21,7 @@ const (
 
 // Until calls check until it returns nil, and returns nil then. When timeout passes first, the
 // error names what was awaited and wraps check's last error; when ctx ends first, it wraps ctx's
-// error and check's last one. check runs at least once, whatever the timeout; it should bound its
+// cause (context.Cause: why a context with a cause ended, else its error) and check's last one. check runs at least once, whatever the timeout; it should bound its
 // own calls (by ctx), since Until cannot interrupt it.
 func Until(ctx context.Context, timeout time.Duration, what string, check func() error) error {
 	deadline := time.Now().Add(timeout)
@@ -40,7 +40,7 @@ func Until(ctx context.Context, timeout time.Duration, what string, check func()
 		timer.Reset(min(interval, left))
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for %s: %w (last: %w)", what, ctx.Err(), err)
+			return fmt.Errorf("wait for %s: %w (last: %w)", what, context.Cause(ctx), err)
 		case <-timer.C:
 		}
 		interval = min(2*interval, maxInterval)

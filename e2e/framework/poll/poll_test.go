@@ -14,6 +14,9 @@ func TestUntil(t *testing.T) {
 	last := errors.New("still down")
 	cancelled, cancel := context.WithCancel(t.Context())
 	cancel()
+	gone := errors.New("the server exited")
+	ended, end := context.WithCancelCause(t.Context())
+	end(gone)
 	cases := []struct {
 		name    string
 		ctx     context.Context
@@ -30,6 +33,8 @@ func TestUntil(t *testing.T) {
 			timeout: 30 * time.Millisecond, wantErr: []error{last}, wantText: "the server"},
 		{name: "It stops when the context ends, with the context's error and the check's last one.", ctx: cancelled,
 			timeout: time.Hour, wantCalls: 1, wantErr: []error{context.Canceled, last}, wantText: "the server"},
+		{name: "It gives the cause of a context that ended with one.", ctx: ended,
+			timeout: time.Hour, wantCalls: 1, wantErr: []error{gone, last}, wantText: "the server"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
