@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // AllowNamespacesAnnotation, on an HTTPScaledObject or InterceptorRoute, lists the other
@@ -13,19 +15,43 @@ import (
 const AllowNamespacesAnnotation = "lobby.dev/allow-namespaces"
 
 // ParseAllowNamespaces reads the value of AllowNamespacesAnnotation: namespace names separated by
-// commas, spaces ignored, "*" for every namespace. Empty entries are skipped.
+// commas, spaces ignored, "*" for every namespace. Empty entries are skipped, and so are entries
+// that cannot be namespace names (see InvalidAllowNamespaces).
 func ParseAllowNamespaces(v string) []string {
 	if v == "" {
 		return nil
 	}
 	var out []string
 	for _, p := range strings.Split(v, ",") {
-		if p = strings.TrimSpace(p); p != "" {
+		if p = strings.TrimSpace(p); p != "" && (p == "*" || len(validation.IsDNS1123Label(p)) == 0) {
 			out = append(out, p)
 		}
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// InvalidAllowNamespaces returns the entries of an AllowNamespacesAnnotation value that are
+// neither "*" nor a valid namespace name, which ParseAllowNamespaces ignores.
+func InvalidAllowNamespaces(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" && p != "*" && len(validation.IsDNS1123Label(p)) > 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// AllowNote says, for the Ready message of an object with the given annotations, which entries
+// of its AllowNamespacesAnnotation are ignored and why; "" when none is.
+func AllowNote(annotations map[string]string) string {
+	bad := InvalidAllowNamespaces(annotations[AllowNamespacesAnnotation])
+	if len(bad) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; annotation %s: %q ignored: not namespace names (write names separated by commas, or *)",
+		AllowNamespacesAnnotation, bad)
 }
 
 // Owner is the namespace that owns a host: the namespace of the oldest object (see OlderObject)

@@ -156,3 +156,29 @@ func TestTrimKeepsAllowNamespaces(t *testing.T) {
 		t.Errorf("AllowNamespaces after Trim = %q, want [a b]", got)
 	}
 }
+
+func TestParseAllowNamespaces(t *testing.T) {
+	tests := []struct {
+		name, value string
+		want, bad   []string
+	}{
+		{"names are split on commas, trimmed, sorted and deduplicated", " b, a,,b ", []string{"a", "b"}, nil},
+		{"* allows every namespace", "*", []string{"*"}, nil},
+		{"entries that cannot be namespace names are ignored and reported", "Team_A, ok, a.b", []string{"ok"}, []string{"Team_A", "a.b"}},
+		{"an empty value allows nothing", "", nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ParseAllowNamespaces(tt.value); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("ParseAllowNamespaces(%q) = %q, want %q", tt.value, got, tt.want)
+			}
+			if got := InvalidAllowNamespaces(tt.value); !reflect.DeepEqual(got, tt.bad) {
+				t.Errorf("InvalidAllowNamespaces(%q) = %q, want %q", tt.value, got, tt.bad)
+			}
+			note := AllowNote(map[string]string{AllowNamespacesAnnotation: tt.value})
+			if (note != "") != (tt.bad != nil) {
+				t.Errorf("AllowNote = %q with invalid entries %q", note, tt.bad)
+			}
+		})
+	}
+}

@@ -92,7 +92,7 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 		return reconcile.Result{}, err
 	}
 	ready := metav1.Condition{Type: v1beta1.ConditionReady, ObservedGeneration: ir.Generation,
-		Status: metav1.ConditionTrue, Reason: v1beta1.ReasonReconciled, Message: "routed to Service " + ir.Spec.Target.Service + losers(self.Ref(), conflicts)}
+		Status: metav1.ConditionTrue, Reason: v1beta1.ReasonReconciled, Message: "routed to Service " + ir.Spec.Target.Service + losers(self.Ref(), conflicts) + httpso.AllowNote(ir.Annotations)}
 	if s.failReason != "" {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, s.failReason, s.failMessage
 	}

@@ -80,10 +80,11 @@ func TestHostOwnershipStatus(t *testing.T) {
 		eventually(t, within, c.readyIs(t, victimKey, metav1.ConditionTrue, ReasonReconciled,
 			"this namespace owns their hosts", "HTTPScaledObject own-attacker/longer", "InterceptorRoute own-attacker/route"))
 	})
-	t.Run("once the owner allows the namespace, its claims are Ready and nothing is shadowed", func(t *testing.T) {
+	t.Run("once the owner allows the namespace, its claims are Ready, nothing is shadowed, and a bad entry is named", func(t *testing.T) {
 		c.update(t, victimKey, func(h *v1alpha1.HTTPScaledObject) {
-			h.Annotations = map[string]string{httpso.AllowNamespacesAnnotation: "other, own-attacker"}
+			h.Annotations = map[string]string{httpso.AllowNamespacesAnnotation: "Not_A_Namespace, own-attacker"}
 		})
+		eventually(t, within, c.readyIs(t, victimKey, metav1.ConditionTrue, ReasonReconciled, `["Not_A_Namespace"] ignored`))
 		eventually(t, within, c.readyIs(t, longerKey, metav1.ConditionTrue, ReasonReconciled))
 		eventually(t, within, c.routeCondition(t, routeKey, "Ready", metav1.ConditionTrue, "Reconciled"))
 		eventually(t, within, c.shadowedIs(t, wildKey))

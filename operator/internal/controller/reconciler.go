@@ -402,7 +402,7 @@ func (r *Reconciler) checkRoutes(ctx context.Context, s *state) error {
 	} else {
 		setShadowed(&s.hso.Status.Conditions, s.hso.Generation, self, owners)
 	}
-	s.losers = losers(self.Ref(), conflicts)
+	s.losers = losers(self.Ref(), conflicts) + httpso.AllowNote(s.hso.Annotations)
 	return nil
 }
 
