@@ -31,6 +31,13 @@ func (f *fallback) match(path string, header http.Header) (*Route, bool) {
 // before. Filtered levels are shared between the levels of one owner with the same fall-through.
 func sealLevels(exact, wildcard map[string]*hostRoutes, catchAll *hostRoutes, owners *httpso.Ownership) {
 	shared := map[string]*fallback{}
+	// allowed memoises hostRoutes.allows per level and owner: many hosts of one owner share the
+	// same wildcard and catch-all levels.
+	type levelOwner struct {
+		level *hostRoutes
+		owner string
+	}
+	allowed := map[levelOwner]bool{}
 	seal := func(key string, h *hostRoutes) {
 		own := owners.Of(key)
 		if own == nil {
@@ -48,14 +55,21 @@ func sealLevels(exact, wildcard map[string]*hostRoutes, catchAll *hostRoutes, ow
 			chain = append(chain, catchAll)
 			names = append(names, "")
 		}
-		allowed := true
+		ownerKey := own.Namespace + "|" + strings.Join(own.Allowed, ",")
+		open := true
 		for _, l := range chain {
-			allowed = allowed && l.allows(own)
+			k := levelOwner{l, ownerKey}
+			ok, seen := allowed[k]
+			if !seen {
+				ok = l.allows(own)
+				allowed[k] = ok
+			}
+			open = open && ok
 		}
-		if allowed {
+		if open {
 			return
 		}
-		id := own.Namespace + "|" + strings.Join(own.Allowed, ",") + "|" + strings.Join(names, ",")
+		id := ownerKey + "|" + strings.Join(names, ",")
 		if f := shared[id]; f != nil {
 			h.fallback = f
 			return
