@@ -2,9 +2,11 @@ package service
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"sync/atomic"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/lobby-http/lobby/internal/httpso"
@@ -34,8 +36,16 @@ var _ Objects = (*InformerObjects)(nil)
 func NewInformerObjects(objects, routes cache.SharedIndexInformer) *InformerObjects {
 	o := &InformerObjects{objects: objects, routes: routes}
 	changed := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { o.changes.Add(1) },
-		UpdateFunc: func(any, any) { o.changes.Add(1) },
+		AddFunc: func(any) { o.changes.Add(1) },
+		UpdateFunc: func(oldObj, newObj any) {
+			// Status writes change neither the spec nor the annotations: nothing to decide again.
+			a, ok1 := oldObj.(metav1.Object)
+			b, ok2 := newObj.(metav1.Object)
+			if ok1 && ok2 && a.GetGeneration() != 0 && a.GetGeneration() == b.GetGeneration() && maps.Equal(a.GetAnnotations(), b.GetAnnotations()) {
+				return
+			}
+			o.changes.Add(1)
+		},
 		DeleteFunc: func(any) { o.changes.Add(1) },
 	}
 	// AddEventHandler fails only once an informer has stopped; these have not started.
