@@ -33,9 +33,8 @@ func TestHostOwnership(t *testing.T) {
 	victimNS, attackerNS := testNamespace(t), testNamespace(t)
 	ctx := t.Context()
 	c := suite.cluster
-	victim := deployApp(t, victimNS, appSpec{name: "victim", replicas: 1, hso: v1alpha1.HTTPScaledObjectSpec{
+	deployApp(t, victimNS, appSpec{name: "victim", replicas: 1, hso: v1alpha1.HTTPScaledObjectSpec{
 		Hosts: []string{victimHost}, PathPrefixes: []string{"/api"}}})
-	victim.waitReady(t, 1)
 	deployApp(t, attackerNS, appSpec{name: "attacker", replicas: 1, plain: true})
 	// Creation times have a resolution of one second, and a tie goes to the first namespace/name:
 	// the attacker's objects come in a later second than the victim's, as they would in a cluster.
@@ -110,6 +109,15 @@ spec:
 		t.Fatalf("start nginx: %v", err)
 	}
 	t.Cleanup(func() { _ = in.proc.Stop() })
+
+	// KEDA may have scaled the victim's app to zero meanwhile: wake it before counting.
+	eventually(t, 90*time.Second, "the victim's app to answer", func() error {
+		r := send(ctx, http.MethodGet, in.URL+"/api", victimHost, nil)
+		if r.err != nil || r.code != http.StatusOK {
+			return fmt.Errorf("got %d %q %v", r.code, r.body, r.err)
+		}
+		return nil
+	})
 
 	t.Run("counted requests for the victim's host never reach the attacker", func(t *testing.T) {
 		countOwnedHostAnswers(t, in.URL, []ownershipRequest{
