@@ -44,9 +44,11 @@ const (
 func testObjects() []*v1alpha1.HTTPScaledObject {
 	return []*v1alpha1.HTTPScaledObject{
 		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart"}, Spec: v1alpha1.HTTPScaledObjectSpec{
+			Hosts:         []string{"cart.shop.example.com"},
 			ScalingMetric: &v1alpha1.ScalingMetricSpec{Concurrency: &v1alpha1.ConcurrencyMetricSpec{TargetValue: 10}},
 		}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "rated"}, Spec: v1alpha1.HTTPScaledObjectSpec{
+			Hosts:         []string{"rated.shop.example.com"},
 			ScalingMetric: &v1alpha1.ScalingMetricSpec{Rate: &v1alpha1.RateMetricSpec{TargetValue: 5}},
 		}},
 	}
@@ -56,6 +58,7 @@ func testObjects() []*v1alpha1.HTTPScaledObject {
 func testRoutes() []*v1beta1.InterceptorRoute {
 	return []*v1beta1.InterceptorRoute{
 		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "checkout"}, Spec: v1beta1.InterceptorRouteSpec{
+			Rules: []v1beta1.RoutingRule{{Hosts: []string{"checkout.shop.example.com"}}},
 			ScalingMetric: v1beta1.ScalingMetricSpec{
 				Concurrency: &v1beta1.ConcurrencyTargetSpec{TargetValue: 4},
 				RequestRate: &v1beta1.RequestRateTargetSpec{TargetValue: 20},
