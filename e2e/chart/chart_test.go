@@ -481,7 +481,7 @@ func TestProcessOfTheDefaults(t *testing.T) {
 				"LOBBY_INTERCEPTOR_SERVICE": "lobby-interceptor-admin", "LOBBY_INTERCEPTOR_NAMESPACE": testNamespace,
 				"LOBBY_INTERCEPTOR_PORT_NAME": "admin", "LOBBY_WATCH_NAMESPACE": "", "LOBBY_STREAM_GRACE": "10s",
 				"LOBBY_INTERCEPTOR_TOKEN_FILE": "/var/run/secrets/lobby/interceptor/token",
-				"LOBBY_LOG_LEVEL": "info", "LOBBY_LOG_FORMAT": "json", "LOBBY_MEMORY_LIMIT": "268435456",
+				"LOBBY_LOG_LEVEL":              "info", "LOBBY_LOG_FORMAT": "json", "LOBBY_MEMORY_LIMIT": "268435456",
 			},
 			ports: map[string]int32{"grpc": 9090, "admin": 9091},
 			probe: Probe{Path: "/readyz", Port: 9091, PortName: "admin", Period: 5 * time.Second, Timeout: 2 * time.Second, FailureThreshold: 2},
