@@ -171,10 +171,13 @@ func (a *Admin) Stream(ctx context.Context, adminURL string) (*http.Response, er
 
 // StatusError is a refused admin request: its status code and the interceptor's reason.
 type StatusError struct {
+	// Code is the HTTP status code.
 	Code int
+	// Body is the start of the answer's body: what the interceptor says to fix.
 	Body string
 }
 
+// Error says the status and the reason.
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("status %d %s: %s", e.Code, http.StatusText(e.Code), e.Body)
 }
