@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -153,7 +155,11 @@ type runningScaler struct {
 // loopback listeners.
 func runScaler(t *testing.T, kube kubernetes.Interface, env ...string) *runningScaler {
 	t.Helper()
-	vars := map[string]string{"LOBBY_INTERCEPTOR_SERVICE": testService, "POD_NAMESPACE": testNamespace}
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(stubToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"LOBBY_INTERCEPTOR_SERVICE": testService, "POD_NAMESPACE": testNamespace, "LOBBY_INTERCEPTOR_TOKEN_FILE": tokenFile}
 	for _, e := range env {
 		k, v, _ := strings.Cut(e, "=")
 		vars[k] = v

@@ -9,13 +9,11 @@ package activation
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -112,12 +110,23 @@ func setup(ctx context.Context, c *framework.Cluster) error {
 		return err
 	}
 	common := []string{"KUBECONFIG=" + c.Kubeconfig, "LOBBY_LOG_FORMAT=console"}
+	// The scaler presents a token of the ServiceAccount the interceptor allows, as the chart's
+	// projected token; the test reads /queue with the same identity.
+	admin, err := c.AdminFor(ctx, framework.AdminServiceAccount, framework.AdminAudience)
+	if err != nil {
+		return err
+	}
+	tokenFile, err := c.WriteTokenFile("scaler", admin.Token())
+	if err != nil {
+		return err
+	}
 	if _, err := c.RunBinary(ctx, framework.ProcessSpec{
 		Name: "interceptor",
 		Path: interceptorBin,
 		Addr: interceptorAddr,
 		Env: append(slices.Clone(common), "POD_NAME=interceptor-0", "POD_NAMESPACE="+lobbyNamespace,
-			"LOBBY_PROXY_ADDR=$(POD_IP):8080", "LOBBY_ADMIN_ADDR=$(POD_IP):9090", "LOBBY_DRAIN_DELAY=0s"),
+			"LOBBY_PROXY_ADDR=$(POD_IP):8080", "LOBBY_ADMIN_ADDR=$(POD_IP):9090", "LOBBY_DRAIN_DELAY=0s",
+			"LOBBY_ADMIN_ALLOWED_SERVICE_ACCOUNTS="+framework.AdminServiceAccount),
 	}); err != nil {
 		return err
 	}
@@ -155,26 +164,23 @@ func setup(ctx context.Context, c *framework.Cluster) error {
 		Path: scalerBin,
 		Addr: scalerAddr,
 		Env: append(slices.Clone(common), "POD_NAME=scaler-0", "POD_NAMESPACE="+lobbyNamespace,
-			"LOBBY_INTERCEPTOR_SERVICE="+adminService, "LOBBY_GRPC_ADDR=$(POD_IP):9090", "LOBBY_ADMIN_ADDR=$(POD_IP):9091"),
+			"LOBBY_INTERCEPTOR_SERVICE="+adminService, "LOBBY_GRPC_ADDR=$(POD_IP):9090", "LOBBY_ADMIN_ADDR=$(POD_IP):9091",
+			"LOBBY_INTERCEPTOR_TOKEN_FILE="+tokenFile),
 	}); err != nil {
 		return err
 	}
 	shared.proxy = net.JoinHostPort(interceptorAddr.String(), "8080")
 
 	// The interceptor routes every object once its /queue lists them all.
-	queue := "http://" + net.JoinHostPort(interceptorAddr.String(), "9090") + "/queue"
+	adminURL := "http://" + net.JoinHostPort(interceptorAddr.String(), "9090")
 	if err := poll.Until(ctx, 2*time.Minute, "the interceptor to route every HTTPScaledObject", func() error {
-		resp, err := http.Get(queue)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
+		q, err := admin.Queue(ctx, adminURL)
 		if err != nil {
 			return err
 		}
 		for i := range objects {
-			if key := appNamespace + "/" + objectName(i); !strings.Contains(string(b), `"`+key+`"`) {
+			key := appNamespace + "/" + objectName(i)
+			if _, ok := q[key]; !ok {
 				return fmt.Errorf("/queue lacks %s", key)
 			}
 		}

@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -42,6 +41,7 @@ type suite struct {
 	bare        string               // the baseline binary (internal/bare)
 	backend     netip.Addr           // the backend's address; it serves on appPort
 	nofile      uint64               // this process's RLIMIT_NOFILE, which the processes it starts inherit
+	admin       *framework.Admin     // reads the interceptors' /queue as the ServiceAccount they allow
 }
 
 var shared suite
@@ -72,6 +72,9 @@ func setup(ctx context.Context, c *framework.Cluster) error {
 		return fmt.Errorf("admin clientset: %w", err)
 	}
 	shared.kube = kube
+	if shared.admin, err = c.AdminFor(ctx, framework.AdminServiceAccount, framework.AdminAudience); err != nil {
+		return err
+	}
 	if shared.interceptor, err = c.Build(ctx, "./interceptor"); err != nil {
 		return err
 	}
@@ -151,7 +154,8 @@ func startInterceptor(ctx context.Context, tb testing.TB, name string, pin bool,
 	}
 	env := append([]string{"KUBECONFIG=" + shared.cluster.Kubeconfig, "LOBBY_LOG_FORMAT=console",
 		"POD_NAME=" + name, "POD_NAMESPACE=lobby",
-		"LOBBY_PROXY_ADDR=$(POD_IP):8080", "LOBBY_ADMIN_ADDR=$(POD_IP):9090", "LOBBY_DRAIN_DELAY=0s"}, extra...)
+		"LOBBY_PROXY_ADDR=$(POD_IP):8080", "LOBBY_ADMIN_ADDR=$(POD_IP):9090", "LOBBY_DRAIN_DELAY=0s",
+		"LOBBY_ADMIN_ALLOWED_SERVICE_ACCOUNTS=" + framework.AdminServiceAccount}, extra...)
 	p, err := shared.cluster.RunBinary(ctx, framework.ProcessSpec{Name: name, Path: path, Args: args, Addr: addr, Env: env})
 	if err != nil {
 		tb.Fatal(err)
@@ -177,7 +181,7 @@ type queueCounts struct {
 
 func queue(ctx context.Context, admin string) (map[string]queueCounts, error) {
 	var q map[string]queueCounts
-	err := getJSON(ctx, admin+"/queue", &q)
+	err := shared.admin.GetJSON(ctx, admin+"/queue", &q)
 	return q, err
 }
 
@@ -300,23 +304,6 @@ func sorted(d []time.Duration) []time.Duration {
 	d = slices.Clone(d)
 	slices.Sort(d)
 	return d
-}
-
-// getJSON decodes the JSON answer of GET url into v.
-func getJSON(ctx context.Context, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // seq numbers the objects and processes of successive benchmark runs, so that none reuses a name.

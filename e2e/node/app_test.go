@@ -5,7 +5,6 @@ package node_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -122,21 +121,19 @@ func endpointAddrs(t *testing.T, c *framework.Cluster, ns, svc string) []string 
 // waitRouting waits until every interceptor pod's admin /queue lists the route key.
 func waitRouting(t *testing.T, c *framework.Cluster, pods []corev1.Pod, key string) {
 	t.Helper()
-	hc := &http.Client{Timeout: 2 * time.Second}
-	err := poll.Until(t.Context(), time.Minute, "every interceptor to route "+key, func() error {
+	// The chart allows its scaler's ServiceAccount on the admin API; the test reads as that one.
+	admin, err := c.AdminFor(t.Context(), releaseNS+"/"+release+"-scaler", framework.AdminAudience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = poll.Until(t.Context(), time.Minute, "every interceptor to route "+key, func() error {
 		for _, p := range pods {
 			if p.Labels["app.kubernetes.io/component"] != "interceptor" {
 				continue
 			}
-			resp, err := hc.Get("http://" + netip.AddrPortFrom(netip.MustParseAddr(p.Status.PodIP), 9090).String() + "/queue")
+			q, err := admin.Queue(t.Context(), "http://"+netip.AddrPortFrom(netip.MustParseAddr(p.Status.PodIP), 9090).String())
 			if err != nil {
-				return err
-			}
-			q := map[string]json.RawMessage{}
-			err = json.NewDecoder(resp.Body).Decode(&q)
-			resp.Body.Close()
-			if err != nil {
-				return fmt.Errorf("decode /queue of %s: %w", p.Name, err)
+				return fmt.Errorf("read /queue of %s: %w", p.Name, err)
 			}
 			if _, ok := q[key]; !ok {
 				return fmt.Errorf("%s does not route %s yet", p.Name, key)

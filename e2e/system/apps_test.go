@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -181,21 +180,10 @@ func waitRoutingOn(t *testing.T, interceptors []*deploy.Instance, key string, ti
 	}
 }
 
-// queue reads an interceptor's /queue.
+// queue reads an interceptor's /queue, as the release's scalers may, through the framework's
+// admin helper.
 func queue(adminURL string) (map[string]stream.RouteCounts, error) {
-	resp, err := http.Get(adminURL + "/queue")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s/queue: %s", adminURL, resp.Status)
-	}
-	q := map[string]stream.RouteCounts{}
-	if err := json.NewDecoder(resp.Body).Decode(&q); err != nil {
-		return nil, fmt.Errorf("decode %s/queue: %w", adminURL, err)
-	}
-	return q, nil
+	return suite.lobby.Admin.Queue(context.Background(), adminURL)
 }
 
 // response is what a client got.

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -97,9 +98,11 @@ spec:
 			{"HTTPScaledObject", "all", "HostsShadowed", "True", []string{httpso.AllowNamespacesAnnotation, attackerNS}},
 		} {
 			key := types.NamespacedName{Namespace: attackerNS, Name: tc.name}
-			eventually(t, 30*time.Second, tc.kind+" "+key.String()+" "+tc.condition+" condition", func() error {
+			if err := poll.Until(t.Context(), 30*time.Second, tc.kind+" "+key.String()+" "+tc.condition+" condition", func() error {
 				return conditionHolds(httpObject(t, tc.kind, key), tc.condition, tc.status, "HostOwned", tc.fragments...)
-			})
+			}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	})
 
@@ -111,13 +114,15 @@ spec:
 	t.Cleanup(func() { _ = in.proc.Stop() })
 
 	// KEDA may have scaled the victim's app to zero meanwhile: wake it before counting.
-	eventually(t, 90*time.Second, "the victim's app to answer", func() error {
+	if err := poll.Until(t.Context(), 90*time.Second, "the victim's app to answer", func() error {
 		r := send(ctx, http.MethodGet, in.URL+"/api", victimHost, nil)
 		if r.err != nil || r.code != http.StatusOK {
 			return fmt.Errorf("got %d %q %v", r.code, r.body, r.err)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	t.Run("counted requests for the victim's host never reach the attacker", func(t *testing.T) {
 		countOwnedHostAnswers(t, in.URL, []ownershipRequest{
@@ -143,16 +148,20 @@ spec:
 		}
 		waitRouting(t, attackerNS+"/longer", 30*time.Second)
 		waitRouting(t, attackerNS+"/header", 30*time.Second)
-		eventually(t, 30*time.Second, "the longer prefix's Ready condition", func() error {
+		if err := poll.Until(t.Context(), 30*time.Second, "the longer prefix's Ready condition", func() error {
 			return conditionHolds(httpObject(t, "HTTPScaledObject", types.NamespacedName{Namespace: attackerNS, Name: "longer"}), "Ready", "True", "")
-		})
-		eventually(t, 30*time.Second, "the wildcard's HostsShadowed condition to go", func() error {
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := poll.Until(t.Context(), 30*time.Second, "the wildcard's HostsShadowed condition to go", func() error {
 			u := httpObject(t, "HTTPScaledObject", types.NamespacedName{Namespace: attackerNS, Name: "wild"})
 			if err := conditionHolds(u, "HostsShadowed", "True", ""); err == nil {
 				return fmt.Errorf("still shadowed")
 			}
 			return nil
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 		countOwnedHostAnswers(t, in.URL, []ownershipRequest{
 			{"/api/v1/x", http.Header{"User-Agent": {"curl/8.5.0"}}, "attacker-"},
 			{"/other", nil, "attacker-"},

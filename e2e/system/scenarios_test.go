@@ -56,7 +56,7 @@ func TestColdStartThroughIngress(t *testing.T) {
 	for _, in := range suite.lobby.Instances("interceptor") {
 		admins = append(admins, in.URL("admin"))
 	}
-	coldstart.Watch(ctx, suite.cluster.Client, admins, a.ns, a.name, tl)
+	coldstart.Watch(ctx, suite.cluster.Client, suite.lobby.Admin, admins, a.ns, a.name, tl)
 	time.Sleep(200 * time.Millisecond) // let the stream subscriptions connect
 	tl.Begin("50 requests sent to nginx")
 	got := sendMany(ctx, 50, suite.ingress.URL+"/", "cold.example.com")

@@ -81,7 +81,8 @@ func TestAdminPortUnreachableThroughProxy(t *testing.T) {
 
 		// What the admin port serves, so that the check below is known to tell it apart.
 		for _, p := range []string{"/queue", "/metrics", "/livez", "/readyz"} {
-			res, err := wireExchange(adminAddr, netip.Addr{}, 10*time.Second, wireRequest("GET "+p+" HTTP/1.1", "Host: "+adminAddr, "Connection: close"))
+			res, err := wireExchange(adminAddr, netip.Addr{}, 10*time.Second, wireRequest("GET "+p+" HTTP/1.1", "Host: "+adminAddr,
+				"Authorization: Bearer "+rel.Admin.Token(), "Connection: close"))
 			if err != nil || res.code != http.StatusOK {
 				t.Fatalf("the admin port %s answers %s with %d, %v; want 200", adminAddr, p, res.code, err)
 			}
