@@ -71,7 +71,7 @@ func newEnvWith(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions) *env
 
 // newEnvChain is newEnvWith with a stage between Wait and the forwarder, as main adds optional
 // ones; nil adds none.
-func newEnvChain(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, stage func(proxy.Handler) proxy.Handler) *env {
+func newEnvChain(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, stage func(proxy.ForwardHandler) proxy.ForwardHandler) *env {
 	return newEnvFull(t, log, opts, nil, stage)
 }
 
@@ -82,7 +82,7 @@ func newTracedEnv(t testing.TB, log logr.Logger, tracer trace.Tracer) *env {
 
 // newEnvFull builds the env with forwarder options, a tracer (nil traces nothing) and a stage
 // between Wait and the forwarder (nil adds none).
-func newEnvFull(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, tracer trace.Tracer, stage func(proxy.Handler) proxy.Handler) *env {
+func newEnvFull(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, tracer trace.Tracer, stage func(proxy.ForwardHandler) proxy.ForwardHandler) *env {
 	e := &env{
 		tracer: tracer,
 		t:      t,
@@ -123,7 +123,7 @@ func newEnvFull(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, trac
 		}
 		return rt
 	})
-	var last proxy.Handler = fwd
+	var last proxy.ForwardHandler = fwd
 	if stage != nil {
 		last = stage(fwd)
 	}

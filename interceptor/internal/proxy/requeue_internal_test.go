@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httptrace"
 	"strings"
 	"syscall"
 	"testing"
@@ -85,26 +84,5 @@ func TestRefusedDialAfterTheBodyWasReadIsNotHeldAgain(t *testing.T) {
 	}
 	if !target.Snapshot().Endpoints[0].Suspect() {
 		t.Errorf("the refusing endpoint is not suspect")
-	}
-}
-
-// The transport finds the exchange's trace through the forward, its request's context, without
-// a context of its own: the key httptrace looks up was learnt by asking.
-func TestForwardAnswersHTTPTraceWithTheExchangesTrace(t *testing.T) {
-	x := exchanges.Get().(*Exchange)
-	defer exchanges.Put(x)
-	fw := &forward{Context: context.Background(), x: x}
-	tr := httptrace.ContextClientTrace(fw)
-	if tr == nil || tr != x.trace {
-		t.Fatalf("httptrace.ContextClientTrace(forward) = %p, want the exchange's trace %p", tr, x.trace)
-	}
-	x.sent.Store(false)
-	tr.WroteRequest(httptrace.WroteRequestInfo{Err: io.ErrClosedPipe})
-	if x.sent.Load() {
-		t.Error("a failed write marked the request sent")
-	}
-	tr.WroteRequest(httptrace.WroteRequestInfo{})
-	if !x.sent.Load() {
-		t.Error("a whole write did not mark the request sent")
 	}
 }
