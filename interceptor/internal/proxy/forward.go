@@ -36,6 +36,9 @@ type ForwarderOptions struct {
 	// first. It paces the dial storm of requests released together, and does not bound the
 	// connections to an endpoint. 0 means 16.
 	MaxDialsPerHost int
+	// MaxPreconnectsPerHost is the most connections opened to an endpoint ahead of the requests
+	// released to it after a hold (see warm); 0 means 128, and a negative value opens none.
+	MaxPreconnectsPerHost int
 	// Log receives retries at V(1).
 	Log logr.Logger
 }
@@ -47,6 +50,7 @@ type Forwarder struct {
 	opts  ForwarderOptions
 	rp    *httputil.ReverseProxy
 	gates dialGates
+	pre   preconnects
 
 	mu sync.Mutex
 	// transports is copied on write; requests only load it.
@@ -72,7 +76,14 @@ func NewForwarder(opts ForwarderOptions) (*Forwarder, error) {
 	if opts.IdleConnTimeout == 0 {
 		opts.IdleConnTimeout = 90 * time.Second
 	}
-	f := &Forwarder{opts: opts, gates: dialGates{limit: opts.MaxDialsPerHost, gates: map[string]*dialGate{}}}
+	if opts.MaxPreconnectsPerHost == 0 {
+		opts.MaxPreconnectsPerHost = 128
+	}
+	f := &Forwarder{
+		opts:  opts,
+		gates: dialGates{limit: opts.MaxDialsPerHost, gates: map[string]*dialGate{}},
+		pre:   preconnects{warmUp: map[*endpoints.Endpoint]*warmUp{}, conns: map[string][]preconn{}},
+	}
 	f.transports.Store(&map[transportKey]*http.Transport{})
 	f.rp = &httputil.ReverseProxy{
 		Rewrite:        rewrite,
@@ -165,6 +176,11 @@ func (f *Forwarder) Forward(w http.ResponseWriter, r *http.Request, x *Exchange)
 		fw.deadline = ctx
 	}
 	fw.Context = ctx
+	if x.waited > 0 {
+		// Released from a hold, with every other request held for the endpoint: the first opens
+		// connections ahead of them all.
+		f.warm(ctx, x, key.kind == kindH2C)
+	}
 	f.rp.ServeHTTP(w, r.WithContext(fw))
 	switch {
 	case fw.lost != nil:

@@ -93,12 +93,16 @@ func (f *Forwarder) newTransport(key transportKey) *http.Transport {
 	return t
 }
 
-// dial opens a connection to addr once one of the endpoint's dial slots is free. The transport
+// dial returns a connection to addr opened ahead (see warm), else opens one once one of the
+// endpoint's dial slots is free. The transport
 // dials on behalf of a request and, while the dial is on its way, also hands that request the
 // first connection another request frees; so when a dial had to wait for its slot and its
 // request has been served meanwhile, the dial is dropped instead of adding a connection nobody
 // waits for.
 func (f *Forwarder) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if c := f.pre.take(addr); c != nil {
+		return c, nil
+	}
 	g := f.gates.enter(addr)
 	defer f.gates.leave(addr, g)
 	slot := true
