@@ -282,7 +282,7 @@ func (s *routeStage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.fail(w, ErrNoRoute, false)
 		return
 	}
-	x.metrics = s.metrics.route(x.route.Key)
+	x.metrics = s.metrics.route(x.route)
 	if x.span.on() {
 		x.span.routed(r, x.route.Key)
 	}
