@@ -39,12 +39,14 @@ import (
 // of every round, and the time until the last request of a round was answered (all-ms, worst
 // round). ns/op includes sending and holding the requests and is not the figure to read.
 //
-// "lobby-unpaced" is the chain with dial pacing (ForwarderOptions.MaxDialsPerHost) off, so that
-// every released request opens a connection of its own, as a bare proxy's do; "lobby-h2c" is the
-// chain for a Service port that declares appProtocol kubernetes.io/h2c, so that the released
-// requests share HTTP/2 connections to the pod. The "bare" proxy is the floor to compare with: an
-// httputil.ReverseProxy behind a handler that holds each request on a channel, closed to release
-// them, with the transport of BenchmarkProxy and its idle connections closed before each round.
+// "lobby-no-preconnect" is the chain without connections opened ahead of the released requests
+// (ForwarderOptions.MaxPreconnectsPerHost < 0); "lobby-unpaced" is the chain with dial pacing
+// (ForwarderOptions.MaxDialsPerHost) off, so that every released request opens a connection of
+// its own, as a bare proxy's do; "lobby-h2c" is the chain for a Service port that declares
+// appProtocol kubernetes.io/h2c, so that the released requests share HTTP/2 connections to the
+// pod. The "bare" proxy is the floor to compare with: an httputil.ReverseProxy behind a handler
+// that holds each request on a channel, closed to release them, with the transport of
+// BenchmarkProxy and its idle connections closed before each round.
 // "direct" has no proxy: its held clients wait on a channel in this process and, released, each
 // opens a fresh connection to the pod at once; it is the baseline of the design's target for
 // 1,000 held requests (≤ 50 ms, or ≤ 1.2× direct when that is slower). The backend speaks HTTP/1.1
@@ -60,7 +62,7 @@ func BenchmarkWake(b *testing.B) {
 			if placement == "pinned" {
 				defer pinSelf(b, 1)()
 			}
-			for _, side := range []string{"lobby", "lobby-unpaced", "lobby-h2c", "bare", "direct"} {
+			for _, side := range []string{"lobby", "lobby-no-preconnect", "lobby-unpaced", "lobby-h2c", "bare", "direct"} {
 				for _, held := range []int{1, 1000} {
 					b.Run(fmt.Sprintf("%s/held=%d", side, held), func(b *testing.B) {
 						backend := httptest.NewUnstartedServer(hello("app"))
@@ -218,6 +220,9 @@ func newWakeSide(t testing.TB, side, backend string, held int) wakeSide {
 		return newBareWake(t, backend, c)
 	case "lobby-unpaced":
 		opts := proxy.ForwarderOptions{Dial: c.dial, MaxDialsPerHost: 1 << 20}
+		return &lobbyWake{dialCounter: c, e: newEnvWith(t, logr.Discard(), opts), backend: backend, held: held}
+	case "lobby-no-preconnect":
+		opts := proxy.ForwarderOptions{Dial: c.dial, MaxPreconnectsPerHost: -1}
 		return &lobbyWake{dialCounter: c, e: newEnvWith(t, logr.Discard(), opts), backend: backend, held: held}
 	case "lobby-h2c":
 		opts := proxy.ForwarderOptions{Dial: c.dial}
