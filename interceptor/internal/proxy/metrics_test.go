@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,4 +87,32 @@ func TestRouteMetricsAreKeptInTheRoutesSlot(t *testing.T) {
 	if got := other.route(r); got == rm || got.m != other {
 		t.Errorf("the metrics of another registry took the route's slot's children")
 	}
+}
+
+// BenchmarkRouteMetrics compares finding a route's metric children in its slot (what a request
+// does) with the lookup by key that the slot saves, among 1,000 routes.
+func BenchmarkRouteMetrics(b *testing.B) {
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	routes := make([]*routing.Route, 1000)
+	for i := range routes {
+		routes[i] = &routing.Route{Key: fmt.Sprintf("namespace-%d/app-%d", i, i)}
+		m.route(routes[i])
+	}
+	b.Run("slot", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			_ = m.route(routes[i%len(routes)])
+			i++
+		}
+	})
+	b.Run("by-key", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			_ = m.byKey(routes[i%len(routes)].Key)
+			i++
+		}
+	})
 }
