@@ -12,7 +12,7 @@ import (
 
 // preconnectWait bounds how long requests released together wait for the connections opened
 // ahead of them: past it they go, and take whatever connections are open by then.
-const preconnectWait = 100 * time.Millisecond
+const preconnectWait = 25 * time.Millisecond
 
 // preconnectKeep is how long a connection opened ahead is kept for a request; past it, unused,
 // it is closed. It is short, since an app may close a connection that idles before its first
