@@ -1,29 +1,22 @@
 package proxy
 
 import (
-	"context"
+	"net/http"
 	"net/http/httptrace"
 )
 
-// clientTraceKey is the key under which net/http/httptrace finds a request's ClientTrace in its
-// context. The package does not export it; asking a context that records the key it is asked
-// for learns it. A forward answers it itself (forward.Value) with the Exchange's pooled trace,
-// whose WroteRequest hook sets Exchange.sent: httptrace.WithClientTrace would allocate a context
-// and more for every request. TestClientTraceKey fails if net/http/httptrace stops finding the
-// trace this way.
-var clientTraceKey = func() any {
-	var p keyProbe
-	httptrace.ContextClientTrace(&p)
-	return p.key
-}()
-
-// keyProbe is a context that records the last key it was asked for.
-type keyProbe struct {
-	context.Context
-	key any
-}
-
-func (p *keyProbe) Value(key any) any {
-	p.key = key
-	return nil
+// watchWrites has the transport tell x when r has been written whole to a connection
+// (Exchange.sent, through the WroteRequest hook of x's pooled trace). httputil.ReverseProxy gives
+// every outbound request a ClientTrace of its own (for 1xx responses), which the transport reads:
+// setting that trace's WroteRequest costs no allocation, where httptrace.WithClientTrace would
+// allocate a context and merge the two traces by reflection. A request without such a trace gets
+// a context with one. TestWatchWrites fails if the reverse proxy stops giving one.
+func watchWrites(r *http.Request, x *Exchange) *http.Request {
+	if t := httptrace.ContextClientTrace(r.Context()); t != nil && t.WroteRequest == nil {
+		t.WroteRequest = x.trace.WroteRequest
+		return r
+	}
+	// A fresh trace: WithClientTrace merges the trace in the context into the one it is given,
+	// which must not be the Exchange's pooled one.
+	return r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{WroteRequest: x.trace.WroteRequest}))
 }

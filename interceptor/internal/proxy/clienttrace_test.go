@@ -1,71 +1,79 @@
 package proxy
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"net/http/httputil"
+	"net/url"
 	"testing"
 )
 
-// TestClientTraceKey checks what the forwarder assumes of net/http/httptrace, whose context key it
-// learns by asking a context (clientTraceKey): that one key is asked for, that it is the key
-// WithClientTrace stores the trace under, and that the transport, given a forward as the
-// request's context, calls the Exchange's trace. If a Go release changes how httptrace finds a
-// trace, this test fails, and Exchange.sent must be found some other way.
-func TestClientTraceKey(t *testing.T) {
-	if clientTraceKey == nil {
-		t.Fatal("httptrace.ContextClientTrace asked its context for no key: the forwarder cannot answer it")
-	}
-	want := &httptrace.ClientTrace{}
-	ctx := httptrace.WithClientTrace(context.Background(), want)
-	if got, _ := ctx.Value(clientTraceKey).(*httptrace.ClientTrace); got != want {
-		t.Fatalf("the context of httptrace.WithClientTrace holds %p under the learnt key %v, want its trace %p", got, clientTraceKey, want)
-	}
+// roundTripFunc adapts a function to http.RoundTripper.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestWatchWrites checks that the transport marks a request written whole as sent, through the
+// trace the reverse proxy gives the request (the cheap way), and through a context of its own
+// when the request has none.
+func TestWatchWrites(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer backend.Close()
+	target, _ := url.Parse(backend.URL)
+	transport := &http.Transport{}
+	defer transport.CloseIdleConnections()
 
 	x := exchanges.Get().(*Exchange)
 	defer exchanges.Put(x)
-	fw := &forward{Context: context.Background(), x: x}
-	if tr := httptrace.ContextClientTrace(fw); tr == nil || tr != x.trace {
-		t.Fatalf("httptrace.ContextClientTrace(forward) = %p, want the exchange's trace %p", tr, x.trace)
-	}
 
-	tests := []struct {
-		name     string
-		info     httptrace.WroteRequestInfo
-		wantSent bool
-	}{
-		{"a failed write does not mark the request sent", httptrace.WroteRequestInfo{Err: io.ErrClosedPipe}, false},
-		{"a whole write marks the request sent", httptrace.WroteRequestInfo{}, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			x.sent.Store(false)
-			x.trace.WroteRequest(tt.info)
-			if got := x.sent.Load(); got != tt.wantSent {
-				t.Errorf("sent = %v, want %v", got, tt.wantSent)
-			}
-		})
-	}
-
-	t.Run("the transport marks a request written to the upstream as sent", func(t *testing.T) {
-		backend := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-		defer backend.Close()
+	t.Run("a request of the reverse proxy carries a trace whose hook is set in place", func(t *testing.T) {
 		x.sent.Store(false)
-		req, err := http.NewRequestWithContext(&forward{Context: t.Context(), x: x}, http.MethodGet, backend.URL, nil)
+		var traced bool
+		rp := &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
+			Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				traced = httptrace.ContextClientTrace(r.Context()) != nil
+				w := watchWrites(r, x)
+				if w != r {
+					t.Error("watchWrites made a new request for a request of the reverse proxy")
+				}
+				return transport.RoundTrip(w)
+			}),
+		}
+		rec := httptest.NewRecorder()
+		rp.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://app.test/", nil))
+		if !traced {
+			t.Error("httputil.ReverseProxy no longer gives its requests a ClientTrace: watchWrites allocates a context per request")
+		}
+		if !x.sent.Load() {
+			t.Errorf("the request was answered %d but not marked sent", rec.Code)
+		}
+	})
+
+	t.Run("a request without a trace gets one", func(t *testing.T) {
+		x.sent.Store(false)
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, backend.URL, nil)
+		resp, err := transport.RoundTrip(watchWrites(req, x))
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr := &http.Transport{}
-		defer tr.CloseIdleConnections()
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		if !x.sent.Load() {
-			t.Error("the transport did not call the exchange's trace: Exchange.sent is never set")
+			t.Error("the request was answered but not marked sent")
+		}
+		if x.trace.GotConn != nil || x.trace.Got1xxResponse != nil {
+			t.Error("the pooled trace of the Exchange gained hooks")
+		}
+	})
+
+	t.Run("a failed write does not mark the request sent", func(t *testing.T) {
+		x.sent.Store(false)
+		x.trace.WroteRequest(httptrace.WroteRequestInfo{Err: io.ErrClosedPipe})
+		if x.sent.Load() {
+			t.Error("a failed write marked the request sent")
 		}
 	})
 }

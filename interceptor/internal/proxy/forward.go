@@ -17,9 +17,10 @@ import (
 )
 
 // The forwarding stage is split by concern: this file holds the stage and its per-request state;
-// pick.go chooses endpoints, transport.go dials and keeps the transports, rewrite.go rewrites the
-// outbound request and records the response, and retry.go retries refused connections and maps
-// the transport's errors to the package's.
+// pick.go chooses endpoints, transport.go dials and keeps the transports, preconnect.go opens
+// connections ahead of requests released together, rewrite.go rewrites the outbound request and
+// records the response, retry.go retries refused connections and maps the transport's errors to
+// the package's, and clienttrace.go learns when a request was written.
 
 // ForwarderOptions configure a Forwarder.
 type ForwarderOptions struct {
@@ -191,14 +192,10 @@ func (f *Forwarder) Forward(w http.ResponseWriter, r *http.Request, x *Exchange)
 	return Forwarded, nil
 }
 
-// Value returns the forward itself for exchangeKey and the exchange's trace for httptrace's key
-// (see clientTraceKey), and asks the request's context otherwise.
+// Value returns the forward itself for exchangeKey, and asks the request's context otherwise.
 func (fw *forward) Value(key any) any {
-	switch key {
-	case exchangeKey{}:
+	if key == (exchangeKey{}) {
 		return fw
-	case clientTraceKey:
-		return fw.x.trace
 	}
 	return fw.Context.Value(key)
 }

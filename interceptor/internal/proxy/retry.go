@@ -20,6 +20,7 @@ type roundTripper struct{ f *Forwarder }
 func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	fw := r.Context().Value(exchangeKey{}).(*forward)
 	defer fw.settled.Store(true)
+	r = watchWrites(r, fw.x)
 	for {
 		resp, err := fw.transport.RoundTrip(r)
 		if err == nil {
