@@ -177,7 +177,7 @@ func (f *Forwarder) Forward(w http.ResponseWriter, r *http.Request, x *Exchange)
 		fw.deadline = ctx
 	}
 	fw.Context = ctx
-	if x.waited > 0 {
+	if x.waited > 0 && f.opts.MaxPreconnectsPerHost > 0 {
 		// Released from a hold, with every other request held for the endpoint: the first opens
 		// connections ahead of them all.
 		f.warm(ctx, x, key.kind == kindH2C)

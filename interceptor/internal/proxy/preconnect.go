@@ -20,10 +20,14 @@ const preconnectWait = 25 * time.Millisecond
 const preconnectKeep = time.Second
 
 // warmUp is the opening of connections to one endpoint ahead of the requests released to it
-// after a hold; done is closed when it has ended.
+// after a hold; done is closed when it has ended, or preconnectWait after it began.
 type warmUp struct {
 	done chan struct{}
+	once sync.Once
 }
+
+// release lets the requests waiting for the warm-up go.
+func (w *warmUp) release() { w.once.Do(func() { close(w.done) }) }
 
 // preconnects holds the warm-ups of the endpoints that held requests were released to, and the
 // connections they opened that no request has taken yet.
@@ -55,13 +59,16 @@ func (f *Forwarder) warm(ctx context.Context, x *Exchange, h2 bool) {
 		select {
 		case <-w.done:
 		case <-ctx.Done():
-		case <-time.After(preconnectWait):
 		}
 		return
 	}
 	w = &warmUp{done: make(chan struct{})}
 	p.warmUp[x.ep] = w
 	p.mu.Unlock()
+	// One timer for all the waiters, in case a dial outlasts its context.
+	t := time.AfterFunc(preconnectWait, w.release)
+	defer t.Stop()
+	defer w.release()
 	ep := x.ep
 	time.AfterFunc(preconnectKeep, func() {
 		p.mu.Lock()
@@ -70,16 +77,13 @@ func (f *Forwarder) warm(ctx context.Context, x *Exchange, h2 bool) {
 	})
 
 	n := 1
-	if !h2 {
+	if !h2 && x.route.Counts != nil {
 		c := x.route.Counts.Counts(time.Now())
 		n = int(min(c.Held+c.InFlight, int64(f.opts.MaxPreconnectsPerHost)))
 	}
-	if n <= 0 {
-		close(w.done)
-		return
+	if n > 0 {
+		f.preconnect(ep.Host, n)
 	}
-	f.preconnect(ep.Host, n)
-	close(w.done)
 }
 
 // preconnect opens n connections to addr, at most MaxDialsPerHost at a time, and keeps them for
