@@ -47,8 +47,8 @@ type preconn struct {
 
 // warm is called by every request that was held before Forward: the first for an endpoint opens
 // connections to it, up to the number of requests the route holds or has in flight and
-// MaxPreconnectsPerHost, at most MaxDialsPerHost at a time (one for HTTP/2 targets, since one
-// connection carries them all); the others wait until it is done, or preconnectWait at most, so
+// MaxPreconnectsPerHost, at most MaxDialsPerHost at a time (one for h2c targets, whose requests
+// share connections as streams); the others wait until it is done, or preconnectWait at most, so
 // that they find the connections open instead of all dialing at once.
 func (f *Forwarder) warm(ctx context.Context, x *Exchange, h2 bool) {
 	p := &f.pre
