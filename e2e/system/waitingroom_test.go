@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -62,7 +63,9 @@ func TestWaitingRoomShowsBrowsersAPageWhileAPIClientsAreHeld(t *testing.T) {
 		posted <- response{code: resp.StatusCode, body: string(body), header: resp.Header, err: err, at: time.Now()}
 	}()
 	// The POST reaches the interceptor first and is held there.
-	eventually(t, 10*time.Second, "the API POST to be held", func() error { return heldIs(ns+"/waiting", 1) })
+	if err := poll.Until(ctx, 10*time.Second, "the API POST to be held", func() error { return heldIs(ns+"/waiting", 1) }); err != nil {
+		t.Fatal(err)
+	}
 
 	start := time.Now()
 	page := send(ctx, http.MethodGet, suite.ingress.URL+"/", host, http.Header{"Accept": {browserAccept}})
@@ -101,13 +104,15 @@ func TestWaitingRoomShowsBrowsersAPageWhileAPIClientsAreHeld(t *testing.T) {
 	if ready, err := status(); err != nil || ready {
 		t.Errorf("status right after the page = ready %v (%v), want not ready", ready, err)
 	}
-	eventually(t, 60*time.Second, "the status endpoint to say ready", func() error {
+	if err := poll.Until(ctx, 60*time.Second, "the status endpoint to say ready", func() error {
 		ready, err := status()
 		if err == nil && !ready {
 			err = fmt.Errorf("not ready yet")
 		}
 		return err
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	r := <-posted
 	if r.err != nil || r.code != http.StatusOK || r.header.Get("X-Lobby-Cold-Start") == "" {
@@ -189,19 +194,27 @@ func TestWaitingPageFollowsItsConfigMap(t *testing.T) {
 			return nil
 		}
 	}
-	eventually(t, 30*time.Second, "the page from the ConfigMap", pageIs("first page"))
-	eventually(t, 30*time.Second, "the WaitingPage condition to be True", conditionIs(metav1.ConditionTrue))
+	if err := poll.Until(ctx, 30*time.Second, "the page from the ConfigMap", pageIs("first page")); err != nil {
+		t.Fatal(err)
+	}
+	if err := poll.Until(ctx, 30*time.Second, "the WaitingPage condition to be True", conditionIs(metav1.ConditionTrue)); err != nil {
+		t.Fatal(err)
+	}
 
 	cm.Data["index.html"] = "<p>second page</p>"
 	if err := c.Update(ctx, cm); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the page to follow the ConfigMap", pageIs("second page"))
+	if err := poll.Until(ctx, 30*time.Second, "the page to follow the ConfigMap", pageIs("second page")); err != nil {
+		t.Fatal(err)
+	}
 
 	if err := c.Delete(ctx, cm); err != nil {
 		t.Fatal(err)
 	}
 	// The interceptors watch the ConfigMap and switch at once; the operator, which reads it
 	// rather than watch every ConfigMap, reports it at its next check.
-	eventually(t, 30*time.Second, "the built-in page once the ConfigMap is gone", pageIs("paged is starting"))
+	if err := poll.Until(ctx, 30*time.Second, "the built-in page once the ConfigMap is gone", pageIs("paged is starting")); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
 	"github.com/lobby-http/lobby/interceptor/internal/proxy"
 	"github.com/lobby-http/lobby/interceptor/internal/routing"
 	"github.com/lobby-http/lobby/internal/httpso"
@@ -288,8 +289,8 @@ func TestReservedPathCannotBeShadowedByARoute(t *testing.T) {
 	var sneaky, app atomic.Int64
 	e.backend("10.0.6.1", countingBackend("sneaky", &sneaky))
 	e.backend("10.0.6.2", countingBackend("app", &app))
-	e.target("sneaky", "")
-	e.target("app", "")
+	e.target("sneaky", endpoints.HTTP1)
+	e.target("app", endpoints.HTTP1)
 	e.ready("sneaky", "10.0.6.1")
 	e.ready("app", "10.0.6.2")
 	claims := object("sneaky", []string{"shop.example.com"}, []string{"/.lobby"})
@@ -321,7 +322,7 @@ func TestReservedPathCannotBeShadowedByARoute(t *testing.T) {
 
 func TestWaitingPageFromAConfigMap(t *testing.T) {
 	e := newTestEnv(t)
-	e.target("app", "")
+	e.target("app", endpoints.HTTP1)
 	withPage := func(key string) *httpso.Object {
 		o := object("app", []string{"shop.example.com"}, nil)
 		o.Spec.ColdStart = &v1alpha1.ColdStartSpec{Mode: v1alpha1.ColdStartModeAuto,
@@ -346,7 +347,7 @@ func TestWaitingPageFromAConfigMap(t *testing.T) {
 	if r := browse(); r.code != 503 || !strings.Contains(r.body, "app is starting") {
 		t.Errorf("with the ConfigMap missing: %d %q, want the built-in page", r.code, r.body)
 	}
-	table, _ := routing.BuildObjects([]*httpso.Object{withPage("")}, e.store, e.counts, fakeConfigMaps{}, routing.Defaults{})
+	table, _ := routing.BuildObjects([]*httpso.Object{withPage("")}, e.targets, e.counts, fakeConfigMaps{}, routing.Defaults{})
 	if p := table.Routes()[0].WaitingPage; p == nil || p.Err == nil {
 		t.Errorf("a missing ConfigMap leaves no error on the route's page: %+v", p)
 	}
@@ -393,7 +394,7 @@ func TestModeOfEachKindFollowsItsSpecAndTheGlobalDefault(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			table, _ := routing.BuildObjects([]*httpso.Object{tt.obj}, e.store, e.counts, nil, routing.Defaults{ColdStartMode: tt.global})
+			table, _ := routing.BuildObjects([]*httpso.Object{tt.obj}, e.targets, e.counts, nil, routing.Defaults{ColdStartMode: tt.global})
 			r := table.Routes()[0]
 			if r.Mode != tt.want || (r.Mode != routing.ColdStartHold) != (r.WaitingPage != nil) {
 				t.Errorf("mode %s, page %+v; want mode %s", r.Mode, r.WaitingPage, tt.want)
