@@ -12,6 +12,9 @@ var (
 	ErrNoRoute = errors.New("no route matches the request")
 	// ErrQueueFull means the route already holds as many requests as it may.
 	ErrQueueFull = errors.New("hold queue of the route is full")
+	// ErrHeldLimit means the interceptor already holds as many requests, over all routes, as it
+	// may (counts.Registry.LimitHeld). The client gets what a full queue gives it.
+	ErrHeldLimit = errors.New("interceptor holds its cap of requests over all routes")
 	// ErrColdStartTimeout means the target had no ready endpoint within the route's cold-start
 	// timeout (and the failover target, when there is one, had none either).
 	ErrColdStartTimeout = errors.New("no ready endpoint within the cold-start timeout")
@@ -44,7 +47,7 @@ func status(err error) int {
 	switch {
 	case errors.Is(err, ErrNoRoute):
 		return http.StatusNotFound
-	case errors.Is(err, ErrQueueFull):
+	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrHeldLimit):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, ErrColdStartTimeout),
 		errors.Is(err, ErrResponseHeaderTimeout),
