@@ -27,12 +27,20 @@ func IdleBody(h http.Handler, d time.Duration) http.Handler {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil && r.Body != http.NoBody {
-			if rd, ok := w.(readDeadliner); ok {
-				r.Body = &idleBody{ReadCloser: r.Body, conn: rd, idle: d}
-			}
+		rd, ok := w.(readDeadliner)
+		if !ok || r.Body == nil || r.Body == http.NoBody {
+			h.ServeHTTP(w, r)
+			return
 		}
+		b := &idleBody{ReadCloser: r.Body, conn: rd, idle: d}
+		r.Body = b
 		h.ServeHTTP(w, r)
+		if r.ProtoMajor == 1 && !b.done {
+			// After the handler, net/http reads what is left of a small body to keep the
+			// connection; bounded by the same deadline, a client that stopped sending cannot keep
+			// it. (The next request's read sets deadlines of its own.)
+			_ = rd.SetReadDeadline(time.Now().Add(d))
+		}
 	})
 }
 
@@ -41,6 +49,8 @@ type idleBody struct {
 	io.ReadCloser
 	conn readDeadliner
 	idle time.Duration
+	// done is set once a Read has returned an error, io.EOF included: the body is over.
+	done bool
 }
 
 // Read reads from the body, with a read deadline of idle from now while it waits. The deadline
@@ -51,5 +61,8 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
 	n, err := b.ReadCloser.Read(p)
 	_ = b.conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		b.done = true
+	}
 	return n, err
 }

@@ -287,6 +287,37 @@ func TestWriteIdleTimeout(t *testing.T) {
 	}
 }
 
+func TestIdleBodyBoundsTheReadAfterTheHandler(t *testing.T) {
+	// The handler answers without reading the body; net/http then reads what is left of a small
+	// body to keep the connection alive. A client that stopped sending must not keep it.
+	const idle = 300 * time.Millisecond
+	limit := NewConnLimit(8)
+	addr := serveLimited(t, limit, IdleBody(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "answered without reading\n")
+	}), idle))
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\nx"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(deadline))
+	start := time.Now()
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read the answer: %v", err)
+	}
+	if !bytes.Contains(b, []byte("answered without reading")) {
+		t.Fatalf("answer %q, want the handler's", b)
+	}
+	if took := time.Since(start); took > 10*idle {
+		t.Errorf("the connection was closed %v after the answer, want about %v", took, idle)
+	}
+	waitFor(t, "the connection's slot to be free", func() bool { return limit.Open() == 0 })
+}
+
 func TestIdleBody(t *testing.T) {
 	const idle = 300 * time.Millisecond
 	tests := []struct {
