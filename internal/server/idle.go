@@ -1,10 +1,19 @@
 package server
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"sync/atomic"
 	"time"
 )
+
+// ErrBodyIdle is the error of a Read of a request body that got no byte from the client within
+// the idle timeout of IdleBody. It is deliberately not a net.Error with Timeout: the client timed
+// out, not the app, and a proxy tells the two apart.
+var ErrBodyIdle = errors.New("request body made no progress")
 
 // readDeadliner is the part of the ResponseWriters of net/http (HTTP/1.x and HTTP/2) that
 // http.ResponseController uses to set a request's read deadline.
@@ -33,9 +42,20 @@ func IdleBody(h http.Handler, d time.Duration) http.Handler {
 			return
 		}
 		b := &idleBody{ReadCloser: r.Body, conn: rd, idle: d}
+		if r.ProtoMajor == 1 && (r.ContentLength < 0 || r.ContentLength >= bigBody) {
+			// Before writing a response, net/http reads what the handler left of a body, unless
+			// it is this big (then it closes the connection instead). With the body wrapped it
+			// can no longer tell the size and would read up to bigBody of it, under the feet of
+			// a proxy still sending it on. Saying now that the connection closes skips that
+			// read, as net/http would have; only keep-alive after such a large upload is lost.
+			w.Header().Set("Connection", "close")
+		}
 		r.Body = b
 		h.ServeHTTP(w, r)
-		if r.ProtoMajor == 1 && !b.done {
+		// net/http decides after the handler whether the connection can serve another request
+		// from what the request's own body says (read to its end, closed early, failed).
+		r.Body = b.ReadCloser
+		if r.ProtoMajor == 1 && !b.done.Load() {
 			// After the handler, net/http reads what is left of a small body to keep the
 			// connection; bounded by the same deadline, a client that stopped sending cannot keep
 			// it. (The next request's read sets deadlines of its own.)
@@ -44,25 +64,40 @@ func IdleBody(h http.Handler, d time.Duration) http.Handler {
 	})
 }
 
+// bigBody is net/http's maxPostHandlerReadBytes: the most of a request body it reads, after the
+// handler, to keep the connection.
+const bigBody = 256 << 10
+
+// longAgo is a deadline that has passed: reads fail at once.
+var longAgo = time.Unix(1, 0)
+
 // idleBody is a request body whose Reads each get d to see a byte.
 type idleBody struct {
 	io.ReadCloser
 	conn readDeadliner
 	idle time.Duration
-	// done is set once a Read has returned an error, io.EOF included: the body is over.
-	done bool
+	// done is set once a Read has returned an error, io.EOF included: the body is over. The
+	// reader may be a transport goroutine that outlives the handler, hence an atomic.
+	done atomic.Bool
 }
 
 // Read reads from the body, with a read deadline of idle from now while it waits. The deadline
 // is lifted after each Read: between Reads the app (or the request to it) may take its time, and
 // on HTTP/1.x, once the body is read whole, net/http reads the connection in the background to
-// notice a client that goes away, which must not time out.
+// notice a client that goes away, which must not time out. After a Read the deadline cut, it is
+// left passed: what net/http reads of the connection afterwards fails at once, and it closes the
+// connection after the answer instead of waiting for bytes that do not come.
 func (b *idleBody) Read(p []byte) (int, error) {
 	_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
 	n, err := b.ReadCloser.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		b.done.Store(true)
+		_ = b.conn.SetReadDeadline(longAgo)
+		return n, fmt.Errorf("%w for %s", ErrBodyIdle, b.idle)
+	}
 	_ = b.conn.SetReadDeadline(time.Time{})
 	if err != nil {
-		b.done = true
+		b.done.Store(true)
 	}
 	return n, err
 }

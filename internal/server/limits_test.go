@@ -318,6 +318,37 @@ func TestIdleBodyBoundsTheReadAfterTheHandler(t *testing.T) {
 	waitFor(t, "the connection's slot to be free", func() bool { return limit.Open() == 0 })
 }
 
+func TestIdleBodyStalledClientGetsTheAnswer(t *testing.T) {
+	// The handler reads the body, which the client stops sending, and answers the failure. The
+	// answer must reach the client at once, whatever is left of the body: net/http must not try
+	// to read the rest first.
+	const idle = 300 * time.Millisecond
+	for _, length := range []int{100, 1 << 20} {
+		t.Run(fmt.Sprintf("a body of %d bytes of which 16 arrive", length), func(t *testing.T) {
+			limit := NewConnLimit(8)
+			addr := serveLimited(t, limit, IdleBody(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if _, err := io.Copy(io.Discard, r.Body); errors.Is(err, ErrBodyIdle) {
+					http.Error(w, "request body stopped arriving", http.StatusRequestTimeout)
+				}
+			}), idle))
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n0123456789abcdef", length); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(10 * idle))
+			b, err := io.ReadAll(c)
+			if err != nil || !bytes.HasPrefix(b, []byte("HTTP/1.1 408 ")) {
+				t.Fatalf("got %q, %v; want the handler's 408 and the connection closed", b, err)
+			}
+			waitFor(t, "the connection's slot to be free", func() bool { return limit.Open() == 0 })
+		})
+	}
+}
+
 func TestIdleBody(t *testing.T) {
 	const idle = 300 * time.Millisecond
 	tests := []struct {
@@ -383,8 +414,8 @@ func TestIdleBody(t *testing.T) {
 				t.Fatal("the handler's read did not end")
 			}
 			if tc.wantCut {
-				if got.err == nil {
-					t.Fatalf("read %d bytes without error from a stalled body; want the read cut", got.n)
+				if !errors.Is(got.err, ErrBodyIdle) {
+					t.Fatalf("read %d bytes from a stalled body, error %v; want the read cut with ErrBodyIdle", got.n, got.err)
 				}
 				return
 			}

@@ -33,6 +33,9 @@ var (
 	// ErrUpstream is any other failure of the exchange with the upstream before its response
 	// headers arrived.
 	ErrUpstream = errors.New("forward to upstream")
+	// ErrRequestBodyTimeout means the client stopped sending the request body while it was being
+	// forwarded (server.ErrBodyIdle): the client timed out, not the app.
+	ErrRequestBodyTimeout = errors.New("request body timed out")
 	// ErrClientGone means the client went away; nothing is written back.
 	ErrClientGone = errors.New("client went away")
 )
@@ -53,6 +56,8 @@ func status(err error) int {
 		errors.Is(err, ErrResponseHeaderTimeout),
 		errors.Is(err, ErrRequestTimeout):
 		return http.StatusGatewayTimeout
+	case errors.Is(err, ErrRequestBodyTimeout):
+		return http.StatusRequestTimeout
 	case errors.Is(err, ErrClientGone):
 		return statusClientGone
 	default:
@@ -69,6 +74,8 @@ func message(code int) string {
 		return "service unavailable: too many requests waiting, retry later\n"
 	case http.StatusGatewayTimeout:
 		return "gateway timeout\n"
+	case http.StatusRequestTimeout:
+		return "request timeout: the request body stopped arriving\n"
 	default:
 		return "bad gateway\n"
 	}
