@@ -448,3 +448,53 @@ type discardWriter struct{}
 func (discardWriter) Header() http.Header         { return nil }
 func (discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (discardWriter) WriteHeader(int)             {}
+
+func TestWriteIdleTimeoutSparesAnIdleHijackedConnection(t *testing.T) {
+	// A WebSocket as the reverse proxy passes it on: the handler hijacks the connection, answers
+	// 101, and copies what the app sends with io.Copy, which reaches the connection's ReadFrom.
+	// Silent for longer than the timeout, it must still carry the next message.
+	const idle = 300 * time.Millisecond
+	limit := NewConnLimit(8)
+	limit.WriteIdleTimeout = idle
+	app, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	go func() {
+		c, err := app.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		time.Sleep(3 * idle)
+		_, _ = io.WriteString(c, "after the silence\n")
+	}()
+	addr := serveLimited(t, limit, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		up, err := net.Dial("tcp", app.Addr().String())
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer up.Close()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		_, _ = io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n")
+		_, _ = io.Copy(conn, up)
+	}))
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(deadline))
+	b, _ := io.ReadAll(c)
+	if !bytes.HasSuffix(b, []byte("\r\n\r\nafter the silence\n")) {
+		t.Fatalf("the hijacked connection carried %q; want the 101 and the message sent after the silence", b)
+	}
+}
