@@ -510,7 +510,19 @@ func (r *limitsRig) stalledDownloads(t *testing.T) {
 		})
 	}()
 	ready.Wait()
-	// The clients read nothing until the interceptor has closed their connections on its side.
+	// Every download is open on the interceptor's side, its response under way.
+	eventually(t, 30*time.Second, "the interceptor to hold the downloads open", func() error {
+		v, err := scrapeSample(r.metrics, "lobby_interceptor_proxy_open_connections", nil)
+		if err != nil {
+			return err
+		}
+		if v < openBefore+n {
+			return fmt.Errorf("%v open, want at least %v", v, openBefore+n)
+		}
+		return nil
+	})
+	// The clients read nothing until the interceptor has closed all of them on its side: that
+	// count, from the interceptor's own gauge, is what shows the slots freed.
 	var closedAfter time.Duration
 	eventually(t, limitsIdle+time.Minute, "the interceptor to close the stalled downloads", func() error {
 		v, err := scrapeSample(r.metrics, "lobby_interceptor_proxy_open_connections", nil)
@@ -525,7 +537,11 @@ func (r *limitsRig) stalledDownloads(t *testing.T) {
 	})
 	close(release)
 	out := <-done
-	var whole, failed int
+	// Each client then reads what had reached it. None may get the whole body. A client may also
+	// see no end at all: the kernel drops a closed socket that still had data for a client
+	// advertising a zero window for long (an orphan), without telling the client; the
+	// interceptor's side is closed either way, which is what the gauge above counted.
+	var whole, orphaned int
 	statuses := map[string]int{}
 	errs := map[string]int{}
 	for _, o := range out {
@@ -533,18 +549,18 @@ func (r *limitsRig) stalledDownloads(t *testing.T) {
 		if o.err != nil {
 			errs[errorKind(o.err)]++
 		}
-		// Any end of the connection but a timeout of the client's own read is a cut.
 		var ne net.Error
 		switch {
-		case errors.As(o.err, &ne) && ne.Timeout():
-			failed++
 		case o.read >= size:
 			whole++
+		case errors.As(o.err, &ne) && ne.Timeout():
+			orphaned++
 		}
 	}
 	t.Logf("%d stalled downloads closed by the interceptor within %v of the first request; answers %v, errors %v", n, closedAfter.Round(time.Millisecond), statuses, errs)
-	if whole+failed > 0 {
-		t.Errorf("%d downloads were read whole and %d were never closed; want every one cut short", whole, failed)
+	t.Logf("%d clients saw their connection end, %d saw no end (closed on the interceptor's side, dropped by the kernel)", n-orphaned, orphaned)
+	if whole > 0 {
+		t.Errorf("%d downloads were read whole; want every one cut short", whole)
 	}
 	if closedAfter < limitsIdle {
 		t.Errorf("the downloads were closed %v after they began, before the %v write idle deadline", closedAfter, limitsIdle)
