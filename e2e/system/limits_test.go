@@ -366,7 +366,7 @@ type rawOutcome struct {
 
 // rawAttack dials n connections to the proxy, sends each req, and hands each to wait, which
 // returns when the client is ready to read; then the client reads until the server closes the
-// connection or a minute passes.
+// connection or 20 seconds pass.
 func (r *limitsRig) rawAttack(t *testing.T, n int, req []byte, wait func(c net.Conn)) []rawOutcome {
 	out := make([]rawOutcome, n)
 	var wg sync.WaitGroup
@@ -391,7 +391,7 @@ func (r *limitsRig) rawAttack(t *testing.T, n int, req []byte, wait func(c net.C
 			}
 			sentAt := time.Now()
 			wait(c)
-			_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+			_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
 			br := bufio.NewReaderSize(c, 64<<10)
 			line, err := br.ReadString('\n')
 			out[i].status = strings.TrimSpace(line)
@@ -462,13 +462,13 @@ func (r *limitsRig) slowUploads(t *testing.T) {
 			failed++
 		case o.after < limitsIdle*9/10:
 			early++
-		case o.after > limitsIdle+30*time.Second:
+		case o.after > limitsIdle+15*time.Second:
 			late++
 		}
 	}
 	t.Logf("%d slow uploads ended: answers %v, errors %v; the last %v after its last byte", n, statuses, errs, longest.Round(time.Millisecond))
 	if failed+early+late > 0 {
-		t.Errorf("%d connections failed, %d ended before the %v body idle deadline, %d more than 30s after it", failed, early, limitsIdle, late)
+		t.Errorf("%d connections failed, %d ended before the %v body idle deadline, %d more than 15s after it", failed, early, limitsIdle, late)
 	}
 	for st, k := range statuses {
 		if st != "" && !strings.HasPrefix(st, "HTTP/1.1 408 ") {
