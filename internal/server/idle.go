@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -26,7 +27,8 @@ type readDeadliner interface {
 // HTTP/1.x connection is closed, its HTTP/2 stream reset), freeing the connection's slot. The
 // deadline is armed only while a Read waits for the client, and moves on with every Read, so a
 // long upload that progresses, a gRPC client stream and a body the app reads slowly are never
-// cut; a client that sends headers and then trickles nothing is. d of zero or less returns h.
+// cut; a client that sends headers and then trickles nothing is. gRPC calls are left alone (see
+// isGRPC). d of zero or less returns h.
 //
 // Requests without a body (http.NoBody, as net/http gives for a GET) are passed on as they are,
 // so that warm GETs pay nothing; a request with a body pays one small allocation and two
@@ -37,7 +39,7 @@ func IdleBody(h http.Handler, d time.Duration) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rd, ok := w.(readDeadliner)
-		if !ok || r.Body == nil || r.Body == http.NoBody {
+		if !ok || r.Body == nil || r.Body == http.NoBody || isGRPC(r) {
 			h.ServeHTTP(w, r)
 			return
 		}
@@ -67,6 +69,14 @@ func IdleBody(h http.Handler, d time.Duration) http.Handler {
 // bigBody is net/http's maxPostHandlerReadBytes: the most of a request body it reads, after the
 // handler, to keep the connection.
 const bigBody = 256 << 10
+
+// isGRPC reports whether r is a gRPC call. Its request body is a stream of messages that a
+// bidirectional call may leave silent for as long as the app keeps streaming back; gRPC keeps
+// the connection alive with its own pings, and the stream holds one of the connection's streams
+// and one slot like any other.
+func isGRPC(r *http.Request) bool {
+	return r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+}
 
 // longAgo is a deadline that has passed: reads fail at once.
 var longAgo = time.Unix(1, 0)

@@ -357,12 +357,14 @@ func TestIdleBody(t *testing.T) {
 		pause time.Duration
 		// stall is set when the client stops sending after its first byte.
 		stall   bool
+		grpc    bool
 		wantCut bool
 	}{
 		{name: "an HTTP/1.1 body that stops arriving is cut", stall: true, wantCut: true},
 		{name: "an HTTP/2 body that stops arriving is cut", h2: true, stall: true, wantCut: true},
 		{name: "an HTTP/1.1 upload that progresses for far longer than the timeout is read whole", pause: idle / 3},
 		{name: "an HTTP/2 client stream that progresses for far longer than the timeout is read whole", h2: true, pause: idle / 3},
+		{name: "a gRPC client stream silent for longer than the timeout is read whole", h2: true, grpc: true, pause: 2 * idle},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -402,6 +404,10 @@ func TestIdleBody(t *testing.T) {
 				t.Fatal(err)
 			}
 			req.ContentLength = parts
+			if tc.grpc {
+				req.ContentLength = -1
+				req.Header.Set("Content-Type", "application/grpc+proto")
+			}
 			go func() {
 				if resp, err := client.Do(req); err == nil {
 					_ = resp.Body.Close()
