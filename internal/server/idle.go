@@ -23,12 +23,12 @@ type readDeadliner interface {
 }
 
 // IdleBody returns h with the body of every request that has one cut when it makes no progress:
-// a Read of the body that gets no byte from the client for d fails, and the request with it (its
-// HTTP/1.x connection is closed, its HTTP/2 stream reset), freeing the connection's slot. The
-// deadline is armed only while a Read waits for the client, and moves on with every Read, so a
-// long upload that progresses, a gRPC client stream and a body the app reads slowly are never
-// cut; a client that sends headers and then trickles nothing is. gRPC calls are left alone (see
-// isGRPC). d of zero or less returns h.
+// a Read of the body that gets no byte from the client for d fails with ErrBodyIdle, and the
+// request with it: h answers it, and an HTTP/1.x connection is closed after the answer, freeing
+// its slot. The deadline is armed only while a Read waits for the client, and moves on with every
+// Read, so a long upload that progresses and a body the app reads slowly are never cut; a client
+// that sends headers and then trickles nothing is. gRPC calls are left alone (see isGRPC). d of
+// zero or less returns h.
 //
 // Requests without a body (http.NoBody, as net/http gives for a GET) are passed on as they are,
 // so that warm GETs pay nothing; a request with a body pays one small allocation and two
@@ -66,8 +66,8 @@ func IdleBody(h http.Handler, d time.Duration) http.Handler {
 	})
 }
 
-// bigBody is net/http's maxPostHandlerReadBytes: the most of a request body it reads, after the
-// handler, to keep the connection.
+// bigBody is net/http's maxPostHandlerReadBytes: the most of a request body left unread by a
+// handler that it reads to keep the connection.
 const bigBody = 256 << 10
 
 // isGRPC reports whether r is a gRPC call. Its request body is a stream of messages that a
