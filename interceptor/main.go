@@ -27,7 +27,7 @@ import (
 	"github.com/lobby-http/lobby/interceptor/internal/admin"
 	"github.com/lobby-http/lobby/interceptor/internal/certs"
 	"github.com/lobby-http/lobby/interceptor/internal/counts"
-	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/interceptor/internal/endpointslices"
 	"github.com/lobby-http/lobby/interceptor/internal/proxy"
 	"github.com/lobby-http/lobby/interceptor/internal/routing"
 	"github.com/lobby-http/lobby/internal/httpso"
@@ -69,7 +69,8 @@ func run(signals context.Context) error {
 		return err
 	}
 	log.Info("starting", "proxyAddr", cfg.ProxyAddr, "proxyTLSAddr", cfg.ProxyTLSAddr, "adminAddr", cfg.AdminAddr, "namespace", cfg.WatchNamespace, "pod", cfg.PodName,
-		"maxConnections", cfg.MaxConnections, "maxHeldRequests", cfg.MaxHeldRequests, "tracing", cfg.Tracing.Enabled)
+		"maxConnections", cfg.MaxConnections, "maxHeldRequests", cfg.MaxHeldRequests, "tracing", cfg.Tracing.Enabled,
+		"adminAllowedServiceAccounts", cfg.AdminAllowedServiceAccounts, "adminTokenAudience", cfg.AdminTokenAudience)
 	return ic.run(signals)
 }
 
@@ -82,7 +83,7 @@ type interceptor struct {
 	log        logr.Logger
 	drainDelay time.Duration
 
-	endpoints *endpoints.Informer
+	endpoints *endpointslices.Informer
 	routes    *routing.Watcher
 	admin     *admin.Server
 	proxy     *server.Server
@@ -111,8 +112,8 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		return nil, err
 	}
 
-	store := endpoints.NewStore(log.WithName("endpoints"))
-	slices := endpoints.NewInformer(store, kubeClient, cfg.WatchNamespace, log.WithName("endpoints"))
+	store := endpointslices.NewStore(log.WithName("endpoints"))
+	slices := endpointslices.NewInformer(store, kubeClient, cfg.WatchNamespace, log.WithName("endpoints"))
 
 	activations, err := admin.NewActivations(reg)
 	if err != nil {
@@ -215,17 +216,34 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 	}
 
 	st, err := admin.NewStream(admin.StreamOptions{
-		Source:       registry,
-		Activations:  activations,
-		Interval:     cfg.StreamInterval,
-		WriteTimeout: cfg.StreamWriteTimeout,
-		Interceptor:  cfg.PodName,
-		Clock:        clk,
-		Registerer:   reg,
-		Log:          log.WithName("stream"),
+		Source:         registry,
+		Activations:    activations,
+		Interval:       cfg.StreamInterval,
+		WriteTimeout:   cfg.StreamWriteTimeout,
+		MaxSubscribers: cfg.StreamMaxSubscribers,
+		Interceptor:    cfg.PodName,
+		Clock:          clk,
+		Registerer:     reg,
+		Log:            log.WithName("stream"),
 	})
 	if err != nil {
 		return nil, err
+	}
+	auth, err := admin.NewAuthenticator(admin.AuthOptions{
+		Reviewer:    admin.KubeReviewer{Client: kubeClient.AuthenticationV1().TokenReviews()},
+		Audience:    cfg.AdminTokenAudience,
+		Allowed:     cfg.AdminAllowedServiceAccounts,
+		TTL:         cfg.AdminAuthCacheTTL,
+		NegativeTTL: cfg.AdminAuthNegativeTTL,
+		Clock:       clk,
+		Registerer:  reg,
+		Log:         log.WithName("admin-auth"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.AdminAllowedServiceAccounts) == 0 {
+		log.Info("no ServiceAccount may read the push stream or /queue: set LOBBY_ADMIN_ALLOWED_SERVICE_ACCOUNTS to the scaler's")
 	}
 	adminServer := &server.Server{
 		HTTP: newHTTPServer(cfg, cfg.AdminAddr, nil, log.WithName("admin")),
@@ -241,6 +259,7 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 			admin.Synced("HTTPScaledObjects", watcher.HasSynced),
 			admin.Synced("Services and EndpointSlices", slices.HasSynced),
 		},
+		Auth:   auth,
 		Clock:  clk,
 		Server: adminServer,
 	})

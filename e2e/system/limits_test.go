@@ -29,6 +29,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/lobby-http/lobby/e2e/deploy"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -338,7 +339,7 @@ func (r *limitsRig) h2cFlood(t *testing.T) {
 			t.Errorf("%d held streams were answered %s, want 504 at the cold-start timeout", n, st)
 		}
 	}
-	eventually(t, 30*time.Second, "the cold route to hold nothing", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "the cold route to hold nothing", func() error {
 		q, err := queue(r.in.URL("admin"))
 		if err != nil {
 			return err
@@ -347,7 +348,9 @@ func (r *limitsRig) h2cFlood(t *testing.T) {
 			return fmt.Errorf("%d held", h)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // hasKey reports whether m has k.
@@ -475,7 +478,7 @@ func (r *limitsRig) slowUploads(t *testing.T) {
 			t.Errorf("%d uploads were answered %q, want 408 (the client's body stopped arriving) or the connection cut", k, st)
 		}
 	}
-	eventually(t, 30*time.Second, "the interceptor's open connections to return to what they were", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "the interceptor's open connections to return to what they were", func() error {
 		v, err := scrapeSample(r.metrics, "lobby_interceptor_proxy_open_connections", nil)
 		if err != nil {
 			return err
@@ -484,7 +487,9 @@ func (r *limitsRig) slowUploads(t *testing.T) {
 			return fmt.Errorf("%v open, %v before", v, openBefore)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // stalledDownloads asks for 1,000 downloads of 16 MiB and reads nothing. The interceptor's
@@ -511,7 +516,7 @@ func (r *limitsRig) stalledDownloads(t *testing.T) {
 	}()
 	ready.Wait()
 	// Every download is open on the interceptor's side, its response under way.
-	eventually(t, 30*time.Second, "the interceptor to hold the downloads open", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "the interceptor to hold the downloads open", func() error {
 		v, err := scrapeSample(r.metrics, "lobby_interceptor_proxy_open_connections", nil)
 		if err != nil {
 			return err
@@ -520,11 +525,13 @@ func (r *limitsRig) stalledDownloads(t *testing.T) {
 			return fmt.Errorf("%v open, want at least %v", v, openBefore+n)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	// The clients read nothing until the interceptor has closed all of them on its side: that
 	// count, from the interceptor's own gauge, is what shows the slots freed.
 	var closedAfter time.Duration
-	eventually(t, limitsIdle+time.Minute, "the interceptor to close the stalled downloads", func() error {
+	if err := poll.Until(t.Context(), limitsIdle+time.Minute, "the interceptor to close the stalled downloads", func() error {
 		v, err := scrapeSample(r.metrics, "lobby_interceptor_proxy_open_connections", nil)
 		if err != nil {
 			return err
@@ -534,7 +541,9 @@ func (r *limitsRig) stalledDownloads(t *testing.T) {
 		}
 		closedAfter = time.Since(start)
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	close(release)
 	out := <-done
 	// Each client then reads what had reached it. None may get the whole body. A client may also

@@ -1,6 +1,7 @@
 // Package admin is the interceptor's admin server, on its own port and never behind the proxy
 // Service: liveness and readiness probes, Prometheus metrics, a JSON view of the per-route counts
-// (/queue), and the push stream the scaler subscribes to (see docs/stream.md).
+// (/queue), and the push stream the scaler subscribes to (see docs/stream.md). /queue and the
+// stream answer only the ServiceAccounts allowed (auth.go).
 package admin
 
 import (
@@ -45,6 +46,10 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Checks must all pass for /readyz to succeed.
 	Checks []Check
+	// Auth guards /queue and the stream, the endpoints that reveal every route's counts (see
+	// auth.go); the probes and /metrics stay open (the chart's NetworkPolicy guards /metrics).
+	// nil serves them to anyone, which only tests do.
+	Auth *Authenticator
 	// Clock gives the time of /queue snapshots.
 	Clock clock.PassiveClock
 	// Server runs the admin HTTP server; its HTTP field's Handler is set by New.
@@ -64,12 +69,20 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("GET /livez", s.livez)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
-	s.mux.HandleFunc("GET /queue", s.queue)
-	s.mux.Handle(stream.Path, o.Stream)
+	s.mux.Handle("GET /queue", s.guard(http.HandlerFunc(s.queue)))
+	s.mux.Handle(stream.Path, s.guard(o.Stream))
 	if o.Server != nil {
 		o.Server.HTTP.Handler = s.mux
 	}
 	return s
+}
+
+// guard puts h behind the authenticator, when there is one.
+func (s *Server) guard(h http.Handler) http.Handler {
+	if s.opts.Auth == nil {
+		return h
+	}
+	return s.opts.Auth.Guard(h)
 }
 
 // Handler returns the admin server's routes, for tests.

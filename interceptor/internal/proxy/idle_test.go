@@ -18,9 +18,10 @@ func TestStalledRequestBodyIsTheClientsTimeout(t *testing.T) {
 	const idle = 200 * time.Millisecond
 	// The stage applies the body idle deadline as main does in front of the chain; inside the
 	// chain the ResponseWriter is still net/http's, which IdleBody needs.
-	stage := func(next proxy.Handler) proxy.Handler {
-		return proxy.HandlerFunc(func(w http.ResponseWriter, r *http.Request, x *proxy.Exchange) {
-			server.IdleBody(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { next.ServeExchange(w, r, x) }), idle).ServeHTTP(w, r)
+	stage := func(next proxy.ForwardHandler) proxy.ForwardHandler {
+		return proxy.ForwardFunc(func(w http.ResponseWriter, r *http.Request, x *proxy.Exchange) (outcome proxy.Outcome, err error) {
+			server.IdleBody(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { outcome, err = next.Forward(w, r, x) }), idle).ServeHTTP(w, r)
+			return outcome, err
 		})
 	}
 	e := newEnvChain(t, testr.New(t), proxy.ForwarderOptions{}, stage)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lobby-http/lobby/interceptor/internal/counts"
 	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/interceptor/internal/endpointslices"
 	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 	"github.com/lobby-http/lobby/operator/api/v1beta1"
@@ -34,7 +35,7 @@ type Informer interface {
 }
 
 // TargetStore hands out endpoint handles and releases those no table refers to any more;
-// *endpoints.Store implements it.
+// *endpointslices.Store implements it.
 type TargetStore interface {
 	Targets
 	Retain(keep []*endpoints.Target)
@@ -49,7 +50,7 @@ type CounterRegistry interface {
 
 var (
 	_ Informer        = (cache.SharedIndexInformer)(nil)
-	_ TargetStore     = (*endpoints.Store)(nil)
+	_ TargetStore     = (*endpointslices.Store)(nil)
 	_ CounterRegistry = (*counts.Registry)(nil)
 )
 
@@ -254,10 +255,18 @@ func (w *Watcher) rebuild(ctx context.Context) {
 	w.conflicts = conflicts
 	w.mu.Unlock()
 	for key, c := range conflicts {
-		if prev[key] != c {
-			w.log.Info("object not routed: an older object claims the same route",
-				"object", key.String(), "winner", httpso.Ref{Kind: c.WinnerKind, Key: c.Winner}.String(), "claim", c.Claim.String())
+		// Compared by message: each rebuild computes owners afresh.
+		if p, ok := prev[key]; ok && p.Message() == c.Message() {
+			continue
 		}
+		winner := httpso.Ref{Kind: c.WinnerKind, Key: c.Winner}.String()
+		if c.Owner != nil {
+			w.log.Info("object not routed: another namespace owns its host",
+				"object", key.String(), "owner", c.Owner.Namespace, "firstClaim", winner, "claim", c.Claim.String())
+			continue
+		}
+		w.log.Info("object not routed: an older object claims the same route",
+			"object", key.String(), "winner", winner, "claim", c.Claim.String())
 	}
 	for key := range prev {
 		if _, ok := conflicts[key]; !ok {
