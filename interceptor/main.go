@@ -205,6 +205,12 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		}
 	}
 
+	status := admin.NewStatus(admin.StatusOptions{
+		Apps:        statusApps{router},
+		Interceptor: cfg.PodName,
+		Clock:       clk,
+		Log:         log.WithName("status"),
+	})
 	st, err := admin.NewStream(admin.StreamOptions{
 		Source:       registry,
 		Activations:  activations,
@@ -214,6 +220,7 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		Clock:        clk,
 		Registerer:   reg,
 		Log:          log.WithName("stream"),
+		Observe:      status.Observe,
 	})
 	if err != nil {
 		return nil, err
@@ -227,6 +234,7 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 	adm := admin.New(admin.Options{
 		Source:   registry,
 		Stream:   st,
+		Status:   status,
 		Gatherer: reg,
 		Checks: []admin.Check{
 			admin.Synced("HTTPScaledObjects", watcher.HasSynced),
