@@ -67,7 +67,8 @@ verify: generate manifests
 	bash hack/bench-fresh.sh
 
 ## deps: install the Debian packages the local cluster and the e2e suite use (etcd, iproute2, nginx, prometheus;
-## containerd, runc, containernetworking-plugins and iptables for the real node).
+## containerd, runc, containernetworking-plugins and iptables for the real node; wrk for make bench; chromium for
+## the browser tests).
 .PHONY: deps
 deps:
 	@bash hack/install-packages.sh
@@ -123,6 +124,12 @@ bench: tools
 .PHONY: demo
 demo: tools
 	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) run ./e2e/demo
+
+## screenshots: regenerate the status page's screenshots in docs/images from a run of TestStatusPage.
+.PHONY: screenshots
+screenshots: tools
+	LOBBY_SCREENSHOTS=$(CURDIR)/docs/images KUBEBUILDER_ASSETS="$(ASSETS)" \
+		$(GO) test -count=1 -tags e2e -timeout 20m -run '^TestStatusPage$$' ./e2e/system
 
 ## images: OCI image tarballs of the three binaries in bin/images, built without a container engine.
 .PHONY: images

@@ -120,7 +120,7 @@ func TestStatusPage(t *testing.T) {
 		}
 	}
 	eventually(t, 10*time.Second, "the totals on the page, /queue and the metrics", func() error {
-		return agree(ctx, admin, a.key(), 1, 0, 1+warm)
+		return agree(ctx, admin, a.key(), 0, 0, 1+warm)
 	})
 	v, err := statusPage(admin)
 	if err != nil {
