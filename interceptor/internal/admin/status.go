@@ -52,76 +52,8 @@ const (
 	StateWarm = "warm"
 )
 
-// Steps of a cold start's timeline, in order.
-const (
-	StepArrived   = "request arrived"
-	StepPushed    = "activation pushed"
-	StepReady     = "first endpoint ready"
-	StepAnswered  = "first answer"
-	stepsPerStart = 4
-)
-
 // rateSpan is the time the status page's request rate is averaged over.
 const rateSpan = time.Minute
-
-// coldStartBound is how long a cold start is followed: a target that has no ready endpoint this
-// long after the request that woke it is shown cold again, and a first answer that does not come
-// within it is left off the timeline.
-const coldStartBound = 10 * time.Minute
-
-// answerPoll is the period at which a woken route's counters are read for its first answer: the
-// precision of that step.
-const answerPoll = 2 * time.Millisecond
-
-// StatusView is the status page's data: what /status.json answers and every server-sent event
-// carries.
-type StatusView struct {
-	// Interceptor is the pod name of the interceptor that serves the page; other replicas have
-	// counts of their own.
-	Interceptor string `json:"interceptor"`
-	// UnixMilli is when the view was built, in milliseconds since the Unix epoch.
-	UnixMilli int64 `json:"unixMilli"`
-	// Routes are every routed object, sorted by key.
-	Routes []StatusRoute `json:"routes"`
-}
-
-// StatusRoute is one routed object on the status page.
-type StatusRoute struct {
-	// Key is the object's "namespace/name".
-	Key string `json:"key"`
-	// State is cold, waking or warm.
-	State string `json:"state"`
-	// Ready is the number of ready endpoints of the target.
-	Ready int `json:"readyEndpoints"`
-	// Held, InFlight, Open and Requests are the counts /queue and the push stream show.
-	Held     int64  `json:"held"`
-	InFlight int64  `json:"inFlight"`
-	Open     int64  `json:"open"`
-	Requests uint64 `json:"requests"`
-	// RatePerSecond is requests per second over the last minute (or since the interceptor started
-	// routing the object, when that is shorter).
-	RatePerSecond float64 `json:"ratePerSecond"`
-	// ColdStart is the timeline of the last cold start this interceptor saw, or nil.
-	ColdStart *ColdStart `json:"coldStart,omitempty"`
-}
-
-// ColdStart is the timeline of one cold start as one interceptor saw it.
-type ColdStart struct {
-	// UnderWay is true until the target has a ready endpoint (or the cold start was given up).
-	UnderWay bool `json:"underWay"`
-	// Steps are the steps seen so far, in order.
-	Steps []Step `json:"steps"`
-}
-
-// Step is one step of a cold start.
-type Step struct {
-	// Name is one of StepArrived, StepPushed, StepReady, StepAnswered.
-	Name string `json:"name"`
-	// UnixMilli is when the step happened, in milliseconds since the Unix epoch.
-	UnixMilli int64 `json:"unixMilli"`
-	// SinceArrivedMillis is the time from the request's arrival, in milliseconds (fractional).
-	SinceArrivedMillis float64 `json:"sinceArrivedMillis"`
-}
 
 // StatusOptions configure a Status.
 type StatusOptions struct {
@@ -171,15 +103,6 @@ type observed struct {
 	pushed time.Time
 }
 
-// stepSeen is a step a route's cold-start follower saw.
-type stepSeen struct {
-	key   string
-	start *coldStart
-	name  string
-	at    time.Time
-	done  bool // the follower has returned
-}
-
 // routeState is what the producer remembers of one route.
 type routeState struct {
 	counts stream.RouteCounts
@@ -192,17 +115,6 @@ type routeState struct {
 type sample struct {
 	at       time.Time
 	requests uint64
-}
-
-// coldStart is one cold start being followed or last followed.
-type coldStart struct {
-	names    [stepsPerStart]string
-	at       [stepsPerStart]time.Time
-	n        int
-	underWay bool
-	// completed is the route's requests answered or given up (received − held − in flight −
-	// open) before its target was ready; the first answer is the first increase over it.
-	completed atomic.Int64
 }
 
 // NewStatus returns a Status configured by o.
@@ -319,66 +231,6 @@ func (s *Status) apply(ctx context.Context, f observed, followers *sync.WaitGrou
 	return changed
 }
 
-// completed returns how many of a route's received requests have left it.
-func completed(c stream.RouteCounts) int64 {
-	return int64(c.Requests) - c.Held - c.InFlight - c.Open
-}
-
-// follow waits for the woken target's first ready endpoint, then for the route's first answer,
-// and reports both steps to the producer.
-func (s *Status) follow(ctx context.Context, key string, app App, cs *coldStart) {
-	ctx, cancel := context.WithTimeout(ctx, coldStartBound)
-	defer cancel()
-	report := func(name string, at time.Time, done bool) {
-		select {
-		case s.steps <- stepSeen{key: key, start: cs, name: name, at: at, done: done}:
-		case <-ctx.Done():
-		}
-	}
-	if err := app.Target.Wait(ctx); err != nil {
-		report("", time.Time{}, true)
-		return
-	}
-	report(StepReady, s.opts.Clock.Now(), false)
-	// The counters are read, not hooked: the request path pays nothing for this step.
-	tick := time.NewTicker(answerPoll)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			report("", time.Time{}, true)
-			return
-		case <-tick.C:
-		}
-		now := s.opts.Clock.Now()
-		if completed(app.Counts.Counts(now)) > cs.completed.Load() {
-			report(StepAnswered, now, true)
-			return
-		}
-	}
-}
-
-// step records a step a follower saw.
-func (s *Status) step(st stepSeen) {
-	rs := s.routes[st.key]
-	if rs == nil || rs.cold != st.start {
-		return // the route is gone, or a newer cold start replaced this one
-	}
-	if st.name != "" {
-		st.start.add(st.name, st.at)
-	}
-	if st.name == StepReady || st.done {
-		st.start.underWay = false
-	}
-}
-
-func (cs *coldStart) add(name string, at time.Time) {
-	if cs.n < stepsPerStart {
-		cs.names[cs.n], cs.at[cs.n] = name, at
-		cs.n++
-	}
-}
-
 // refresh reads the routed objects again.
 func (s *Status) refresh() {
 	list := s.opts.Apps.Apps()
@@ -438,16 +290,6 @@ func (rs *routeState) rate() float64 {
 		return 0
 	}
 	return float64(last.requests-first.requests) / d.Seconds()
-}
-
-// view returns the cold start's steps with their offsets from the arrival.
-func (cs *coldStart) view() *ColdStart {
-	out := &ColdStart{UnderWay: cs.underWay, Steps: make([]Step, cs.n)}
-	for i := range cs.n {
-		out.Steps[i] = Step{Name: cs.names[i], UnixMilli: cs.at[i].UnixMilli(),
-			SinceArrivedMillis: float64(cs.at[i].Sub(cs.at[0]).Microseconds()) / 1e3}
-	}
-	return out
 }
 
 func (s *Status) close() {
