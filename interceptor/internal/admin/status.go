@@ -250,9 +250,17 @@ func (s *Status) publish() {
 	for _, a := range s.apps {
 		r := StatusRoute{Key: a.Key, Ready: a.Target.Ready(), State: StateCold}
 		rs := s.routes[a.Key]
+		c := stream.RouteCounts{}
 		if rs != nil {
-			c := rs.counts
-			r.Held, r.InFlight, r.Open, r.Requests = c.Held, c.InFlight, c.Open, c.Requests
+			c = rs.counts
+		}
+		if a.Counts != nil {
+			// The counters as they are now, so that a view built at a step of a cold start
+			// does not show the counts of the frame before it.
+			c = a.Counts.Counts(now)
+		}
+		r.Held, r.InFlight, r.Open, r.Requests = c.Held, c.InFlight, c.Open, c.Requests
+		if rs != nil {
 			r.RatePerSecond = rs.rate()
 			if rs.cold != nil {
 				r.ColdStart = rs.cold.view()

@@ -179,6 +179,7 @@ func TestStatusActivationOfAWarmRouteIsNoColdStart(t *testing.T) {
 	f := newStatusFixture(t, 0)
 	f.target.setReady(2)
 	c := stream.RouteCounts{Key: "shop/cart", InFlight: 1, Requests: 7}
+	f.route.set(c)
 	f.status.Observe(stream.KindActivate, []stream.RouteCounts{c}, f.clock.Now())
 	f.status.Observe(stream.KindCounts, []stream.RouteCounts{c}, f.clock.Now())
 	v := f.await(t, "the counts", func(v StatusView) bool { return len(v.Routes) == 1 && v.Routes[0].Requests == 7 })
@@ -194,6 +195,7 @@ func TestStatusRateIsOverTheLastMinute(t *testing.T) {
 	// 10 requests a second for two minutes, one counts frame a second.
 	for i := range 121 {
 		n := uint64(10 * i)
+		f.route.set(stream.RouteCounts{Key: "shop/cart", Requests: n})
 		f.status.Observe(stream.KindCounts, []stream.RouteCounts{{Key: "shop/cart", Requests: n}}, start.Add(time.Duration(i)*time.Second))
 		// One frame at a time, as the dispatcher sends them: the queue is short.
 		v := f.await(t, "the frame taken", func(v StatusView) bool { return len(v.Routes) == 1 && v.Routes[0].Requests == n })
@@ -244,6 +246,7 @@ func TestStatusEventsServeEveryNewViewAndCapViewers(t *testing.T) {
 	if v := next(); len(v.Routes) != 0 {
 		t.Errorf("first event = %+v, want the empty view of a page with no frame yet", v)
 	}
+	f.route.set(stream.RouteCounts{Key: "shop/cart", Requests: 3})
 	f.status.Observe(stream.KindCounts, []stream.RouteCounts{{Key: "shop/cart", Requests: 3}}, f.clock.Now())
 	if v := next(); len(v.Routes) != 1 || v.Routes[0].Requests != 3 {
 		t.Errorf("second event = %+v, want the route with 3 requests", v)
