@@ -277,3 +277,61 @@ func TestStatusEventsServeEveryNewViewAndCapViewers(t *testing.T) {
 		}
 	}
 }
+
+// mutableApps lists apps the test changes.
+type mutableApps struct {
+	mu   sync.Mutex
+	apps []App
+}
+
+func (m *mutableApps) Apps() []App {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]App(nil), m.apps...)
+}
+
+func (m *mutableApps) set(apps ...App) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.apps = apps
+}
+
+func TestStatusListsTheRoutedObjectsOnly(t *testing.T) {
+	apps := &mutableApps{}
+	cart, web := &liveRoute{counts: stream.RouteCounts{Key: "shop/cart"}}, &liveRoute{counts: stream.RouteCounts{Key: "shop/web"}}
+	apps.set(App{Key: "shop/cart", Target: newFakeTarget(), Counts: cart}, App{Key: "shop/web", Target: newFakeTarget(), Counts: web})
+	clk := clocktesting.NewFakeClock(time.UnixMilli(1700000000000))
+	s := NewStatus(StatusOptions{Apps: apps, Clock: clk, Log: logr.Discard()})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Start(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	keys := func() string {
+		b, _, _ := s.current()
+		var v StatusView
+		_ = json.Unmarshal(b, &v)
+		var k []string
+		for _, r := range v.Routes {
+			k = append(k, r.Key)
+		}
+		return strings.Join(k, ",")
+	}
+	wait := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); keys() != want; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("routes = %q, want %q", keys(), want)
+			}
+		}
+	}
+	s.Observe(stream.KindCounts, []stream.RouteCounts{web.counts, cart.counts}, clk.Now())
+	wait("shop/cart,shop/web")
+	// An activation for an object no longer routed, then the counts frame after the table lost it.
+	apps.set(App{Key: "shop/web", Target: newFakeTarget(), Counts: web})
+	s.Observe(stream.KindActivate, []stream.RouteCounts{{Key: "shop/gone", Held: 1, Requests: 1}}, clk.Now())
+	s.Observe(stream.KindCounts, []stream.RouteCounts{web.counts}, clk.Now())
+	wait("shop/web")
+}
