@@ -93,6 +93,8 @@ type Status struct {
 	// last snapshot or counts frame.
 	routes map[string]*routeState
 	apps   map[string]App
+	// known is apps, for the stream's dispatcher to read.
+	known atomic.Pointer[map[string]App]
 }
 
 // observed is one frame of the push stream as the status page gets it.
@@ -140,6 +142,11 @@ func NewStatus(o StatusOptions) *Status {
 // stream's subscribers. It never blocks: a frame that finds the queue full is dropped, and the
 // next one brings the view up to date.
 func (s *Status) Observe(kind stream.Kind, routes []stream.RouteCounts, at time.Time) {
+	if kind == stream.KindActivate && s.warm(routes) {
+		// No cold start begins: the producer is not woken. For a warm route under light load
+		// this is nearly every request.
+		return
+	}
 	select {
 	case s.frames <- observed{kind: kind, routes: routes, at: at, pushed: s.opts.Clock.Now()}:
 	default:
@@ -234,10 +241,28 @@ func (s *Status) apply(ctx context.Context, f observed, followers *sync.WaitGrou
 // refresh reads the routed objects again.
 func (s *Status) refresh() {
 	list := s.opts.Apps.Apps()
-	s.apps = make(map[string]App, len(list))
+	apps := make(map[string]App, len(list))
 	for _, a := range list {
-		s.apps[a.Key] = a
+		apps[a.Key] = a
 	}
+	s.apps = apps
+	s.known.Store(&apps)
+}
+
+// warm reports whether every route is known and its target has a ready endpoint. It runs on the
+// stream's dispatcher and reads the map the producer last published, which is never modified.
+func (s *Status) warm(routes []stream.RouteCounts) bool {
+	known := s.known.Load()
+	if known == nil {
+		return false
+	}
+	for _, r := range routes {
+		a, ok := (*known)[r.Key]
+		if !ok || a.Target.Ready() == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // publish builds the view from the routes' state and hands it to every viewer.
