@@ -335,3 +335,30 @@ func TestStatusListsTheRoutedObjectsOnly(t *testing.T) {
 	s.Observe(stream.KindCounts, []stream.RouteCounts{web.counts}, clk.Now())
 	wait("shop/web")
 }
+
+func TestStatusDropsActivationsOfWarmRoutesOnTheDispatcher(t *testing.T) {
+	f := newStatusFixture(t, 0)
+	cart := []stream.RouteCounts{{Key: "shop/cart", InFlight: 1, Requests: 1}}
+	if f.status.warm(cart) {
+		t.Error("an activation was dropped before the producer knew the routes")
+	}
+	f.status.Observe(stream.KindCounts, []stream.RouteCounts{{Key: "shop/cart"}}, f.clock.Now())
+	f.await(t, "the route listed", func(v StatusView) bool { return len(v.Routes) == 1 })
+	for _, tt := range []struct {
+		name   string
+		ready  int
+		routes []stream.RouteCounts
+		want   bool
+	}{
+		{"A route without a ready endpoint may begin a cold start.", 0, cart, false},
+		{"A route with a ready endpoint is warm.", 1, cart, true},
+		{"A route the producer does not know yet is passed on.", 1, append(cart, stream.RouteCounts{Key: "shop/new"}), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f.target.ready.Store(int64(tt.ready))
+			if got := f.status.warm(tt.routes); got != tt.want {
+				t.Errorf("warm = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
