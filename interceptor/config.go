@@ -99,6 +99,23 @@ type Config struct {
 	// disconnected (LOBBY_STREAM_WRITE_TIMEOUT).
 	StreamWriteTimeout time.Duration
 
+	// StreamMaxSubscribers is the most push-stream subscribers served at once; one more is
+	// refused with 503 (LOBBY_STREAM_MAX_SUBSCRIBERS).
+	StreamMaxSubscribers int
+
+	// AdminTokenAudience is the audience the ServiceAccount tokens sent to /stream and /queue must
+	// be issued for (LOBBY_ADMIN_TOKEN_AUDIENCE).
+	AdminTokenAudience string
+	// AdminAllowedServiceAccounts are the ServiceAccounts, as namespace/name, whose tokens may read
+	// /stream and /queue; none when empty (LOBBY_ADMIN_ALLOWED_SERVICE_ACCOUNTS, comma-separated).
+	AdminAllowedServiceAccounts []string
+	// AdminAuthCacheTTL is how long an accepted token is trusted without a new TokenReview
+	// (LOBBY_ADMIN_AUTH_CACHE_TTL).
+	AdminAuthCacheTTL time.Duration
+	// AdminAuthNegativeTTL is how long a rejected token is rejected without a new TokenReview
+	// (LOBBY_ADMIN_AUTH_NEGATIVE_TTL).
+	AdminAuthNegativeTTL time.Duration
+
 	// DrainDelay is how long the interceptor keeps serving with a failing /readyz after SIGTERM,
 	// so that endpoints controllers and ingresses stop sending to it (LOBBY_DRAIN_DELAY).
 	DrainDelay time.Duration
@@ -165,6 +182,15 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 
 		StreamInterval:     l.Duration("LOBBY_STREAM_INTERVAL", time.Second, env.AtLeast(10*time.Millisecond)),
 		StreamWriteTimeout: l.Duration("LOBBY_STREAM_WRITE_TIMEOUT", 10*time.Second, env.Positive),
+		// Two scaler replicas, one more during their rolling update, each possibly holding a
+		// stream the interceptor has not yet noticed is dead, and room for tools: see
+		// docs/stream.md. The chart derives it from its scaler replicas.
+		StreamMaxSubscribers: l.Int("LOBBY_STREAM_MAX_SUBSCRIBERS", 32, 1),
+
+		AdminTokenAudience:          env.Parse(l, "LOBBY_ADMIN_TOKEN_AUDIENCE", "lobby-interceptor", parseAudience),
+		AdminAllowedServiceAccounts: env.Parse(l, "LOBBY_ADMIN_ALLOWED_SERVICE_ACCOUNTS", nil, parseServiceAccounts),
+		AdminAuthCacheTTL:           l.Duration("LOBBY_ADMIN_AUTH_CACHE_TTL", time.Minute, env.AtLeast(time.Second)),
+		AdminAuthNegativeTTL:        l.Duration("LOBBY_ADMIN_AUTH_NEGATIVE_TTL", 10*time.Second, env.AtLeast(time.Second)),
 
 		DrainDelay:   l.Duration("LOBBY_DRAIN_DELAY", 5*time.Second, env.NonNegative),
 		DrainTimeout: l.Duration("LOBBY_DRAIN_TIMEOUT", 40*time.Second, env.Positive),
@@ -227,6 +253,38 @@ func parseDirs(v string) ([]string, error) {
 		dirs = append(dirs, filepath.Clean(d))
 	}
 	return dirs, nil
+}
+
+// parseAudience reads a token audience: any non-empty string without spaces or commas.
+func parseAudience(v string) (string, error) {
+	v = strings.TrimSpace(v)
+	if v == "" || strings.ContainsAny(v, " ,\t") {
+		return "", fmt.Errorf("invalid audience %q: want one word such as lobby-interceptor", v)
+	}
+	return v, nil
+}
+
+// parseServiceAccounts reads a comma-separated list of ServiceAccounts as namespace/name.
+func parseServiceAccounts(v string) ([]string, error) {
+	var sas []string
+	for _, sa := range strings.Split(v, ",") {
+		sa = strings.TrimSpace(sa)
+		if sa == "" {
+			continue
+		}
+		ns, name, ok := strings.Cut(sa, "/")
+		if !ok {
+			return nil, fmt.Errorf("ServiceAccount %q: want namespace/name, such as lobby/lobby-scaler", sa)
+		}
+		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+			return nil, fmt.Errorf("ServiceAccount %q: invalid namespace: %s", sa, msgs[0])
+		}
+		if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+			return nil, fmt.Errorf("ServiceAccount %q: invalid name: %s", sa, msgs[0])
+		}
+		sas = append(sas, sa)
+	}
+	return sas, nil
 }
 
 // parseTLSVersion reads "1.2" or "1.3".

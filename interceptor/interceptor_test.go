@@ -17,10 +17,12 @@ import (
 
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -42,6 +44,11 @@ type running struct {
 	proxyURL string
 	adminURL string
 	backend  string
+	// token is the allowed ServiceAccount's token for the admin API; otherToken is a valid token
+	// of a ServiceAccount that is not allowed.
+	token, otherToken string
+	// apiToken is the allowed ServiceAccount's token for the API server's audience.
+	apiToken string
 	stop     context.CancelFunc
 	stopped  chan error
 	// drainDelay is the configured wait between the signal and closing the proxy.
@@ -119,6 +126,31 @@ func startInterceptor(t *testing.T) *running {
 	cfg.PodName = "interceptor-test"
 	cfg.DrainDelay = 300 * time.Millisecond
 	cfg.StreamInterval = 100 * time.Millisecond
+	cfg.AdminAllowedServiceAccounts = []string{"default/scaler"}
+	clientset, err := kubernetes.NewForConfig(kubeCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := map[string]string{}
+	for _, sa := range []string{"scaler", "other"} {
+		if _, err := clientset.CoreV1().ServiceAccounts("default").Create(t.Context(),
+			&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		tr, err := clientset.CoreV1().ServiceAccounts("default").CreateToken(t.Context(), sa, &authenticationv1.TokenRequest{
+			Spec: authenticationv1.TokenRequestSpec{Audiences: []string{cfg.AdminTokenAudience}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("request a token for %s: %v", sa, err)
+		}
+		tokens[sa] = tr.Status.Token
+	}
+	// A token of the allowed ServiceAccount issued for the API server, not for the interceptor.
+	tr, err := clientset.CoreV1().ServiceAccounts("default").CreateToken(t.Context(), "scaler", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens["scaler-api"] = tr.Status.Token
 	ic, err := build(cfg, testr.New(t), kubeCfg, prometheus.NewPedanticRegistry(), dial)
 	if err != nil {
 		t.Fatalf("build: %v", err)
@@ -135,12 +167,15 @@ func startInterceptor(t *testing.T) *running {
 
 	signals, stop := context.WithCancel(context.Background())
 	r := &running{
-		kube:     kube,
-		proxyURL: "http://" + proxyLn.Addr().String(),
-		adminURL: "http://" + adminLn.Addr().String(),
-		backend:  backendAddr,
-		stop:     stop,
-		stopped:  make(chan error, 1),
+		kube:       kube,
+		proxyURL:   "http://" + proxyLn.Addr().String(),
+		adminURL:   "http://" + adminLn.Addr().String(),
+		backend:    backendAddr,
+		token:      tokens["scaler"],
+		otherToken: tokens["other"],
+		apiToken:   tokens["scaler-api"],
+		stop:       stop,
+		stopped:    make(chan error, 1),
 
 		drainDelay: cfg.DrainDelay,
 	}
@@ -161,12 +196,21 @@ func startInterceptor(t *testing.T) *running {
 // zero and the error text when the request failed.
 func (r *running) get(t *testing.T, url, host string) (int, string) {
 	t.Helper()
+	return r.getAs(t, url, host, "")
+}
+
+// getAs is get with the bearer token given (none when empty).
+func (r *running) getAs(t *testing.T, url, host, token string) (int, string) {
+	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if host != "" {
 		req.Host = host
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -271,7 +315,7 @@ func TestAgainstAPIServer(t *testing.T) {
 			}
 		}
 		// The subscriber sees the activation that the held request causes.
-		frames := subscribe(t, r.adminURL+stream.Path)
+		frames := subscribe(t, r.adminURL+stream.Path, r.token)
 		eventually(t, 5*time.Second, "the route to appear on the stream", func() bool {
 			f := <-frames
 			return hasRoute(f, "default/cold")
@@ -292,7 +336,7 @@ func TestAgainstAPIServer(t *testing.T) {
 			}
 		}
 		eventually(t, 5*time.Second, "the request to be held", func() bool {
-			_, body := r.get(t, r.adminURL+"/queue", "")
+			_, body := r.getAs(t, r.adminURL+"/queue", "", r.token)
 			return strings.Contains(body, `"default/cold":{"inFlight":0,"held":1`)
 		})
 		select {
@@ -345,6 +389,22 @@ func TestAgainstAPIServer(t *testing.T) {
 		}
 	})
 
+	t.Run("The stream and /queue answer the allowed ServiceAccount's token only, checked by a TokenReview.", func(t *testing.T) {
+		for _, tt := range []struct {
+			who, token string
+			want       int
+		}{{"no token", "", http.StatusUnauthorized}, {"a corrupted token", r.token + "x", http.StatusUnauthorized},
+			{"the allowed ServiceAccount's token for the API server", r.apiToken, http.StatusUnauthorized},
+			{"another ServiceAccount", r.otherToken, http.StatusForbidden}, {"the allowed ServiceAccount", r.token, http.StatusOK}} {
+			if code, body := r.getAs(t, r.adminURL+"/queue", "", tt.token); code != tt.want {
+				t.Errorf("GET /queue with %s = %d %q, want %d", tt.who, code, body, tt.want)
+			}
+		}
+		if code, _ := r.get(t, r.adminURL+"/metrics", ""); code != http.StatusOK {
+			t.Errorf("GET /metrics without a token = %d, want 200", code)
+		}
+	})
+
 	t.Run("SIGTERM fails readiness at once, drains after the delay, and ends the stream.", func(t *testing.T) {
 		testDrain(t, r, "cold.example.com")
 	})
@@ -353,7 +413,7 @@ func TestAgainstAPIServer(t *testing.T) {
 // testDrain checks the shutdown sequence: on the signal /readyz fails at once while the proxy keeps
 // serving for the drain delay; then the proxy closes, the stream ends cleanly, and run returns nil.
 func testDrain(t *testing.T, r *running, host string) {
-	frames := subscribe(t, r.adminURL+stream.Path)
+	frames := subscribe(t, r.adminURL+stream.Path, r.token)
 	<-frames
 	signalled := time.Now()
 	r.stop()
@@ -381,12 +441,13 @@ func testDrain(t *testing.T, r *running, host string) {
 }
 
 // subscribe opens the push stream and returns its frames.
-func subscribe(t *testing.T, url string) <-chan stream.Frame {
+func subscribe(t *testing.T, url, token string) <-chan stream.Frame {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

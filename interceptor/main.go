@@ -69,7 +69,8 @@ func run(signals context.Context) error {
 		return err
 	}
 	log.Info("starting", "proxyAddr", cfg.ProxyAddr, "proxyTLSAddr", cfg.ProxyTLSAddr, "adminAddr", cfg.AdminAddr, "namespace", cfg.WatchNamespace, "pod", cfg.PodName,
-		"maxConnections", cfg.MaxConnections, "tracing", cfg.Tracing.Enabled)
+		"maxConnections", cfg.MaxConnections, "tracing", cfg.Tracing.Enabled,
+		"adminAllowedServiceAccounts", cfg.AdminAllowedServiceAccounts, "adminTokenAudience", cfg.AdminTokenAudience)
 	return ic.run(signals)
 }
 
@@ -212,18 +213,35 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		Log:         log.WithName("status"),
 	})
 	st, err := admin.NewStream(admin.StreamOptions{
-		Source:       registry,
-		Activations:  activations,
-		Interval:     cfg.StreamInterval,
-		WriteTimeout: cfg.StreamWriteTimeout,
-		Interceptor:  cfg.PodName,
-		Clock:        clk,
-		Registerer:   reg,
-		Log:          log.WithName("stream"),
-		Observe:      status.Observe,
+		Source:         registry,
+		Activations:    activations,
+		Interval:       cfg.StreamInterval,
+		WriteTimeout:   cfg.StreamWriteTimeout,
+		MaxSubscribers: cfg.StreamMaxSubscribers,
+		Interceptor:    cfg.PodName,
+		Clock:          clk,
+		Registerer:     reg,
+		Log:            log.WithName("stream"),
+		Observe:        status.Observe,
 	})
 	if err != nil {
 		return nil, err
+	}
+	auth, err := admin.NewAuthenticator(admin.AuthOptions{
+		Reviewer:    admin.KubeReviewer{Client: kubeClient.AuthenticationV1().TokenReviews()},
+		Audience:    cfg.AdminTokenAudience,
+		Allowed:     cfg.AdminAllowedServiceAccounts,
+		TTL:         cfg.AdminAuthCacheTTL,
+		NegativeTTL: cfg.AdminAuthNegativeTTL,
+		Clock:       clk,
+		Registerer:  reg,
+		Log:         log.WithName("admin-auth"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.AdminAllowedServiceAccounts) == 0 {
+		log.Info("no ServiceAccount may read the push stream or /queue: set LOBBY_ADMIN_ALLOWED_SERVICE_ACCOUNTS to the scaler's")
 	}
 	adminServer := &server.Server{
 		HTTP: newHTTPServer(cfg, cfg.AdminAddr, nil, log.WithName("admin")),
@@ -240,6 +258,7 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 			admin.Synced("HTTPScaledObjects", watcher.HasSynced),
 			admin.Synced("Services and EndpointSlices", slices.HasSynced),
 		},
+		Auth:   auth,
 		Clock:  clk,
 		Server: adminServer,
 	})

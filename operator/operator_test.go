@@ -5,13 +5,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -20,47 +17,14 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 	"github.com/lobby-http/lobby/operator/internal/resources"
+	"github.com/lobby-http/lobby/operator/internal/testenv"
 )
-
-// controlPlane starts kube-apiserver and etcd from KUBEBUILDER_ASSETS with the CRDs in dirs, or
-// skips the test when they are not available.
-func controlPlane(t *testing.T, withKEDA bool) *rest.Config {
-	t.Helper()
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		t.Skip("KUBEBUILDER_ASSETS is unset: this test needs kube-apiserver and etcd; run `make test`, " +
-			"or set it to the folder printed by `bash e2e/tools/build.sh .cache/tools`")
-	}
-	if testing.Short() {
-		t.Skip("skipping the control-plane test in short mode")
-	}
-	dirs := []string{"../config/crd"}
-	if withKEDA {
-		dirs = append(dirs, filepath.Join(assets, "..", "keda-crds"))
-	}
-	// The manager logs through the logger build is given; envtest's process-wide one is dropped.
-	ctrl.SetLogger(logr.Discard())
-	env := &envtest.Environment{CRDDirectoryPaths: dirs, ErrorIfCRDPathMissing: true}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start control plane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stop control plane: %v", err)
-		}
-	})
-	return cfg
-}
 
 // repeatable lets a test build the manager more than once in a process (go test -count).
 func repeatable(o *manager.Options) {
@@ -108,7 +72,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 func TestOperatorRunsAsMainWiresIt(t *testing.T) {
-	kube := controlPlane(t, true)
+	kube := testenv.Start(t, testenv.Options{KEDA: true})
 	cfg, err := loadConfig(env(map[string]string{
 		"LOBBY_SCALER_ADDRESS":  "lobby-scaler.lobby.svc.cluster.local:9090",
 		"LOBBY_METRICS_ADDR":    freeAddr(t),
@@ -215,7 +179,7 @@ func scalerAddress(v any) string {
 }
 
 func TestOperatorRefusesToStartWithoutKEDA(t *testing.T) {
-	kube := controlPlane(t, false)
+	kube := testenv.Start(t, testenv.Options{})
 	cfg, err := loadConfig(env(map[string]string{"LOBBY_SCALER_ADDRESS": "s:9090", "LOBBY_LEADER_ELECT": "false",
 		"LOBBY_METRICS_ADDR": freeAddr(t), "LOBBY_HEALTH_ADDR": freeAddr(t)}))
 	if err != nil {

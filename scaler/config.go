@@ -34,6 +34,10 @@ type Config struct {
 	// WatchNamespace restricts the watched HTTPScaledObjects to one namespace; empty watches all
 	// (LOBBY_WATCH_NAMESPACE).
 	WatchNamespace string
+	// InterceptorTokenFile is the ServiceAccount token, issued for the interceptors' admin
+	// audience, that the scaler presents to their push streams; read again for every connection,
+	// as the kubelet rotates it (LOBBY_INTERCEPTOR_TOKEN_FILE).
+	InterceptorTokenFile string
 	// StreamGrace is how long the last counts of an interceptor whose stream broke still count
 	// (LOBBY_STREAM_GRACE).
 	StreamGrace time.Duration
@@ -59,6 +63,9 @@ type Config struct {
 	PodName string
 }
 
+// DefaultTokenFile is where the chart mounts the scaler's projected token for the interceptors.
+const DefaultTokenFile = "/var/run/secrets/lobby/interceptor/token"
+
 // loadConfig reads the configuration through lookup (os.LookupEnv outside tests), applying
 // defaults and validating every value. The error names each variable that is wrong.
 func loadConfig(lookup func(string) (string, bool)) (Config, error) {
@@ -70,6 +77,7 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 		InterceptorNamespace: l.String("LOBBY_INTERCEPTOR_NAMESPACE", l.String("POD_NAMESPACE", "")),
 		InterceptorPortName:  l.String("LOBBY_INTERCEPTOR_PORT_NAME", "admin"),
 		WatchNamespace:       l.String("LOBBY_WATCH_NAMESPACE", ""),
+		InterceptorTokenFile: l.String("LOBBY_INTERCEPTOR_TOKEN_FILE", DefaultTokenFile),
 		StreamGrace:          env.Parse(l, "LOBBY_STREAM_GRACE", 10*time.Second, parseGrace),
 		TLSCertFile:          l.String("LOBBY_TLS_CERT_FILE", ""),
 		TLSKeyFile:           l.String("LOBBY_TLS_KEY_FILE", ""),
@@ -111,6 +119,10 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 	}
 	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
 		l.Fail("LOBBY_TLS_CLIENT_CA_FILE", errors.New("needs LOBBY_TLS_CERT_FILE and LOBBY_TLS_KEY_FILE: client certificates are verified only over TLS"))
+	}
+	if _, err := os.Stat(c.InterceptorTokenFile); err != nil {
+		l.Fail("LOBBY_INTERCEPTOR_TOKEN_FILE", fmt.Errorf("read %s: %w: mount a projected ServiceAccount token issued for the interceptors' audience there, as the chart does (see docs/stream.md)",
+			c.InterceptorTokenFile, err))
 	}
 	for _, v := range []struct{ name, path string }{
 		{"LOBBY_TLS_CERT_FILE", c.TLSCertFile}, {"LOBBY_TLS_KEY_FILE", c.TLSKeyFile}, {"LOBBY_TLS_CLIENT_CA_FILE", c.TLSClientCAFile},

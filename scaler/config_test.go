@@ -13,7 +13,7 @@ func TestLoadConfig(t *testing.T) {
 	if err := os.WriteFile(existing, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	base := map[string]string{"LOBBY_INTERCEPTOR_SERVICE": "lobby-interceptor-admin", "POD_NAMESPACE": "lobby"}
+	base := map[string]string{"LOBBY_INTERCEPTOR_SERVICE": "lobby-interceptor-admin", "POD_NAMESPACE": "lobby", "LOBBY_INTERCEPTOR_TOKEN_FILE": existing}
 	tests := []struct {
 		name    string
 		env     map[string]string
@@ -27,18 +27,25 @@ func TestLoadConfig(t *testing.T) {
 			}
 		}},
 		{name: "the interceptor namespace overrides the pod namespace",
-			env: map[string]string{"LOBBY_INTERCEPTOR_SERVICE": "s", "POD_NAMESPACE": "lobby", "LOBBY_INTERCEPTOR_NAMESPACE": "edge"},
+			env: merge(base, map[string]string{"LOBBY_INTERCEPTOR_SERVICE": "s", "LOBBY_INTERCEPTOR_NAMESPACE": "edge"}),
 			check: func(t *testing.T, c Config) {
 				if c.InterceptorNamespace != "edge" {
 					t.Fatalf("InterceptorNamespace = %q", c.InterceptorNamespace)
 				}
 			}},
-		{name: "empty variables count as unset", env: map[string]string{"LOBBY_INTERCEPTOR_SERVICE": "s", "POD_NAMESPACE": "lobby", "LOBBY_GRPC_ADDR": "", "LOBBY_STREAM_GRACE": ""},
+		{name: "empty variables count as unset", env: merge(base, map[string]string{"LOBBY_INTERCEPTOR_SERVICE": "s", "LOBBY_GRPC_ADDR": "", "LOBBY_STREAM_GRACE": ""}),
 			check: func(t *testing.T, c Config) {
 				if c.GRPCAddr != ":9090" || c.StreamGrace != 10*time.Second {
 					t.Fatalf("got %+v", c)
 				}
 			}},
+		{name: "the interceptor token file is the chart's mount unless set", env: merge(base, map[string]string{"LOBBY_INTERCEPTOR_TOKEN_FILE": ""}),
+			wantErr: []string{"LOBBY_INTERCEPTOR_TOKEN_FILE: read " + DefaultTokenFile, "projected ServiceAccount token"}},
+		{name: "the interceptor token file is read from its variable", env: base, check: func(t *testing.T, c Config) {
+			if c.InterceptorTokenFile != existing {
+				t.Fatalf("InterceptorTokenFile = %q, want %q", c.InterceptorTokenFile, existing)
+			}
+		}},
 		{name: "the interceptor Service and its namespace are required", env: map[string]string{},
 			wantErr: []string{"LOBBY_INTERCEPTOR_SERVICE: required", "LOBBY_INTERCEPTOR_NAMESPACE: required"}},
 		{name: "every bad value is named", env: map[string]string{

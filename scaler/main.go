@@ -106,7 +106,7 @@ type scaler struct {
 // build constructs every component from the configuration, without starting any.
 func build(cfg Config, log logr.Logger, kube kubernetes.Interface, objectsInformer, routesInformer cache.SharedIndexInformer,
 	reg *prometheus.Registry) (*scaler, error) {
-	fl, err := fleet.New(fleet.Options{Grace: cfg.StreamGrace, Registerer: reg, Log: log.WithName("fleet")})
+	fl, err := fleet.New(fleet.Options{Grace: cfg.StreamGrace, TokenFile: cfg.InterceptorTokenFile, Registerer: reg, Log: log.WithName("fleet")})
 	if err != nil {
 		return nil, err
 	}

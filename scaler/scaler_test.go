@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -44,9 +46,11 @@ const (
 func testObjects() []*v1alpha1.HTTPScaledObject {
 	return []*v1alpha1.HTTPScaledObject{
 		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart"}, Spec: v1alpha1.HTTPScaledObjectSpec{
+			Hosts:         []string{"cart.shop.example.com"},
 			ScalingMetric: &v1alpha1.ScalingMetricSpec{Concurrency: &v1alpha1.ConcurrencyMetricSpec{TargetValue: 10}},
 		}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "rated"}, Spec: v1alpha1.HTTPScaledObjectSpec{
+			Hosts:         []string{"rated.shop.example.com"},
 			ScalingMetric: &v1alpha1.ScalingMetricSpec{Rate: &v1alpha1.RateMetricSpec{TargetValue: 5}},
 		}},
 	}
@@ -56,6 +60,7 @@ func testObjects() []*v1alpha1.HTTPScaledObject {
 func testRoutes() []*v1beta1.InterceptorRoute {
 	return []*v1beta1.InterceptorRoute{
 		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "checkout"}, Spec: v1beta1.InterceptorRouteSpec{
+			Rules: []v1beta1.RoutingRule{{Hosts: []string{"checkout.shop.example.com"}}},
 			ScalingMetric: v1beta1.ScalingMetricSpec{
 				Concurrency: &v1beta1.ConcurrencyTargetSpec{TargetValue: 4},
 				RequestRate: &v1beta1.RequestRateTargetSpec{TargetValue: 20},
@@ -150,7 +155,11 @@ type runningScaler struct {
 // loopback listeners.
 func runScaler(t *testing.T, kube kubernetes.Interface, env ...string) *runningScaler {
 	t.Helper()
-	vars := map[string]string{"LOBBY_INTERCEPTOR_SERVICE": testService, "POD_NAMESPACE": testNamespace}
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(stubToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"LOBBY_INTERCEPTOR_SERVICE": testService, "POD_NAMESPACE": testNamespace, "LOBBY_INTERCEPTOR_TOKEN_FILE": tokenFile}
 	for _, e := range env {
 		k, v, _ := strings.Cut(e, "=")
 		vars[k] = v

@@ -55,9 +55,17 @@ func (s *stubInterceptor) snapshotLocked() []stream.RouteCounts {
 	return out
 }
 
+// stubToken is the token the scalers under test present; the stub interceptors refuse others, as
+// the admin API does.
+const stubToken = "scaler-token"
+
 func (s *stubInterceptor) serve(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != stream.Path {
 		http.NotFound(w, r)
+		return
+	}
+	if r.Header.Get("Authorization") != "Bearer "+stubToken {
+		http.Error(w, "no or wrong bearer token", http.StatusUnauthorized)
 		return
 	}
 	ch := make(chan stream.Frame, 64)

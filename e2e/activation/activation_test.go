@@ -9,13 +9,11 @@ package activation
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +27,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/internal/externalscaler"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -111,12 +110,23 @@ func setup(ctx context.Context, c *framework.Cluster) error {
 		return err
 	}
 	common := []string{"KUBECONFIG=" + c.Kubeconfig, "LOBBY_LOG_FORMAT=console"}
+	// The scaler presents a token of the ServiceAccount the interceptor allows, as the chart's
+	// projected token; the test reads /queue with the same identity.
+	admin, err := c.AdminFor(ctx, framework.AdminServiceAccount, framework.AdminAudience)
+	if err != nil {
+		return err
+	}
+	tokenFile, err := c.WriteTokenFile("scaler", admin.Token())
+	if err != nil {
+		return err
+	}
 	if _, err := c.RunBinary(ctx, framework.ProcessSpec{
 		Name: "interceptor",
 		Path: interceptorBin,
 		Addr: interceptorAddr,
 		Env: append(slices.Clone(common), "POD_NAME=interceptor-0", "POD_NAMESPACE="+lobbyNamespace,
-			"LOBBY_PROXY_ADDR=$(POD_IP):8080", "LOBBY_ADMIN_ADDR=$(POD_IP):9090", "LOBBY_DRAIN_DELAY=0s"),
+			"LOBBY_PROXY_ADDR=$(POD_IP):8080", "LOBBY_ADMIN_ADDR=$(POD_IP):9090", "LOBBY_DRAIN_DELAY=0s",
+			"LOBBY_ADMIN_ALLOWED_SERVICE_ACCOUNTS="+framework.AdminServiceAccount),
 	}); err != nil {
 		return err
 	}
@@ -154,27 +164,27 @@ func setup(ctx context.Context, c *framework.Cluster) error {
 		Path: scalerBin,
 		Addr: scalerAddr,
 		Env: append(slices.Clone(common), "POD_NAME=scaler-0", "POD_NAMESPACE="+lobbyNamespace,
-			"LOBBY_INTERCEPTOR_SERVICE="+adminService, "LOBBY_GRPC_ADDR=$(POD_IP):9090", "LOBBY_ADMIN_ADDR=$(POD_IP):9091"),
+			"LOBBY_INTERCEPTOR_SERVICE="+adminService, "LOBBY_GRPC_ADDR=$(POD_IP):9090", "LOBBY_ADMIN_ADDR=$(POD_IP):9091",
+			"LOBBY_INTERCEPTOR_TOKEN_FILE="+tokenFile),
 	}); err != nil {
 		return err
 	}
 	shared.proxy = net.JoinHostPort(interceptorAddr.String(), "8080")
 
 	// The interceptor routes every object once its /queue lists them all.
-	queue := "http://" + net.JoinHostPort(interceptorAddr.String(), "9090") + "/queue"
-	if err := poll(ctx, "the interceptor to route every HTTPScaledObject", func() bool {
-		resp, err := http.Get(queue)
+	adminURL := "http://" + net.JoinHostPort(interceptorAddr.String(), "9090")
+	if err := poll.Until(ctx, 2*time.Minute, "the interceptor to route every HTTPScaledObject", func() error {
+		q, err := admin.Queue(ctx, adminURL)
 		if err != nil {
-			return false
+			return err
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
 		for i := range objects {
-			if !strings.Contains(string(b), `"`+appNamespace+"/"+objectName(i)+`"`) {
-				return false
+			key := appNamespace + "/" + objectName(i)
+			if _, ok := q[key]; !ok {
+				return fmt.Errorf("/queue lacks %s", key)
 			}
 		}
-		return true
+		return nil
 	}); err != nil {
 		return err
 	}
@@ -185,25 +195,19 @@ func setup(ctx context.Context, c *framework.Cluster) error {
 	}
 	c.OnStop(conn.Close)
 	hc := healthpb.NewHealthClient(conn)
-	if err := poll(ctx, "the scaler's health to be SERVING", func() bool {
+	if err := poll.Until(ctx, time.Minute, "the scaler's health to be SERVING", func() error {
 		r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "externalscaler.ExternalScaler"})
-		return err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING
+		if err != nil {
+			return err
+		}
+		if r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("status %v", r.GetStatus())
+		}
+		return nil
 	}); err != nil {
 		return err
 	}
 	shared.scaler = externalscaler.NewExternalScalerClient(conn)
-	return nil
-}
-
-// poll calls cond every 20ms until it is true or ctx ends.
-func poll(ctx context.Context, what string, cond func() bool) error {
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for %s: %w", what, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 	return nil
 }
 

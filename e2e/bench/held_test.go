@@ -17,6 +17,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 )
 
 const (
@@ -149,9 +151,12 @@ func holdAndMeasure(ctx context.Context, pid int, dst, host string, srcs []netip
 	}
 	go func() { wg.Wait(); close(h.done) }()
 	var n int64
-	if err := poll(ctx, time.Minute, fmt.Sprintf("%d requests to be held", heldRequests), func() bool {
+	if err := poll.Until(ctx, time.Minute, fmt.Sprintf("%d requests to be held", heldRequests), func() error {
 		n, err = held()
-		return err == nil && n == heldRequests
+		if err == nil && n != heldRequests {
+			err = fmt.Errorf("%d held", n)
+		}
+		return err
 	}); err != nil {
 		return nil, fmt.Errorf("%w (held: %d; client: %v)", err, n, h.firstErr())
 	}

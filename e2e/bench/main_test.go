@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -27,6 +26,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -41,6 +41,7 @@ type suite struct {
 	bare        string               // the baseline binary (internal/bare)
 	backend     netip.Addr           // the backend's address; it serves on appPort
 	nofile      uint64               // this process's RLIMIT_NOFILE, which the processes it starts inherit
+	admin       *framework.Admin     // reads the interceptors' /queue as the ServiceAccount they allow
 }
 
 var shared suite
@@ -71,6 +72,9 @@ func setup(ctx context.Context, c *framework.Cluster) error {
 		return fmt.Errorf("admin clientset: %w", err)
 	}
 	shared.kube = kube
+	if shared.admin, err = c.AdminFor(ctx, framework.AdminServiceAccount, framework.AdminAudience); err != nil {
+		return err
+	}
 	if shared.interceptor, err = c.Build(ctx, "./interceptor"); err != nil {
 		return err
 	}
@@ -150,16 +154,20 @@ func startInterceptor(ctx context.Context, tb testing.TB, name string, pin bool,
 	}
 	env := append([]string{"KUBECONFIG=" + shared.cluster.Kubeconfig, "LOBBY_LOG_FORMAT=console",
 		"POD_NAME=" + name, "POD_NAMESPACE=lobby",
-		"LOBBY_PROXY_ADDR=$(POD_IP):8080", "LOBBY_ADMIN_ADDR=$(POD_IP):9090", "LOBBY_DRAIN_DELAY=0s"}, extra...)
+		"LOBBY_PROXY_ADDR=$(POD_IP):8080", "LOBBY_ADMIN_ADDR=$(POD_IP):9090", "LOBBY_DRAIN_DELAY=0s",
+		"LOBBY_ADMIN_ALLOWED_SERVICE_ACCOUNTS=" + framework.AdminServiceAccount}, extra...)
 	p, err := shared.cluster.RunBinary(ctx, framework.ProcessSpec{Name: name, Path: path, Args: args, Addr: addr, Env: env})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = p.Stop() })
 	admin := "http://" + net.JoinHostPort(addr.String(), "9090")
-	if err := poll(ctx, 2*time.Minute, "the interceptor to route every HTTPScaledObject", func() bool {
+	if err := poll.Until(ctx, 2*time.Minute, "the interceptor to route every HTTPScaledObject", func() error {
 		q, err := queue(ctx, admin)
-		return err == nil && want(q)
+		if err == nil && !want(q) {
+			err = fmt.Errorf("/queue lists %d routes, not the ones wanted yet", len(q))
+		}
+		return err
 	}); err != nil {
 		tb.Fatalf("%v (log: %s)", err, p.LogFile)
 	}
@@ -173,7 +181,7 @@ type queueCounts struct {
 
 func queue(ctx context.Context, admin string) (map[string]queueCounts, error) {
 	var q map[string]queueCounts
-	err := getJSON(ctx, admin+"/queue", &q)
+	err := shared.admin.GetJSON(ctx, admin+"/queue", &q)
 	return q, err
 }
 
@@ -200,12 +208,12 @@ func startBare(ctx context.Context, tb testing.TB, name string, pin bool, args .
 // waitListening waits until something accepts connections on addr.
 func waitListening(ctx context.Context, tb testing.TB, addr string) {
 	tb.Helper()
-	if err := poll(ctx, 30*time.Second, addr+" to listen", func() bool {
+	if err := poll.Until(ctx, 30*time.Second, addr+" to listen", func() error {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
 		}
-		return err == nil
+		return err
 	}); err != nil {
 		tb.Fatal(err)
 	}
@@ -286,20 +294,6 @@ func procStatus(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
-// poll calls cond every 50ms until it is true, or fails after within.
-func poll(ctx context.Context, within time.Duration, what string, cond func() bool) error {
-	ctx, cancel := context.WithTimeout(ctx, within)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for %s: %w", what, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return nil
-}
-
 // percentile returns the q quantile of sorted durations, in milliseconds.
 func percentile(sorted []time.Duration, q float64) float64 {
 	d := sorted[min(len(sorted)-1, int(q*float64(len(sorted))))]
@@ -310,23 +304,6 @@ func sorted(d []time.Duration) []time.Duration {
 	d = slices.Clone(d)
 	slices.Sort(d)
 	return d
-}
-
-// getJSON decodes the JSON answer of GET url into v.
-func getJSON(ctx context.Context, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // seq numbers the objects and processes of successive benchmark runs, so that none reuses a name.

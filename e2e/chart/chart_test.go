@@ -276,6 +276,9 @@ func contractGrants(release, ns, watchNS string) map[grant]bool {
 	add("interceptor", watch, "", "configmaps", "list", "watch")
 	add("interceptor", watch, "", "services", read...)
 	add("interceptor", watch, "discovery.k8s.io", "endpointslices", read...)
+	// The tokens presented to the admin API are checked with TokenReviews, which are
+	// cluster-scoped whatever the release watches.
+	add("interceptor", "*", "authentication.k8s.io", "tokenreviews", "create")
 
 	add("scaler", watch, "http.keda.sh", "httpscaledobjects", read...)
 	add("scaler", watch, "http.keda.sh", "interceptorroutes", read...)
@@ -380,8 +383,13 @@ func checkRBAC(t *testing.T, r *Rendered, watchNS string) {
 		t.Errorf("RBAC differs from the contract:\nmissing:\n  %s\nnot in the contract:\n  %s",
 			strings.Join(missing, "\n  "), strings.Join(extra, "\n  "))
 	}
-	if watchNS != "" && len(r.OfKind("ClusterRole")) > 0 {
-		t.Errorf("watching one namespace must render no ClusterRole, got %d", len(r.OfKind("ClusterRole")))
+	if watchNS != "" {
+		// TokenReviews are cluster-scoped: that grant is the only cluster-wide one.
+		for _, o := range r.OfKind("ClusterRole") {
+			if o.GetName() != testRelease+"-interceptor-tokenreviews" {
+				t.Errorf("watching one namespace must render no ClusterRole but the TokenReview one, got %s", o.GetName())
+			}
+		}
 	}
 }
 
@@ -450,6 +458,10 @@ func TestProcessOfTheDefaults(t *testing.T) {
 				"LOBBY_PROXY_ADDR": ":8080", "LOBBY_ADMIN_ADDR": ":9090", "LOBBY_WATCH_NAMESPACE": "",
 				"LOBBY_COLD_START_TIMEOUT": "0s", "LOBBY_RESPONSE_HEADER_TIMEOUT": "300s", "LOBBY_REQUEST_TIMEOUT": "0s",
 				"LOBBY_MAX_PENDING_REQUESTS": "1000", "LOBBY_ADDON_COLD_START_HEADER": "false", "LOBBY_STREAM_INTERVAL": "1s", "LOBBY_STREAM_WRITE_TIMEOUT": "10s",
+				// Two scalers and one more in their rolling update, twice, and eight for tools.
+				"LOBBY_STREAM_MAX_SUBSCRIBERS": "14",
+				"LOBBY_ADMIN_TOKEN_AUDIENCE":   "lobby-interceptor", "LOBBY_ADMIN_ALLOWED_SERVICE_ACCOUNTS": testNamespace + "/lobby-scaler",
+				"LOBBY_ADMIN_AUTH_CACHE_TTL": "1m", "LOBBY_ADMIN_AUTH_NEGATIVE_TTL": "10s",
 				"LOBBY_DRAIN_DELAY": "5s", "LOBBY_DRAIN_TIMEOUT": "40s", "LOBBY_MAX_HEADER_BYTES": "1048576",
 				"LOBBY_READ_HEADER_TIMEOUT": "10s", "LOBBY_IDLE_TIMEOUT": "90s",
 				"LOBBY_LOG_LEVEL": "info", "LOBBY_LOG_FORMAT": "json",
@@ -468,7 +480,8 @@ func TestProcessOfTheDefaults(t *testing.T) {
 				"LOBBY_GRPC_ADDR": ":9090", "LOBBY_ADMIN_ADDR": ":9091",
 				"LOBBY_INTERCEPTOR_SERVICE": "lobby-interceptor-admin", "LOBBY_INTERCEPTOR_NAMESPACE": testNamespace,
 				"LOBBY_INTERCEPTOR_PORT_NAME": "admin", "LOBBY_WATCH_NAMESPACE": "", "LOBBY_STREAM_GRACE": "10s",
-				"LOBBY_LOG_LEVEL": "info", "LOBBY_LOG_FORMAT": "json", "LOBBY_MEMORY_LIMIT": "268435456",
+				"LOBBY_INTERCEPTOR_TOKEN_FILE": "/var/run/secrets/lobby/interceptor/token",
+				"LOBBY_LOG_LEVEL":              "info", "LOBBY_LOG_FORMAT": "json", "LOBBY_MEMORY_LIMIT": "268435456",
 			},
 			ports: map[string]int32{"grpc": 9090, "admin": 9091},
 			probe: Probe{Path: "/readyz", Port: 9091, PortName: "admin", Period: 5 * time.Second, Timeout: 2 * time.Second, FailureThreshold: 2},
@@ -512,6 +525,21 @@ func TestProcessOfTheDefaults(t *testing.T) {
 			}
 		})
 	}
+	t.Run("the scaler's token for the interceptors is projected for their audience only", func(t *testing.T) {
+		p, err := r.Process("scaler")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []Token{{Path: p.Env["LOBBY_INTERCEPTOR_TOKEN_FILE"], Audience: "lobby-interceptor", ExpirationSeconds: 3600}}
+		if !reflect.DeepEqual(p.Tokens, want) {
+			t.Errorf("scaler tokens %+v, want %+v", p.Tokens, want)
+		}
+		for _, c := range []string{"interceptor", "operator"} {
+			if p, _ := r.Process(c); len(p.Tokens) != 0 {
+				t.Errorf("%s has projected tokens %+v, want none", c, p.Tokens)
+			}
+		}
+	})
 	t.Run("an unknown component is an error that lists the known ones", func(t *testing.T) {
 		if _, err := r.Process("proxy"); err == nil || !strings.Contains(err.Error(), "interceptor") {
 			t.Fatalf("got %v", err)

@@ -2,6 +2,7 @@ package chart
 
 import (
 	"fmt"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,6 +40,8 @@ type ProcessSpec struct {
 	Probes Probes
 	// Mounts are the container's volume mounts that come from Secrets.
 	Mounts []Mount
+	// Tokens are the projected ServiceAccount tokens the container's volume mounts present.
+	Tokens []Token
 	// Replicas is the Deployment's replica count; 0 when an autoscaler owns it.
 	Replicas int32
 	// TerminationGracePeriod is the pod's grace period between SIGTERM and SIGKILL.
@@ -77,6 +80,17 @@ type Mount struct {
 	Path string
 	// Secret names the Secret.
 	Secret string
+}
+
+// Token is a projected ServiceAccount token of the pod's ServiceAccount, mounted into the
+// container.
+type Token struct {
+	// Path is the token file's path in the container: the mount path and the projection's path.
+	Path string
+	// Audience is the audience the token is issued for; empty means the API server's.
+	Audience string
+	// ExpirationSeconds is the token's requested lifetime.
+	ExpirationSeconds int64
 }
 
 // Process returns how the chart runs component (interceptor, scaler or operator): the container
@@ -144,14 +158,31 @@ func (r *Rendered) Process(component string) (ProcessSpec, error) {
 		}
 	}
 	secrets := map[string]string{}
+	projected := map[string]*corev1.ProjectedVolumeSource{}
 	for _, v := range pod.Volumes {
 		if v.Secret != nil {
 			secrets[v.Name] = v.Secret.SecretName
+		}
+		if v.Projected != nil {
+			projected[v.Name] = v.Projected
 		}
 	}
 	for _, m := range c.VolumeMounts {
 		if s, ok := secrets[m.Name]; ok {
 			p.Mounts = append(p.Mounts, Mount{Path: m.MountPath, Secret: s})
+		}
+		pv, ok := projected[m.Name]
+		if !ok {
+			continue
+		}
+		for _, src := range pv.Sources {
+			if t := src.ServiceAccountToken; t != nil {
+				tok := Token{Path: path.Join(m.MountPath, t.Path), Audience: t.Audience}
+				if t.ExpirationSeconds != nil {
+					tok.ExpirationSeconds = *t.ExpirationSeconds
+				}
+				p.Tokens = append(p.Tokens, tok)
+			}
 		}
 	}
 	sort.Slice(p.Mounts, func(i, j int) bool { return p.Mounts[i].Path < p.Mounts[j].Path })

@@ -27,6 +27,7 @@ import (
 	"github.com/lobby-http/lobby/e2e/coldstart"
 	"github.com/lobby-http/lobby/e2e/deploy"
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/internal/stream"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -217,13 +218,13 @@ func deployApps(ctx context.Context, c *framework.Cluster, ns string) ([]string,
 		}
 	}
 	admin := lobby.Instances("interceptor")[0].URL("admin")
-	err = framework.Poll(ctx, 3*time.Minute, 20*time.Millisecond, "lobby and KEDA to take the apps over", func() error {
-		q, err := get(ctx, admin+"/queue")
+	err = poll.Until(ctx, 3*time.Minute, "lobby and KEDA to take the apps over", func() error {
+		q, err := lobby.Admin.Queue(ctx, admin)
 		if err != nil {
 			return err
 		}
 		for _, name := range names {
-			if !strings.Contains(q, `"`+ns+"/"+name+`"`) {
+			if _, ok := q[ns+"/"+name]; !ok {
 				return fmt.Errorf("the interceptor does not route %s/%s yet", ns, name)
 			}
 			hpa := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "autoscaling/v2", Kind: "HorizontalPodAutoscaler"}}
@@ -335,12 +336,7 @@ func (r *recorder) mark(name, step string, at time.Time) {
 // readStream subscribes to the interceptor's push stream, reports on subscribed once the first
 // frame (the snapshot) arrived, and marks activations.
 func (r *recorder) readStream(ctx context.Context, adminURL string, subscribed chan<- error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, adminURL+stream.Path, nil)
-	if err != nil {
-		subscribed <- err
-		return
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := lobby.Admin.Stream(ctx, adminURL)
 	if err != nil {
 		subscribed <- fmt.Errorf("subscribe to the interceptor's stream: %w", err)
 		return

@@ -7,7 +7,6 @@ package coldstart
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/lobby-http/lobby/e2e/framework"
 	"github.com/lobby-http/lobby/internal/stream"
 )
 
@@ -88,12 +88,13 @@ const (
 )
 
 // Watch marks on tl, until ctx ends, the activation of route (namespace/name) on the push streams
-// of the interceptors at adminURLs, and the scale-up, start and readiness of the Deployment
-// namespace/name's pods. It polls the API server every 10 ms, so the marks are that precise.
-func Watch(ctx context.Context, c client.Client, adminURLs []string, namespace, name string, tl *Timeline) {
+// of the interceptors at adminURLs, subscribed to through admin, and the scale-up, start and
+// readiness of the Deployment namespace/name's pods. It polls the API server every 10 ms, so the
+// marks are that precise.
+func Watch(ctx context.Context, c client.Client, admin *framework.Admin, adminURLs []string, namespace, name string, tl *Timeline) {
 	key := namespace + "/" + name
 	for _, u := range adminURLs {
-		go watchStream(ctx, u, key, tl)
+		go watchStream(ctx, admin, u, key, tl)
 	}
 	go func() {
 		tick := time.NewTicker(10 * time.Millisecond)
@@ -133,12 +134,8 @@ func Watch(ctx context.Context, c client.Client, adminURLs []string, namespace, 
 }
 
 // watchStream subscribes to one interceptor's push stream and marks the route's activation.
-func watchStream(ctx context.Context, adminURL, key string, tl *Timeline) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, adminURL+stream.Path, nil)
-	if err != nil {
-		return
-	}
-	resp, err := http.DefaultClient.Do(req)
+func watchStream(ctx context.Context, admin *framework.Admin, adminURL, key string, tl *Timeline) {
+	resp, err := admin.Stream(ctx, adminURL)
 	if err != nil {
 		return
 	}

@@ -13,7 +13,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -39,6 +38,7 @@ import (
 	"github.com/lobby-http/lobby/e2e/coldstart"
 	"github.com/lobby-http/lobby/e2e/deploy"
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/e2e/netns"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -117,8 +117,8 @@ func run(ctx context.Context, out io.Writer) (err error) {
 	if err := deployApp(ctx, c.Client); err != nil {
 		return err
 	}
-	if err := framework.Poll(ctx, 60*time.Second, 100*time.Millisecond, "lobby and KEDA to take the app over", func() error {
-		return ready(ctx, c.Client, interceptor.URL("admin"))
+	if err := poll.Until(ctx, 60*time.Second, "lobby and KEDA to take the app over", func() error {
+		return ready(ctx, c.Client, l.Admin, interceptor.URL("admin"))
 	}); err != nil {
 		return err
 	}
@@ -127,7 +127,7 @@ func run(ctx context.Context, out io.Writer) (err error) {
 	tl := coldstart.NewTimeline()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	coldstart.Watch(watchCtx, c.Client, []string{interceptor.URL("admin")}, appNamespace, appName, tl)
+	coldstart.Watch(watchCtx, c.Client, l.Admin, []string{interceptor.URL("admin")}, appNamespace, appName, tl)
 	time.Sleep(200 * time.Millisecond) // the timeline's stream subscription connects
 	tl.Begin("request sent")
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, interceptor.URL("http")+"/", nil)
@@ -152,7 +152,7 @@ func run(ctx context.Context, out io.Writer) (err error) {
 
 	say("== waiting for KEDA to scale the idle app back to zero (scaledownPeriod %ds, plus KEDA's polling interval)", cooldown)
 	idle := time.Now()
-	if err := framework.Poll(ctx, 3*time.Minute, 100*time.Millisecond, "the app to scale back to zero", func() error {
+	if err := poll.Until(ctx, 3*time.Minute, "the app to scale back to zero", func() error {
 		var dep appsv1.Deployment
 		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: appNamespace, Name: appName}, &dep); err != nil {
 			return err
@@ -223,14 +223,12 @@ func deployApp(ctx context.Context, c client.Client) error {
 }
 
 // ready reports nil once the interceptor routes the app and KEDA has created its HPA.
-func ready(ctx context.Context, c client.Client, adminURL string) error {
-	resp, err := http.Get(adminURL + "/queue")
+func ready(ctx context.Context, c client.Client, admin *framework.Admin, adminURL string) error {
+	q, err := admin.Queue(ctx, adminURL)
 	if err != nil {
 		return err
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !bytes.Contains(b, []byte(`"`+appNamespace+"/"+appName+`"`)) {
+	if _, ok := q[appNamespace+"/"+appName]; !ok {
 		return errors.New("the interceptor does not route the app yet")
 	}
 	var hso v1alpha1.HTTPScaledObject

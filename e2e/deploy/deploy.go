@@ -90,6 +90,9 @@ type Lobby struct {
 	Release, Namespace string
 	// Rendered is the rendered chart.
 	Rendered *chart.Rendered
+	// Admin reads the interceptors' admin API as the release's scalers do: with a token of the
+	// scaler's ServiceAccount issued for the audience the chart configures.
+	Admin *framework.Admin
 
 	c     *framework.Cluster
 	specs map[string]chart.ProcessSpec
@@ -137,6 +140,10 @@ func Install(ctx context.Context, c *framework.Cluster, o Options) (*Lobby, erro
 		if l.bins[comp], err = c.Build(ctx, "./"+comp); err != nil {
 			return nil, err
 		}
+	}
+	scalerSA := o.Namespace + "/" + l.specs["scaler"].ServiceAccount
+	if l.Admin, err = c.AdminFor(ctx, scalerSA, l.specs["interceptor"].Env["LOBBY_ADMIN_TOKEN_AUDIENCE"]); err != nil {
+		return nil, err
 	}
 	for _, comp := range Components {
 		n, ok := o.Replicas[comp]
@@ -229,6 +236,10 @@ func (l *Lobby) launch(ctx context.Context, name string, spec chart.ProcessSpec,
 			return nil, fmt.Errorf("start %s: env %s comes from field %s, which local processes do not have", component, k, path)
 		}
 	}
+	env, err := l.projectTokens(ctx, name, spec, env)
+	if err != nil {
+		return nil, err
+	}
 	slices.Sort(env)
 	p, err := l.c.RunBinary(ctx, framework.ProcessSpec{
 		Name:           name,
@@ -247,6 +258,33 @@ func (l *Lobby) launch(ctx context.Context, name string, spec chart.ProcessSpec,
 		return nil, err
 	}
 	return in, nil
+}
+
+// projectTokens mints each projected ServiceAccount token spec mounts, as the kubelet would for
+// the pod's ServiceAccount, writes it to a file, and returns env with the variables that name the
+// token's path in the container pointed at that file. The tokens live as long as the framework's
+// (longer than a test run), so nothing renews them.
+func (l *Lobby) projectTokens(ctx context.Context, name string, spec chart.ProcessSpec, env []string) ([]string, error) {
+	for i, t := range spec.Tokens {
+		var audiences []string
+		if t.Audience != "" {
+			audiences = []string{t.Audience}
+		}
+		token, err := l.c.ServiceAccountToken(ctx, l.Namespace+"/"+spec.ServiceAccount, audiences...)
+		if err != nil {
+			return nil, fmt.Errorf("start %s: project token %s: %w", name, t.Path, err)
+		}
+		file, err := l.c.WriteTokenFile(fmt.Sprintf("%s-%d", name, i), token)
+		if err != nil {
+			return nil, fmt.Errorf("start %s: %w", name, err)
+		}
+		for j, e := range env {
+			if k, v, _ := strings.Cut(e, "="); v == t.Path {
+				env[j] = k + "=" + file
+			}
+		}
+	}
+	return env, nil
 }
 
 // Stop takes an instance out of its Services' EndpointSlices first, as the endpoints of a

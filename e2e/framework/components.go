@@ -30,6 +30,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/e2e/kubelet"
 	"github.com/lobby-http/lobby/e2e/netns"
 	"github.com/lobby-http/lobby/e2e/prebuilt"
@@ -37,9 +38,6 @@ import (
 
 // readyTimeout bounds how long Start waits for any one component to become ready.
 const readyTimeout = 60 * time.Second
-
-// pollInterval is how often readiness is polled.
-const pollInterval = 50 * time.Millisecond
 
 // fieldOwner is the server-side apply field manager of everything the harness applies.
 const fieldOwner = "lobby-e2e"
@@ -58,36 +56,27 @@ const ServiceCIDR = "10.96.0.0/16"
 // help.
 var errGaveUp = errors.New("gave up")
 
-// waitFor polls check until it reports done (or fails with errGaveUp), the process p (if any) exits, or the timeout or
-// ctx ends; the last check error is in the returned error.
-func waitFor(ctx context.Context, what string, p *Process, check func(context.Context) (bool, error)) error {
+// waitFor awaits check for up to readyTimeout. It returns at once when the process p (if any)
+// exits, with the end of its log, or when check's error wraps errGaveUp.
+func waitFor(ctx context.Context, what string, p *Process, check func(context.Context) error) error {
+	ctx, gaveUp := context.WithCancelCause(ctx)
+	defer gaveUp(nil)
+	if p != nil {
+		var release context.CancelFunc
+		ctx, release = p.WhileRunning(ctx)
+		defer release()
+	}
+	// The deadline bounds a check that hangs too (a request to a server that accepts and never
+	// answers).
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	var last error
-	for {
-		done, err := check(ctx)
-		if done {
-			return nil
-		}
+	return poll.Until(ctx, readyTimeout, what+" to be ready", func() error {
+		err := check(ctx)
 		if errors.Is(err, errGaveUp) {
-			return fmt.Errorf("%s: %w", what, err)
+			gaveUp(err)
 		}
-		if err != nil {
-			last = err
-		}
-		var exited <-chan struct{}
-		if p != nil {
-			exited = p.Done()
-		}
-		select {
-		case <-exited:
-			// The cluster's folder goes when Start fails, so the error carries the log's end.
-			return fmt.Errorf("%s: %s exited: %w; the end of its log %s:\n%s", what, p.Name, exitErr(p.waitErr), p.LogFile, logTail(p.LogFile, 20))
-		case <-ctx.Done():
-			return fmt.Errorf("%s: not ready within %s: %w (last check: %v)", what, readyTimeout, ctx.Err(), last)
-		case <-time.After(pollInterval):
-		}
-	}
+		return err
+	})
 }
 
 // logTail returns the last n lines of the file, or why it could not be read.
@@ -101,22 +90,22 @@ func logTail(file string, n int) string {
 }
 
 // httpReady returns a check that GETs url with client and wants 200.
-func httpReady(hc *http.Client, url string) func(context.Context) (bool, error) {
-	return func(ctx context.Context) (bool, error) {
+func httpReady(hc *http.Client, url string) func(context.Context) error {
+	return func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
-			return false, err
+			return err
 		}
 		resp, err := hc.Do(req)
 		if err != nil {
-			return false, err
+			return err
 		}
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return false, fmt.Errorf("GET %s: %s: %s", url, resp.Status, bytes.TrimSpace(body))
+			return fmt.Errorf("GET %s: %s: %s", url, resp.Status, bytes.TrimSpace(body))
 		}
-		return true, nil
+		return nil
 	}
 }
 
@@ -198,7 +187,7 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 }
 
 // etcdReady returns a check that wants etcd's /health to answer 200.
-func (c *Cluster) etcdReady() func(context.Context) (bool, error) {
+func (c *Cluster) etcdReady() func(context.Context) error {
 	return httpReady(&http.Client{Timeout: 2 * time.Second}, c.etcdURL+"/health")
 }
 
@@ -362,17 +351,17 @@ func (c *Cluster) installCRDs(ctx context.Context) error {
 		}
 	}
 	for _, name := range names {
-		err := waitFor(ctx, "CRD "+name, nil, func(ctx context.Context) (bool, error) {
+		err := waitFor(ctx, "CRD "+name, nil, func(ctx context.Context) error {
 			var crd apiextensionsv1.CustomResourceDefinition
 			if err := c.Client.Get(ctx, client.ObjectKey{Name: name}, &crd); err != nil {
-				return false, err
+				return err
 			}
 			for _, cond := range crd.Status.Conditions {
 				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-					return true, nil
+					return nil
 				}
 			}
-			return false, errors.New("not established yet")
+			return errors.New("not established yet")
 		})
 		if err != nil {
 			return err
@@ -515,24 +504,24 @@ func (c *Cluster) startKEDAAdapter(ctx context.Context, addr netip.Addr) error {
 	if err := c.publishAdapter(ctx, addr, port); err != nil {
 		return err
 	}
-	return waitFor(ctx, "keda-adapter", p, func(ctx context.Context) (bool, error) {
+	return waitFor(ctx, "keda-adapter", p, func(ctx context.Context) error {
 		svc := &unstructured.Unstructured{}
 		svc.SetAPIVersion("apiregistration.k8s.io/v1")
 		svc.SetKind("APIService")
 		if err := c.Client.Get(ctx, client.ObjectKey{Name: externalMetricsAPIService}, svc); err != nil {
-			return false, err
+			return err
 		}
 		conds, _, _ := unstructured.NestedSlice(svc.Object, "status", "conditions")
 		for _, raw := range conds {
 			cond, _ := raw.(map[string]any)
 			if cond["type"] == "Available" {
 				if cond["status"] == "True" {
-					return true, nil
+					return nil
 				}
-				return false, fmt.Errorf("APIService %s not available: %v: %v", externalMetricsAPIService, cond["reason"], cond["message"])
+				return fmt.Errorf("APIService %s not available: %v: %v", externalMetricsAPIService, cond["reason"], cond["message"])
 			}
 		}
-		return false, fmt.Errorf("APIService %s has no Available condition yet", externalMetricsAPIService)
+		return fmt.Errorf("APIService %s has no Available condition yet", externalMetricsAPIService)
 	})
 }
 
@@ -625,22 +614,22 @@ func (c *Cluster) startKubelet(ctx context.Context) error {
 		}
 		return nil
 	})
-	return waitFor(ctx, "kubelet", nil, func(ctx context.Context) (bool, error) {
+	return waitFor(ctx, "kubelet", nil, func(ctx context.Context) error {
 		select {
 		case err := <-done:
 			done <- err // for the stop function
-			return false, fmt.Errorf("%w: the kubelet stopped: %v", errGaveUp, err)
+			return fmt.Errorf("%w: the kubelet stopped: %v", errGaveUp, err)
 		default:
 		}
 		node, err := c.Kube.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
 		if err != nil {
-			return false, err
+			return err
 		}
 		for _, cond := range node.Status.Conditions {
 			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-				return true, nil
+				return nil
 			}
 		}
-		return false, errors.New("node not Ready yet")
+		return errors.New("node not Ready yet")
 	})
 }

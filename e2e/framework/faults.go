@@ -151,7 +151,7 @@ func (c *Cluster) stopComponent(name string, slot **Process) error {
 // startComponent starts binary with args in place of the exited process in slot and waits for
 // ready. The new process takes the old one's place in Processes, so Stop still stops the
 // components in reverse start order and nothing is stopped twice.
-func (c *Cluster) startComponent(ctx context.Context, name, binary string, slot **Process, args []string, ready func(context.Context) (bool, error)) error {
+func (c *Cluster) startComponent(ctx context.Context, name, binary string, slot **Process, args []string, ready func(context.Context) error) error {
 	c.restarts.Lock()
 	defer c.restarts.Unlock()
 	c.mu.Lock()

@@ -95,7 +95,7 @@ type Cluster struct {
 	// etcdArgs and apiServerArgs are the components' flags, for restarts; apiServerReady checks
 	// the API server's /readyz as the admin.
 	etcdArgs, apiServerArgs []string
-	apiServerReady          func(context.Context) (bool, error)
+	apiServerReady          func(context.Context) error
 	// kedaKubeconfig is the KEDA components' kubeconfig; kedaMetricsServiceAddr the
 	// operator's gRPC metrics service, which the adapter dials.
 	kedaKubeconfig         string

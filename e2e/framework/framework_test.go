@@ -30,6 +30,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/apps"
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/e2e/netns"
 )
 
@@ -125,23 +126,6 @@ func namespace(t *testing.T, c *framework.Cluster) string {
 	return name
 }
 
-// eventually polls check every 100ms until it returns nil or the timeout passes, then fails
-// with the last error.
-func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) || t.Context().Err() != nil {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // echoDeployment returns a Deployment of the echo sample app with replicas replicas, and a
 // Service selecting it.
 func echoDeployment(ns, name string, replicas int32) (*appsv1.Deployment, *corev1.Service) {
@@ -169,7 +153,7 @@ func TestDeploymentScaledByHand(t *testing.T) {
 			t.Fatalf("scale to 2: %v", err)
 		}
 		var ips []string
-		eventually(t, 60*time.Second, "two ready pods", func() error {
+		if err := poll.Until(t.Context(), 60*time.Second, "two ready pods", func() error {
 			pods, err := c.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=echo"})
 			if err != nil {
 				return err
@@ -184,7 +168,9 @@ func TestDeploymentScaledByHand(t *testing.T) {
 				return fmt.Errorf("%d of %d pods ready with an address", len(ips), len(pods.Items))
 			}
 			return nil
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 		names := map[string]bool{}
 		for _, ip := range ips {
 			if !netip.MustParseAddr(ip).IsPrivate() || netip.MustParseAddr(ip).IsLoopback() {
@@ -207,7 +193,7 @@ func TestDeploymentScaledByHand(t *testing.T) {
 		if len(names) != 2 {
 			t.Errorf("the two addresses answered as pods %v, want two different pods", names)
 		}
-		eventually(t, 30*time.Second, "EndpointSlice with both pods ready", func() error {
+		if err := poll.Until(t.Context(), 30*time.Second, "EndpointSlice with both pods ready", func() error {
 			slices, err := c.Kube.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=echo"})
 			if err != nil {
 				return err
@@ -224,7 +210,9 @@ func TestDeploymentScaledByHand(t *testing.T) {
 				return fmt.Errorf("ready endpoints %v, want %v", ready, ips)
 			}
 			return nil
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 	})
 }
 
@@ -269,7 +257,7 @@ func scaledObject(ns, name string, minReplicas, maxReplicas int64, triggers ...m
 // many ready.
 func waitReplicas(t *testing.T, c *framework.Cluster, ns, name string, want int32, timeout time.Duration) {
 	t.Helper()
-	eventually(t, timeout, fmt.Sprintf("Deployment %s at %d replicas", name, want), func() error {
+	if err := poll.Until(t.Context(), timeout, fmt.Sprintf("Deployment %s at %d replicas", name, want), func() error {
 		dep, err := c.Kube.AppsV1().Deployments(ns).Get(t.Context(), name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -281,7 +269,9 @@ func waitReplicas(t *testing.T, c *framework.Cluster, ns, name string, want int3
 			return fmt.Errorf("%d ready replicas", dep.Status.ReadyReplicas)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestKEDACronScalesFromZero(t *testing.T) {
@@ -361,7 +351,7 @@ func TestKEDAExternalMetricScalesOut(t *testing.T) {
 			t.Fatalf("create ScaledObject: %v", err)
 		}
 		var hpa *autoscalingv2.HorizontalPodAutoscaler
-		eventually(t, 60*time.Second, "KEDA's HPA wanting 3 replicas", func() error {
+		if err := poll.Until(t.Context(), 60*time.Second, "KEDA's HPA wanting 3 replicas", func() error {
 			var err error
 			hpa, err = c.Kube.AutoscalingV2().HorizontalPodAutoscalers(ns).Get(ctx, "keda-hpa-busy", metav1.GetOptions{})
 			if err != nil {
@@ -371,7 +361,9 @@ func TestKEDAExternalMetricScalesOut(t *testing.T) {
 				return fmt.Errorf("desiredReplicas %d, conditions %v", hpa.Status.DesiredReplicas, hpa.Status.Conditions)
 			}
 			return nil
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 		waitReplicas(t, c, ns, "busy", 3, 60*time.Second)
 
 		if len(hpa.Spec.Metrics) != 1 || hpa.Spec.Metrics[0].External == nil {
@@ -422,7 +414,7 @@ func TestRunBinary(t *testing.T) {
 		}
 		defer p.Stop()
 		var body string
-		eventually(t, 20*time.Second, "whoami answering", func() error {
+		if err := poll.Until(t.Context(), 20*time.Second, "whoami answering", func() error {
 			resp, err := http.Get("http://" + netip.AddrPortFrom(p.Addr, 8080).String() + "/")
 			if err != nil {
 				return err
@@ -431,7 +423,9 @@ func TestRunBinary(t *testing.T) {
 			b, err := io.ReadAll(resp.Body)
 			body = string(b)
 			return err
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 		if want := "system:serviceaccount:" + ns + ":tester"; body != want {
 			t.Errorf("the process authenticated as %q, want %q", body, want)
 		}

@@ -12,6 +12,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 )
 
 // podPIDs returns the processes whose environment has POD_NAME=name: the containers of that pod,
@@ -64,7 +66,7 @@ func TestPodDeletionAndRestarts(t *testing.T) {
 		}
 		var first *corev1.Pod
 		var pids []int
-		eventually(t, 30*time.Second, "the pod's process to run", func() (err error) {
+		if err := poll.Until(t.Context(), 30*time.Second, "the pod's process to run", func() (err error) {
 			if first, err = onlyPod(t, ns); err != nil {
 				return err
 			}
@@ -72,17 +74,21 @@ func TestPodDeletionAndRestarts(t *testing.T) {
 				return fmt.Errorf("%d processes of pod %s", len(pids), first.Name)
 			}
 			return nil
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 		if err := c.Client.Delete(ctx, first); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 15*time.Second, "the deleted pod's process to exit", func() error {
+		if err := poll.Until(t.Context(), 15*time.Second, "the deleted pod's process to exit", func() error {
 			if err := syscall.Kill(pids[0], 0); err == nil {
 				return fmt.Errorf("process %d of deleted pod %s still runs", pids[0], first.Name)
 			}
 			return nil
-		})
-		eventually(t, 30*time.Second, "a replacement pod with its own process", func() error {
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := poll.Until(t.Context(), 30*time.Second, "a replacement pod with its own process", func() error {
 			p, err := onlyPod(t, ns)
 			if err != nil {
 				return err
@@ -94,7 +100,9 @@ func TestPodDeletionAndRestarts(t *testing.T) {
 				return fmt.Errorf("%d processes of pod %s", n, p.Name)
 			}
 			return nil
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	t.Run("A crashing app is restarted and its restart count rises.", func(t *testing.T) {
@@ -105,7 +113,7 @@ func TestPodDeletionAndRestarts(t *testing.T) {
 		if err := c.Client.Create(ctx, dep); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 60*time.Second, "two restarts", func() error {
+		if err := poll.Until(t.Context(), 60*time.Second, "two restarts", func() error {
 			p, err := onlyPod(t, ns)
 			if err != nil {
 				return err
@@ -121,6 +129,8 @@ func TestPodDeletionAndRestarts(t *testing.T) {
 				return fmt.Errorf("last termination %+v, want exit code 1", cs.LastTerminationState.Terminated)
 			}
 			return nil
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 	})
 }

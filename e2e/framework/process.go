@@ -1,6 +1,7 @@
 package framework
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -70,6 +71,27 @@ func (p *Process) PID() int { return p.cmd.Process.Pid }
 
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
+
+// ErrExited is wrapped by the cause of a context from WhileRunning that ended because its
+// process exited.
+var ErrExited = errors.New("exited")
+
+// WhileRunning returns a copy of ctx that also ends when the process exits, with a cause
+// (context.Cause) that wraps ErrExited and holds the end of the process's log: a wait for
+// something the process should do (poll.Until) stops, and says why, when it no longer can. The
+// cancel function releases it.
+func (p *Process) WhileRunning(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-p.done:
+			// The cluster's folder goes when Start fails, so the cause carries the log's end.
+			cancel(fmt.Errorf("%s %w: %w; the end of its log %s:\n%s", p.Name, ErrExited, exitErr(p.waitErr), p.LogFile, logTail(p.LogFile, 20)))
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancel(nil) }
+}
 
 // Exited reports whether the process has exited, and its wait error if so.
 func (p *Process) Exited() (bool, error) {

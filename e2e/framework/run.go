@@ -7,12 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
-
 	"github.com/lobby-http/lobby/e2e/prebuilt"
 )
 
@@ -93,22 +87,12 @@ func (c *Cluster) RunBinary(ctx context.Context, spec ProcessSpec) (*Process, er
 // serviceAccountKubeconfig creates ns and the service account when missing, mints a token
 // for it and writes a kubeconfig that uses it.
 func (c *Cluster) serviceAccountKubeconfig(ctx context.Context, process, ns, name string) (string, error) {
-	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
-	if _, err := c.Kube.CoreV1().Namespaces().Create(ctx, nsObj, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", fmt.Errorf("create namespace %s: %w", ns, err)
-	}
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
-	if _, err := c.Kube.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", fmt.Errorf("create service account %s/%s: %w", ns, name, err)
-	}
-	tr, err := c.Kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](tokenLifetime)},
-	}, metav1.CreateOptions{})
+	token, err := c.ServiceAccountToken(ctx, ns+"/"+name)
 	if err != nil {
-		return "", fmt.Errorf("request a token for service account %s/%s: %w", ns, name, err)
+		return "", err
 	}
 	file := filepath.Join(c.Dir, process+".kubeconfig")
-	if err := c.writeKubeconfig(file, "system:serviceaccount:"+ns+":"+name, keyPair{}, tr.Status.Token); err != nil {
+	if err := c.writeKubeconfig(file, "system:serviceaccount:"+ns+":"+name, keyPair{}, token); err != nil {
 		return "", err
 	}
 	return file, nil

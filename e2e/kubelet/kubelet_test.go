@@ -27,6 +27,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/e2e/netns"
 	"github.com/lobby-http/lobby/e2e/prebuilt"
 )
@@ -149,11 +150,13 @@ func startKubelet(t *testing.T) *harness {
 		})
 	}
 	t.Cleanup(h.stop)
-	waitUntil(t, 30*time.Second, "node registration", func() bool {
+	if err := poll.Until(t.Context(), 30*time.Second, "node registration", func() error {
 		// The lease is the last step of the registration.
 		_, err := kube.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(t.Context(), nodeName, metav1.GetOptions{})
-		return err == nil
-	})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		_ = kube.CoreV1().Pods(ns).DeleteCollection(context.Background(),
 			metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}, metav1.ListOptions{})
@@ -189,22 +192,35 @@ func (h *harness) create(pod *corev1.Pod) *corev1.Pod {
 // waitPod polls the pod until cond holds, failing the test after timeout with the last state.
 func (h *harness) waitPod(name string, timeout time.Duration, what string, cond func(*corev1.Pod) bool) *corev1.Pod {
 	h.t.Helper()
-	deadline := time.Now().Add(timeout)
 	var last *corev1.Pod
-	for {
+	err := poll.Until(h.t.Context(), timeout, "pod "+name+": "+what, func() error {
 		pod, err := h.kube.CoreV1().Pods(h.ns).Get(h.t.Context(), name, metav1.GetOptions{})
-		if err == nil {
-			last = pod
-			if cond(pod) {
-				return pod
-			}
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			b, _ := json.MarshalIndent(last, "", "  ")
-			h.t.Fatalf("pod %s: %s did not happen within %s; last seen (err %v):\n%s", name, what, timeout, err, b)
+		last = pod
+		if !cond(pod) {
+			return fmt.Errorf("phase %s", pod.Status.Phase)
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		b, _ := json.MarshalIndent(last, "", "  ")
+		h.t.Fatalf("%v; last seen:\n%s", err, b)
 	}
+	return last
+}
+
+// podRemoved returns nil once the pod name is gone from the API.
+func podRemoved(t *testing.T, h *harness, name string) error {
+	_, err := h.kube.CoreV1().Pods(h.ns).Get(t.Context(), name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err == nil {
+		return fmt.Errorf("pod %s still exists", name)
+	}
+	return err
 }
 
 func podReady(pod *corev1.Pod) bool {
@@ -348,10 +364,11 @@ func TestPodLifecycle(t *testing.T) {
 		if err := h.kube.CoreV1().Pods(h.ns).Delete(t.Context(), "web", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, 10*time.Second, "the pod object is removed", func() bool {
-			_, err := h.kube.CoreV1().Pods(h.ns).Get(t.Context(), "web", metav1.GetOptions{})
-			return apierrors.IsNotFound(err)
-		})
+		if err := poll.Until(t.Context(), 10*time.Second, "the pod object to be removed", func() error {
+			return podRemoved(t, h, "web")
+		}); err != nil {
+			t.Fatal(err)
+		}
 		if !processGone(pid) {
 			t.Errorf("process %d still runs after the pod was removed", pid)
 		}
@@ -374,10 +391,11 @@ func TestDeletionKillsAfterGracePeriod(t *testing.T) {
 	if err := h.kube.CoreV1().Pods(h.ns).Delete(t.Context(), "stubborn", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 15*time.Second, "the pod object is removed", func() bool {
-		_, err := h.kube.CoreV1().Pods(h.ns).Get(t.Context(), "stubborn", metav1.GetOptions{})
-		return apierrors.IsNotFound(err)
-	})
+	if err := poll.Until(t.Context(), 15*time.Second, "the pod object to be removed", func() error {
+		return podRemoved(t, h, "stubborn")
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if !processGone(pid) {
 		t.Errorf("process %d still runs after the pod was removed", pid)
 	}
@@ -412,7 +430,14 @@ func TestRestarts(t *testing.T) {
 		if c := condition(pod, corev1.PodReady); c == nil || c.Status != corev1.ConditionFalse {
 			t.Errorf("Ready = %+v, want False", c)
 		}
-		waitUntil(t, 5*time.Second, "the address leaves lo", func() bool { return !onLoopback(t, pod.Status.PodIP) })
+		if err := poll.Until(t.Context(), 5*time.Second, "the address to leave lo", func() error {
+			if onLoopback(t, pod.Status.PodIP) {
+				return fmt.Errorf("%s is on lo", pod.Status.PodIP)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	t.Run("a startup probe holds off readiness until it passes", func(t *testing.T) {
@@ -597,16 +622,4 @@ func kubeletGoroutines() []string {
 		}
 	}
 	return out
-}
-
-// waitUntil polls cond until it holds, failing the test after timeout.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not happen within %s", what, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -14,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 )
 
 func TestProbeCounter(t *testing.T) {
@@ -52,12 +54,14 @@ func TestProbeCounter(t *testing.T) {
 // waitForWaiter waits until the prober under test sleeps on the fake clock.
 func waitForWaiter(t *testing.T, clk *clocktesting.FakeClock) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !clk.HasWaiters() {
-		if time.Now().After(deadline) {
-			t.Fatal("the prober never waited on the clock")
+	err := poll.Until(t.Context(), 5*time.Second, "the prober to wait on the clock", func() error {
+		if !clk.HasWaiters() {
+			return errors.New("no waiter on the fake clock")
 		}
-		time.Sleep(time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -30,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/e2e/prebuilt"
 )
 
@@ -176,22 +177,18 @@ func List() ([]string, error) {
 // waitGone waits until none of pids is a live process (a zombie counts as gone: it holds no
 // namespace and no socket) or the timeout passes.
 func waitGone(pids []int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
+	return poll.Until(context.Background(), timeout, "the killed processes to be gone", func() error {
 		var alive []int
 		for _, pid := range pids {
 			if processAlive(pid) {
 				alive = append(alive, pid)
 			}
 		}
-		if len(alive) == 0 {
-			return nil
+		if len(alive) > 0 {
+			return fmt.Errorf("processes %v still alive after SIGKILL", alive)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("processes %v still alive %s after SIGKILL", alive, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // processAlive reports whether pid names a process that is neither gone nor a zombie.

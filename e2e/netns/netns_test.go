@@ -2,6 +2,7 @@ package netns
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 )
 
 // helperEnv makes the re-executed test binary run the helper tests below instead of skipping
@@ -78,20 +81,16 @@ func TestCreateAndDelete(t *testing.T) {
 		go func() { _ = cmd.Wait(); close(waited) }()
 		pid := cmd.Process.Pid
 		// `ip netns exec` switches namespace and then execs sleep in the same process.
-		deadline := time.Now().Add(5 * time.Second)
-		for {
+		err = poll.Until(t.Context(), 5*time.Second, "the process to show up in the namespace", func() error {
 			pids, err := ns.PIDs()
-			if err != nil {
-				t.Fatal(err)
+			if err == nil && !slices.Contains(pids, pid) {
+				err = fmt.Errorf("process %d is not among the namespace's %v", pid, pids)
 			}
-			if slices.Contains(pids, pid) {
-				break
-			}
-			if time.Now().After(deadline) {
-				_ = ns.Delete()
-				t.Fatalf("process %d never showed up in the namespace (pids %v)", pid, pids)
-			}
-			time.Sleep(10 * time.Millisecond)
+			return err
+		})
+		if err != nil {
+			_ = ns.Delete()
+			t.Fatal(err)
 		}
 		if err := ns.Delete(); err != nil {
 			t.Fatal(err)

@@ -5,7 +5,6 @@ package node_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/apps"
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/e2e/node"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -59,7 +59,7 @@ func deployEcho(t *testing.T, c *framework.Cluster, n *node.Node, ns, name, host
 			t.Fatalf("create %T %s: %v", o, o.GetName(), err)
 		}
 	}
-	err := framework.Poll(ctx, time.Minute, 500*time.Millisecond, "HTTPScaledObject "+ns+"/"+name+" Ready", func() error {
+	err := poll.Until(ctx, time.Minute, "HTTPScaledObject "+ns+"/"+name+" Ready", func() error {
 		var got v1alpha1.HTTPScaledObject
 		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &got); err != nil {
 			return err
@@ -91,7 +91,7 @@ func readyReplicas(t *testing.T, c *framework.Cluster, ns, name string) int32 {
 func endpointAddrs(t *testing.T, c *framework.Cluster, ns, svc string) []string {
 	t.Helper()
 	var addrs []string
-	err := framework.Poll(t.Context(), time.Minute, 500*time.Millisecond, "ready endpoints of "+ns+"/"+svc, func() error {
+	err := poll.Until(t.Context(), time.Minute, "ready endpoints of "+ns+"/"+svc, func() error {
 		list, err := c.Kube.DiscoveryV1().EndpointSlices(ns).List(t.Context(), metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
 		if err != nil {
 			return err
@@ -121,21 +121,19 @@ func endpointAddrs(t *testing.T, c *framework.Cluster, ns, svc string) []string 
 // waitRouting waits until every interceptor pod's admin /queue lists the route key.
 func waitRouting(t *testing.T, c *framework.Cluster, pods []corev1.Pod, key string) {
 	t.Helper()
-	hc := &http.Client{Timeout: 2 * time.Second}
-	err := framework.Poll(t.Context(), time.Minute, 250*time.Millisecond, "every interceptor to route "+key, func() error {
+	// The chart allows its scaler's ServiceAccount on the admin API; the test reads as that one.
+	admin, err := c.AdminFor(t.Context(), releaseNS+"/"+release+"-scaler", framework.AdminAudience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = poll.Until(t.Context(), time.Minute, "every interceptor to route "+key, func() error {
 		for _, p := range pods {
 			if p.Labels["app.kubernetes.io/component"] != "interceptor" {
 				continue
 			}
-			resp, err := hc.Get("http://" + netip.AddrPortFrom(netip.MustParseAddr(p.Status.PodIP), 9090).String() + "/queue")
+			q, err := admin.Queue(t.Context(), "http://"+netip.AddrPortFrom(netip.MustParseAddr(p.Status.PodIP), 9090).String())
 			if err != nil {
-				return err
-			}
-			q := map[string]json.RawMessage{}
-			err = json.NewDecoder(resp.Body).Decode(&q)
-			resp.Body.Close()
-			if err != nil {
-				return fmt.Errorf("decode /queue of %s: %w", p.Name, err)
+				return fmt.Errorf("read /queue of %s: %w", p.Name, err)
 			}
 			if _, ok := q[key]; !ok {
 				return fmt.Errorf("%s does not route %s yet", p.Name, key)
@@ -186,7 +184,7 @@ func startNginx(t *testing.T, c *framework.Cluster, root string, upstreams []str
 	}
 	t.Cleanup(func() { _ = p.Stop() })
 	url := "http://" + listen
-	err = framework.Poll(t.Context(), 10*time.Second, 100*time.Millisecond, "nginx to listen on "+listen, func() error {
+	err = poll.Until(t.Context(), 10*time.Second, "nginx to listen on "+listen, func() error {
 		resp, err := http.Get(url + "/")
 		if err != nil {
 			return err

@@ -22,6 +22,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/e2e/node"
 	"github.com/lobby-http/lobby/e2e/prebuilt"
 )
@@ -98,7 +99,7 @@ func TestChartOnRealNode(t *testing.T) {
 
 	// Back to zero once idle: KEDA's cooldown, then the Deployment scaled to zero and its pod gone.
 	start = time.Now()
-	err = framework.Poll(ctx, 3*time.Minute, time.Second, "echo back to zero", func() error {
+	err = poll.Until(ctx, 3*time.Minute, "echo back to zero", func() error {
 		list, err := c.Kube.CoreV1().Pods(appNS).List(ctx, metav1.ListOptions{LabelSelector: "app=" + appName})
 		if err != nil {
 			return err

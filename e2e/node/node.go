@@ -36,6 +36,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/e2e/netns"
 )
 
@@ -225,7 +226,7 @@ func (n *Node) startContainerd(ctx context.Context, sandboxImage string) error {
 		"containerd", "--config", conf); err != nil {
 		return err
 	}
-	return framework.Poll(ctx, readyTimeout, 200*time.Millisecond, "containerd to answer on its socket", func() error {
+	return poll.Until(ctx, readyTimeout, "containerd to answer on its socket", func() error {
 		if done, err := n.containerd.exited(); done {
 			return fmt.Errorf("containerd exited (%v); see %s", err, filepath.Join(n.c.LogDir, "node-containerd.log"))
 		}
@@ -317,7 +318,7 @@ func (n *Node) startKubelet(ctx context.Context, bin string) error {
 // waitReady waits for the kubelet to register the Node and report it Ready.
 func (n *Node) waitReady(ctx context.Context) (*corev1.Node, error) {
 	var node *corev1.Node
-	err := framework.Poll(ctx, readyTimeout, 500*time.Millisecond, "node "+n.Name+" to be Ready", func() error {
+	err := poll.Until(ctx, readyTimeout, "node "+n.Name+" to be Ready", func() error {
 		if done, err := n.kubelet.exited(); done {
 			return fmt.Errorf("the kubelet exited (%v); see %s", err, filepath.Join(n.c.LogDir, "node-kubelet.log"))
 		}

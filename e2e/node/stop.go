@@ -20,6 +20,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 )
 
 // drainTimeout bounds how long Stop waits for the kubelet to stop the node's pods.
@@ -83,23 +85,25 @@ func (n *Node) drain(ctx context.Context) error {
 		}
 	}
 	var left []corev1.Pod
-	deadline := time.Now().Add(drainTimeout)
-	for time.Now().Before(deadline) {
+	err = poll.Until(ctx, drainTimeout, "the pods of node "+n.Name+" to be gone", func() error {
 		list, err := pods.List(ctx, onNode)
 		if err != nil {
-			return fmt.Errorf("drain node %s: %w", n.Name, err)
+			return err
 		}
-		if left = list.Items; len(left) == 0 {
-			return nil
+		if left = list.Items; len(left) > 0 {
+			return fmt.Errorf("%d pods left", len(left))
 		}
-		time.Sleep(500 * time.Millisecond)
+		return nil
+	})
+	if err == nil {
+		return nil
 	}
 	var names []string
 	for _, p := range left {
 		names = append(names, p.Namespace+"/"+p.Name)
 		_ = n.c.Kube.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
 	}
-	return fmt.Errorf("drain node %s: pods %v still there after %s; deleted at once", n.Name, names, drainTimeout)
+	return fmt.Errorf("drain node %s: %w; pods %v deleted at once", n.Name, err, names)
 }
 
 // killContainers kills and deletes every task and container containerd still has (the kubelet

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -27,6 +26,7 @@ import (
 	"github.com/lobby-http/lobby/e2e/apps"
 	"github.com/lobby-http/lobby/e2e/deploy"
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/internal/stream"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -121,11 +121,13 @@ func deployApp(t *testing.T, ns string, s appSpec) *app {
 		return a
 	}
 	waitRouting(t, a.key(), 30*time.Second)
-	eventually(t, 60*time.Second, "KEDA to create the HPA of "+a.key(), func() error {
+	if err := poll.Until(t.Context(), 60*time.Second, "KEDA to create the HPA of "+a.key(), func() error {
 		var hpa unstructured.Unstructured
 		hpa.SetGroupVersionKind(schema.GroupVersionKind{Group: "autoscaling", Version: "v2", Kind: "HorizontalPodAutoscaler"})
 		return c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "keda-hpa-" + s.name}, &hpa)
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	return a
 }
 
@@ -141,13 +143,15 @@ func (a *app) replicas(ctx context.Context) (desired, ready int32, err error) {
 // waitReady waits up to a minute until at least n replicas of the app are ready.
 func (a *app) waitReady(t *testing.T, n int32) {
 	t.Helper()
-	eventually(t, time.Minute, "the replicas of "+a.key()+" to be ready", func() error {
+	if err := poll.Until(t.Context(), time.Minute, "the replicas of "+a.key()+" to be ready", func() error {
 		_, ready, err := a.replicas(t.Context())
 		if err == nil && ready < n {
 			err = fmt.Errorf("%d of %d ready", ready, n)
 		}
 		return err
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // waitRouting waits until every interceptor of the release has a route for key (namespace/name):
@@ -160,7 +164,7 @@ func waitRouting(t *testing.T, key string, timeout time.Duration) {
 // waitRoutingOn waits until each of the interceptors has a route for key.
 func waitRoutingOn(t *testing.T, interceptors []*deploy.Instance, key string, timeout time.Duration) {
 	t.Helper()
-	eventually(t, timeout, "every interceptor to route "+key, func() error {
+	if err := poll.Until(t.Context(), timeout, "every interceptor to route "+key, func() error {
 		for _, in := range interceptors {
 			q, err := queue(in.URL("admin"))
 			if err != nil {
@@ -171,41 +175,15 @@ func waitRoutingOn(t *testing.T, interceptors []*deploy.Instance, key string, ti
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
-// queue reads an interceptor's /queue.
+// queue reads an interceptor's /queue, as the release's scalers may, through the framework's
+// admin helper.
 func queue(adminURL string) (map[string]stream.RouteCounts, error) {
-	resp, err := http.Get(adminURL + "/queue")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s/queue: %s", adminURL, resp.Status)
-	}
-	q := map[string]stream.RouteCounts{}
-	if err := json.NewDecoder(resp.Body).Decode(&q); err != nil {
-		return nil, fmt.Errorf("decode %s/queue: %w", adminURL, err)
-	}
-	return q, nil
-}
-
-// eventually retries check until it returns nil or timeout passes, then fails t with its last
-// error.
-func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s: %v", timeout, what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return suite.lobby.Admin.Queue(context.Background(), adminURL)
 }
 
 // response is what a client got.

@@ -20,6 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/lobby-http/lobby/e2e/deploy"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/internal/externalscaler"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -127,7 +128,7 @@ func TestTwoInterceptorsTwoScalers(t *testing.T) {
 	go func() { held <- sendMany(ctx, 2, second.URL("http")+"/", "fleet.example.com") }()
 
 	// Every scaler sees the sum over both interceptors.
-	eventually(t, 5*time.Second, "both scalers to report 5 held requests", func() error {
+	if err := poll.Until(t.Context(), 5*time.Second, "both scalers to report 5 held requests", func() error {
 		for _, s := range suite.lobby.Instances("scaler") {
 			v, err := scalerConcurrency(ctx, s, a.ns, a.name)
 			if err != nil {
@@ -138,13 +139,15 @@ func TestTwoInterceptorsTwoScalers(t *testing.T) {
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	// The second interceptor leaves while its requests are held: they keep their deadlines and
 	// are answered during the drain; the first one's are untouched.
 	stopped := make(chan error, 1)
 	go func() { stopped <- suite.lobby.Stop(context.Background(), second) }()
-	eventually(t, 10*time.Second, "the scalers to drop the stopped interceptor's share", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "the scalers to drop the stopped interceptor's share", func() error {
 		for _, s := range suite.lobby.Instances("scaler") {
 			v, err := scalerConcurrency(ctx, s, a.ns, a.name)
 			if err != nil {
@@ -155,7 +158,9 @@ func TestTwoInterceptorsTwoScalers(t *testing.T) {
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	for range 2 {
 		checkAll(t, "requests held across the interceptor's exit", <-held, http.StatusOK)
 	}
@@ -170,14 +175,16 @@ func TestTwoInterceptorsTwoScalers(t *testing.T) {
 	if err := suite.ingress.reload(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the scalers to answer for the new fleet", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "the scalers to answer for the new fleet", func() error {
 		for _, s := range suite.lobby.Instances("scaler") {
 			if _, err := scalerConcurrency(ctx, s, a.ns, a.name); err != nil {
 				return err
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	checkAll(t, "requests after the replacement", sendMany(ctx, 10, suite.ingress.URL+"/", "fleet.example.com"), http.StatusOK)
 }
 

@@ -24,6 +24,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/lobby-http/lobby/e2e/deploy"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -571,12 +572,14 @@ func TestSlowlorisIsCutAtTheHeaderTimeout(t *testing.T) {
 			}
 		})
 	}
-	eventually(t, 30*time.Second, "every slow client to have started", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "every slow client to have started", func() error {
 		if n := started.Load(); n < trickling+silent {
 			return fmt.Errorf("%d of %d", n, trickling+silent)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	// Meanwhile other clients are served, through the same interceptor.
 	for _, r := range sendMany(t.Context(), 20, in.URL("http")+"/", routes.warmHost) {

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/lobby-http/lobby/e2e/apps"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 )
 
 // probeWindow is how long health checks hit a static route while the app sits at zero.
@@ -92,31 +93,37 @@ spec:
 `)
 	a := &app{ns: ns, name: "routed"}
 	waitRouting(t, a.key(), 30*time.Second)
-	eventually(t, 60*time.Second, "KEDA to create the HPA", func() error {
+	if err := poll.Until(t.Context(), 60*time.Second, "KEDA to create the HPA", func() error {
 		var hpa unstructured.Unstructured
 		hpa.SetGroupVersionKind(schema.GroupVersionKind{Group: "autoscaling", Version: "v2", Kind: "HorizontalPodAutoscaler"})
 		return c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "keda-hpa-routed"}, &hpa)
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	t.Run("bodies come from the labelled ConfigMap, live, and a missing one is a clear 500", func(t *testing.T) {
-		eventually(t, 20*time.Second, "the ConfigMap body", func() error {
+		if err := poll.Until(t.Context(), 20*time.Second, "the ConfigMap body", func() error {
 			r := send(t.Context(), http.MethodGet, suite.ingress.URL+"/notice", "routed.example.com", nil)
 			if r.code != http.StatusOK || r.body != "down for maintenance" {
 				return fmt.Errorf("got %d %q %v", r.code, r.body, r.err)
 			}
 			return nil
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 		pages.Data["notice.txt"] = "back soon"
 		if err := c.Client.Update(t.Context(), pages); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 20*time.Second, "the updated ConfigMap body", func() error {
+		if err := poll.Until(t.Context(), 20*time.Second, "the updated ConfigMap body", func() error {
 			r := send(t.Context(), http.MethodGet, suite.ingress.URL+"/notice", "routed.example.com", nil)
 			if r.code != http.StatusOK || r.body != "back soon" {
 				return fmt.Errorf("got %d %q %v", r.code, r.body, r.err)
 			}
 			return nil
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 		r := send(t.Context(), http.MethodGet, suite.ingress.URL+"/gone", "routed.example.com", nil)
 		if r.code != http.StatusInternalServerError || r.body != "response body unavailable: read ConfigMap \"absent\": not found, or without the label http.keda.sh/response-body=true\n" {
 			t.Errorf("missing ConfigMap: got %d %q %v", r.code, r.body, r.err)
@@ -155,13 +162,15 @@ spec:
 		t.Errorf("replicas = %d after the cold start, want 1", desired)
 	}
 
-	eventually(t, 4*time.Minute, "KEDA to scale the idle app back to zero", func() error {
+	if err := poll.Until(t.Context(), 4*time.Minute, "KEDA to scale the idle app back to zero", func() error {
 		desired, _, err := a.replicas(ctx)
 		if err == nil && desired != 0 {
 			err = fmt.Errorf("replicas = %d", desired)
 		}
 		return err
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // scaledObjectActive returns the status of the Active condition of KEDA's ScaledObject ns/name.

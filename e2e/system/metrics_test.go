@@ -25,6 +25,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/chart"
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -69,20 +70,24 @@ func startPrometheus(ctx context.Context, c *framework.Cluster, namespace string
 		return "", err
 	}
 	u := "http://" + listen
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if resp, err := http.Get(u + "/-/ready"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return u, nil
-			}
+	waitCtx, release := p.WhileRunning(ctx)
+	defer release()
+	err = poll.Until(waitCtx, 30*time.Second, "prometheus to be ready on "+listen, func() error {
+		resp, err := http.Get(u + "/-/ready")
+		if err != nil {
+			return err
 		}
-		if exited, _ := p.Exited(); exited || time.Now().After(deadline) {
-			log, _ := os.ReadFile(p.LogFile)
-			return "", fmt.Errorf("prometheus did not become ready on %s\n%s", listen, log)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/-/ready: %s", resp.Status)
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		log, _ := os.ReadFile(p.LogFile)
+		return "", fmt.Errorf("%w\n%s", err, log)
 	}
+	return u, nil
 }
 
 // writeTargets writes Prometheus' file_sd targets: every ready endpoint, on the port named admin,
@@ -202,13 +207,15 @@ func TestPrometheusSeesLobby(t *testing.T) {
 		t.Fatal(err)
 	}
 	up := fmt.Sprintf(`up{namespace=%q} == 1`, suite.lobby.Namespace)
-	eventually(t, 30*time.Second, fmt.Sprintf("Prometheus to scrape all %d of lobby's targets", targets), func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, fmt.Sprintf("Prometheus to scrape all %d of lobby's targets", targets), func() error {
 		n, err := promQuery(t.Context(), suite.prometheus, up)
 		if err == nil && n != targets {
 			err = fmt.Errorf("%d up", n)
 		}
 		return err
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	ns := testNamespace(t)
 	// The app starts slowly enough for Prometheus to scrape the held requests' new series before
 	// the queue rejects any: a counter's first increase is seen only from a sample before it.
@@ -220,7 +227,7 @@ func TestPrometheusSeesLobby(t *testing.T) {
 	in := suite.lobby.Instances("interceptor")[0]
 	held := make(chan []response, 1)
 	go func() { held <- sendMany(ctx, 2, in.URL("http")+"/", "watched.example.com") }()
-	eventually(t, 10*time.Second, "two requests to be held", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "two requests to be held", func() error {
 		q, err := queue(in.URL("admin"))
 		if err != nil {
 			return err
@@ -229,9 +236,13 @@ func TestPrometheusSeesLobby(t *testing.T) {
 			return fmt.Errorf("held = %d", q[a.key()].Held)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	rejections := fmt.Sprintf(`lobby_interceptor_queue_rejections_total{route=%q} == 0`, a.key())
-	eventually(t, 5*time.Second, "Prometheus to scrape "+rejections, func() error { return promHas(ctx, rejections) })
+	if err := poll.Until(t.Context(), 5*time.Second, "Prometheus to scrape "+rejections, func() error { return promHas(ctx, rejections) }); err != nil {
+		t.Fatal(err)
+	}
 	checkAll(t, "requests over the bound", sendMany(ctx, 2, in.URL("http")+"/", "watched.example.com"), http.StatusServiceUnavailable)
 	checkAll(t, "held requests", <-held, http.StatusOK)
 
@@ -241,7 +252,9 @@ func TestPrometheusSeesLobby(t *testing.T) {
 		fmt.Sprintf(`lobby_interceptor_in_flight_requests{route=%q}`, a.key()),
 		fmt.Sprintf(`lobby_interceptor_held_requests{route=%q}`, a.key()),
 	} {
-		eventually(t, 15*time.Second, "Prometheus to have "+q, func() error { return promHas(ctx, q) })
+		if err := poll.Until(t.Context(), 15*time.Second, "Prometheus to have "+q, func() error { return promHas(ctx, q) }); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	queries, err := chart.Dashboard()
@@ -251,7 +264,9 @@ func TestPrometheusSeesLobby(t *testing.T) {
 	for _, q := range queries {
 		expr := promQL(q.PromQL(a.key()))
 		t.Run(q.Panel+" "+q.RefID, func(t *testing.T) {
-			eventually(t, 15*time.Second, "the dashboard query to return data: "+expr, func() error { return promHas(ctx, expr) })
+			if err := poll.Until(t.Context(), 15*time.Second, "the dashboard query to return data: "+expr, func() error { return promHas(ctx, expr) }); err != nil {
+				t.Fatal(err)
+			}
 		})
 	}
 	checkAlertRules(t, a.key())
@@ -268,7 +283,7 @@ func checkAlertRules(t *testing.T, route string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "Prometheus to evaluate every alert rule", func() error {
+	if err := poll.Until(t.Context(), 15*time.Second, "Prometheus to evaluate every alert rule", func() error {
 		var data struct {
 			Groups []struct {
 				Rules []struct {
@@ -293,14 +308,18 @@ func checkAlertRules(t *testing.T, route string) {
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range rules {
 		for _, m := range r.Metrics() {
 			q := fmt.Sprintf(`count(%s{namespace=%q})`, m, suite.lobby.Namespace)
-			eventually(t, 15*time.Second, "Prometheus to have "+m+", which "+r.Alert+" reads", func() error { return promHas(ctx, q) })
+			if err := poll.Until(t.Context(), 15*time.Second, "Prometheus to have "+m+", which "+r.Alert+" reads", func() error { return promHas(ctx, q) }); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	eventually(t, 15*time.Second, "LobbyHoldQueueFull to be pending for "+route, func() error {
+	if err := poll.Until(t.Context(), 15*time.Second, "LobbyHoldQueueFull to be pending for "+route, func() error {
 		var data struct {
 			Alerts []struct {
 				Labels map[string]string `json:"labels"`
@@ -319,5 +338,7 @@ func checkAlertRules(t *testing.T, route string) {
 			seen = append(seen, fmt.Sprintf("%s %v", a.State, l))
 		}
 		return fmt.Errorf("alerts: %v", seen)
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -30,6 +30,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/apps"
 	"github.com/lobby-http/lobby/e2e/deploy"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -130,21 +131,25 @@ spec:
 	load := startCountedLoad(ctx, in.URL+"/", warmHost, 2, 10*time.Millisecond, 20000, 4*time.Minute)
 	// KEDA scaled the warm app to zero when it took its ScaledObject over; the first requests
 	// wake it through the previous installation and are held meanwhile, as with the add-on.
-	eventually(t, 60*time.Second, "the warm app to answer through the previous interceptor", func() error {
+	if err := poll.Until(t.Context(), 60*time.Second, "the warm app to answer through the previous interceptor", func() error {
 		if n := load.answered.Load(); n < 200 {
 			return fmt.Errorf("%d answered", n)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	zero := &app{ns: ns, name: "zero"}
-	eventually(t, 90*time.Second, "KEDA to scale the idle app to zero through the previous scaler", func() error {
+	if err := poll.Until(t.Context(), 90*time.Second, "KEDA to scale the idle app to zero through the previous scaler", func() error {
 		desired, _, err := zero.replicas(ctx)
 		if err == nil && desired != 0 {
 			err = fmt.Errorf("%d replicas", desired)
 		}
 		return err
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	originalZero := kedaOriginalReplicas(t, ns, "zero")
 	if originalZero != 2 {
 		t.Fatalf("KEDA recorded %d as the original replica count of the idle app, want 2", originalZero)
@@ -187,14 +192,16 @@ spec:
 		body, err := io.ReadAll(resp.Body)
 		wake <- response{code: resp.StatusCode, body: string(body), header: resp.Header, err: err, at: time.Now()}
 	}()
-	eventually(t, 10*time.Second, "lobby's interceptors to hold the request for the app at zero", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "lobby's interceptors to hold the request for the app at zero", func() error {
 		if n := routeRequests(t, rel.Instances("interceptor"), ns+"/zero"); n != 1 {
 			return fmt.Errorf("lobby's interceptors received %d requests for it", n)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	// The previous interceptor answers what it still has in flight before the next step.
-	eventually(t, 30*time.Second, "the previous interceptor to finish its requests", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "the previous interceptor to finish its requests", func() error {
 		q, err := queue(prevIn.URL("admin"))
 		if err != nil {
 			return err
@@ -205,7 +212,9 @@ spec:
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	// Step 5: scale lobby's operator up. It takes the objects over.
 	if _, err := rel.StartInPlace(ctx, ops[0]); err != nil {
@@ -215,9 +224,11 @@ spec:
 	lobbyScaler := rel.Release + "-scaler." + rel.Namespace + ".svc.cluster.local:9090"
 	for _, l := range left {
 		key := client.ObjectKey{Namespace: ns, Name: l.name}
-		eventually(t, 60*time.Second, key.String()+" to be Ready and scaled through lobby's scaler", func() error {
+		if err := poll.Until(t.Context(), 60*time.Second, key.String()+" to be Ready and scaled through lobby's scaler", func() error {
 			return migrated(ctx, key, lobbyScaler)
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	r := <-wake
 	if r.err != nil || r.code != http.StatusOK {
@@ -238,12 +249,14 @@ spec:
 	if err := prevIn.Process.Stop(); err != nil {
 		t.Errorf("stop the previous interceptor: %v", err)
 	}
-	eventually(t, 30*time.Second, "the warm app to keep answering after the previous installation is gone", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "the warm app to keep answering after the previous installation is gone", func() error {
 		if n := load.answered.Load(); n < before+300 {
 			return fmt.Errorf("%d answered since", n-before)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	sent, answered, failures := load.stop()
 	t.Logf("warm app: %d requests sent, %d answered 200", sent, answered)
 	if sent != answered || sent < 500 {
@@ -256,21 +269,25 @@ spec:
 	if err := c.Client.Delete(ctx, hsos["zero"]); err != nil {
 		t.Fatalf("delete the HTTPScaledObject: %v", err)
 	}
-	eventually(t, 10*time.Second, "the deleted HTTPScaledObject to be gone", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "the deleted HTTPScaledObject to be gone", func() error {
 		err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "zero"}, &v1alpha1.HTTPScaledObject{})
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
 		return fmt.Errorf("still there (%v)", err)
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("the HTTPScaledObject was gone %v after the delete", time.Since(deleted).Round(time.Millisecond))
-	eventually(t, 90*time.Second, "the workload to be back at its original replica count", func() error {
+	if err := poll.Until(t.Context(), 90*time.Second, "the workload to be back at its original replica count", func() error {
 		desired, _, err := zero.replicas(ctx)
 		if err == nil && desired != originalZero {
 			err = fmt.Errorf("%d replicas, want %d", desired, originalZero)
 		}
 		return err
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // routeRequests returns how many requests for the route key the interceptors received.
@@ -395,7 +412,7 @@ func addOnScaledObject(ns, name string, hso *v1alpha1.HTTPScaledObject, scalerAd
 func kedaOriginalReplicas(t *testing.T, ns, name string) int32 {
 	t.Helper()
 	var n int64
-	eventually(t, 30*time.Second, "KEDA to record the original replica count of "+ns+"/"+name, func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "KEDA to record the original replica count of "+ns+"/"+name, func() error {
 		so := &unstructured.Unstructured{}
 		so.SetGroupVersionKind(scaledObjectGVK)
 		if err := suite.cluster.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, so); err != nil {
@@ -407,7 +424,9 @@ func kedaOriginalReplicas(t *testing.T, ns, name string) int32 {
 		}
 		n = v
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	return int32(n)
 }
 

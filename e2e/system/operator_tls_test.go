@@ -22,6 +22,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/apps"
 	"github.com/lobby-http/lobby/e2e/deploy"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -147,7 +148,7 @@ func TestOperatorTLSTriggerWithKEDA(t *testing.T) {
 		"metadata":          map[string]any{"scalerAddress": scalerAddr, "httpScaledObject": name, "enableTLS": "true"},
 		"authenticationRef": map[string]any{"kind": "ClusterTriggerAuthentication", "name": authName},
 	}
-	eventually(t, 60*time.Second, "the operator to write the ScaledObject with the TLS trigger", func() error {
+	if err := poll.Until(t.Context(), 60*time.Second, "the operator to write the ScaledObject with the TLS trigger", func() error {
 		var so unstructured.Unstructured
 		so.SetGroupVersionKind(scaledObjectGVK)
 		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &so); err != nil {
@@ -161,11 +162,13 @@ func TestOperatorTLSTriggerWithKEDA(t *testing.T) {
 			return fmt.Errorf("triggers %v, want [%v]", triggers, wantTrigger)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	waitRouting(t, ns+"/"+name, 60*time.Second)
 	waitTLSStream(t, scaler, ns, name)
 	// The operator mirrors KEDA's verdict onto the HTTPScaledObject, where users look.
-	eventually(t, 60*time.Second, "the HTTPScaledObject to be Ready with KEDA's ScaledObjectReady mirrored", func() error {
+	if err := poll.Until(t.Context(), 60*time.Second, "the HTTPScaledObject to be Ready with KEDA's ScaledObjectReady mirrored", func() error {
 		var got v1alpha1.HTTPScaledObject
 		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(hso), &got); err != nil {
 			return err
@@ -176,7 +179,9 @@ func TestOperatorTLSTriggerWithKEDA(t *testing.T) {
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	a := &app{ns: ns, name: name}
 	if desired, _, err := a.replicas(ctx); err != nil || desired != 0 {

@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/lobby-http/lobby/e2e/deploy"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/e2e/system/internal/loadreport"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -284,15 +285,17 @@ func TestOverload(t *testing.T) {
 
 	// KEDA scaled the app from zero on the activation, as for any cold start; its pod is not
 	// ready only because of the probe.
-	eventually(t, time.Minute, "KEDA to scale "+cold.key()+" from zero", func() error {
+	if err := poll.Until(t.Context(), time.Minute, "KEDA to scale "+cold.key()+" from zero", func() error {
 		desired, _, err := cold.replicas(ctx)
 		if err == nil && desired != 1 {
 			err = fmt.Errorf("replicas = %d", desired)
 		}
 		return err
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	setReadinessPath(t, cold, "/healthz")
-	eventually(t, 90*time.Second, "every held request to be answered once the app is ready", func() error {
+	if err := poll.Until(t.Context(), 90*time.Second, "every held request to be answered once the app is ready", func() error {
 		for _, g := range gens {
 			r, err := g.report()
 			if err != nil {
@@ -303,7 +306,9 @@ func TestOverload(t *testing.T) {
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	mon.stop()
 
 	// Every request has a defined answer: the cap's worth 200 after being held, every other one
@@ -420,7 +425,7 @@ func TestOverload(t *testing.T) {
 	// Nothing is left behind: no held or in-flight request of the cold route, and no connection
 	// from a load generator on either interceptor's proxy port. (Its descriptors are not
 	// compared with before: it keeps idle connections to the app's pod for reuse.)
-	eventually(t, 30*time.Second, "the interceptors to let go of the overload's connections", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "the interceptors to let go of the overload's connections", func() error {
 		for i, in := range interceptors {
 			q, err := queue(in.URL("admin"))
 			if err != nil {
@@ -438,7 +443,9 @@ func TestOverload(t *testing.T) {
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // stopWaiting is an error that ends a wait at once.

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/lobby-http/lobby/e2e/coldstart"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -55,7 +56,7 @@ func TestColdStartThroughIngress(t *testing.T) {
 	for _, in := range suite.lobby.Instances("interceptor") {
 		admins = append(admins, in.URL("admin"))
 	}
-	coldstart.Watch(ctx, suite.cluster.Client, admins, a.ns, a.name, tl)
+	coldstart.Watch(ctx, suite.cluster.Client, suite.lobby.Admin, admins, a.ns, a.name, tl)
 	time.Sleep(200 * time.Millisecond) // let the stream subscriptions connect
 	tl.Begin("50 requests sent to nginx")
 	got := sendMany(ctx, 50, suite.ingress.URL+"/", "cold.example.com")
@@ -163,7 +164,7 @@ func TestQueueBound(t *testing.T) {
 	ctx := t.Context()
 	held := make(chan []response, 1)
 	go func() { held <- sendMany(ctx, 5, in.URL("http")+"/", "bounded.example.com") }()
-	eventually(t, 10*time.Second, "five requests to be held", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "five requests to be held", func() error {
 		q, err := queue(in.URL("admin"))
 		if err != nil {
 			return err
@@ -172,7 +173,9 @@ func TestQueueBound(t *testing.T) {
 			return fmt.Errorf("held = %d", q[a.key()].Held)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	extra := sendMany(ctx, 3, in.URL("http")+"/", "bounded.example.com")
 	checkAll(t, "requests beyond the bound", extra, http.StatusServiceUnavailable)
 	for _, r := range extra {
@@ -228,7 +231,7 @@ func TestScaleOutAndBackToZero(t *testing.T) {
 	wg.Wait()
 	checkAll(t, "requests under load", results, http.StatusOK)
 
-	eventually(t, 4*time.Minute, "KEDA to scale the idle app back to zero", func() error {
+	if err := poll.Until(t.Context(), 4*time.Minute, "KEDA to scale the idle app back to zero", func() error {
 		desired, _, err := a.replicas(t.Context())
 		if err != nil {
 			return err
@@ -237,10 +240,12 @@ func TestScaleOutAndBackToZero(t *testing.T) {
 			return fmt.Errorf("replicas = %d", desired)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	// At zero means no pod left: a request sent while the last pod is still shutting down can
 	// reach it before its EndpointSlice says so (see the note on scale-down in docs/proxy.md).
-	eventually(t, time.Minute, "the app's last pod to be gone", func() error {
+	if err := poll.Until(t.Context(), time.Minute, "the app's last pod to be gone", func() error {
 		var pods corev1.PodList
 		if err := suite.cluster.Client.List(t.Context(), &pods, client.InNamespace(a.ns)); err != nil {
 			return err
@@ -249,7 +254,9 @@ func TestScaleOutAndBackToZero(t *testing.T) {
 			return fmt.Errorf("%d pods left", len(pods.Items))
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	r := send(t.Context(), http.MethodGet, suite.ingress.URL+"/", "busy.example.com", nil)
 	if r.code != http.StatusOK {
 		t.Fatalf("the request after scale to zero got %d %q (%v), want 200 after a new cold start", r.code, r.body, r.err)
@@ -272,7 +279,7 @@ func TestEditAndDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the edited host to route and the old one to stop", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "the edited host to route and the old one to stop", func() error {
 		if r := send(ctx, http.MethodGet, suite.ingress.URL+"/", "after.example.com", nil); r.code != http.StatusOK {
 			return fmt.Errorf("new host: %d", r.code)
 		}
@@ -280,18 +287,22 @@ func TestEditAndDelete(t *testing.T) {
 			return fmt.Errorf("old host: %d", r.code)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := suite.cluster.Client.Delete(ctx, &hso); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the deleted object's host to answer 404", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "the deleted object's host to answer 404", func() error {
 		if r := send(ctx, http.MethodGet, suite.ingress.URL+"/", "after.example.com", nil); r.code != http.StatusNotFound {
 			return fmt.Errorf("got %d", r.code)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	// The garbage collector deletes KEDA's ScaledObject with the HTTPScaledObject that owns it.
-	eventually(t, 30*time.Second, "the ScaledObject to be garbage-collected", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "the ScaledObject to be garbage-collected", func() error {
 		var so unstructured.Unstructured
 		so.SetGroupVersionKind(scaledObjectGVK)
 		err := suite.cluster.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: a.name}, &so)
@@ -299,7 +310,9 @@ func TestEditAndDelete(t *testing.T) {
 			return fmt.Errorf("ScaledObject %s still exists", a.key())
 		}
 		return client.IgnoreNotFound(err)
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // duration returns d as a *metav1.Duration.

@@ -44,6 +44,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/apps"
 	"github.com/lobby-http/lobby/e2e/deploy"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/e2e/netns"
 	"github.com/lobby-http/lobby/internal/externalscaler"
 	"github.com/lobby-http/lobby/internal/stream"
@@ -80,7 +81,8 @@ func TestAdminPortUnreachableThroughProxy(t *testing.T) {
 
 		// What the admin port serves, so that the check below is known to tell it apart.
 		for _, p := range []string{"/queue", "/metrics", "/livez", "/readyz"} {
-			res, err := wireExchange(adminAddr, netip.Addr{}, 10*time.Second, wireRequest("GET "+p+" HTTP/1.1", "Host: "+adminAddr, "Connection: close"))
+			res, err := wireExchange(adminAddr, netip.Addr{}, 10*time.Second, wireRequest("GET "+p+" HTTP/1.1", "Host: "+adminAddr,
+				"Authorization: Bearer "+rel.Admin.Token(), "Connection: close"))
 			if err != nil || res.code != http.StatusOK {
 				t.Fatalf("the admin port %s answers %s with %d, %v; want 200", adminAddr, p, res.code, err)
 			}
@@ -263,13 +265,15 @@ func TestInterceptorDialsOnlyEndpointSliceAddresses(t *testing.T) {
 	}
 	plain := wireRequest("GET / HTTP/1.1", "Host: "+host, "Connection: close")
 	for i := range interceptors {
-		eventually(t, 60*time.Second, proxyAddr(i)+" to route "+host+" to its endpoint", func() error {
+		if err := poll.Until(t.Context(), 60*time.Second, proxyAddr(i)+" to route "+host+" to its endpoint", func() error {
 			res, err := wireExchange(proxyAddr(i), netip.Addr{}, 10*time.Second, plain)
 			if err == nil && res.header.Get("X-Backend") != "first" {
 				err = fmt.Errorf("answer %d %q", res.code, excerpt(res.body))
 			}
 			return err
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, cn := range canaries {
 		cn.selfTest(t)
@@ -344,13 +348,15 @@ func TestInterceptorDialsOnlyEndpointSliceAddresses(t *testing.T) {
 		t.Fatalf("move the ready endpoint: %v", err)
 	}
 	for i := range interceptors {
-		eventually(t, 30*time.Second, proxyAddr(i)+" to follow the EndpointSlice to the second server", func() error {
+		if err := poll.Until(t.Context(), 30*time.Second, proxyAddr(i)+" to follow the EndpointSlice to the second server", func() error {
 			res, err := wireExchange(proxyAddr(i), netip.Addr{}, 10*time.Second, plain)
 			if err == nil && res.header.Get("X-Backend") != "second" {
 				err = fmt.Errorf("answered by %q", res.header.Get("X-Backend"))
 			}
 			return err
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	before := first.requestCount()
 	for i := range 20 {
@@ -476,13 +482,15 @@ func TestHopByHopHeadersStripped(t *testing.T) {
 	for _, in := range suite.lobby.Instances("interceptor") {
 		proxyAddr := netip.AddrPortFrom(in.Addr, uint16(in.Ports["http"])).String()
 		var res wireResult
-		eventually(t, 60*time.Second, in.Process.Name+" to route "+respHost, func() error {
+		if err := poll.Until(t.Context(), 60*time.Second, in.Process.Name+" to route "+respHost, func() error {
 			var err error
 			if res, err = wireExchange(proxyAddr, netip.Addr{}, 10*time.Second, req); err == nil && res.header.Get("X-Backend") != "hop" {
 				err = fmt.Errorf("answer %d %q", res.code, excerpt(res.body))
 			}
 			return err
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 		for _, h := range []string{"X-Hop-Resp", "Keep-Alive", "Proxy-Authenticate", "Proxy-Connection", "Upgrade"} {
 			if v, ok := res.header[h]; ok {
 				t.Errorf("%s: the client got the app's hop-by-hop header %s: %q", in.Process.Name, h, v)
@@ -604,10 +612,12 @@ func TestScalerTLSWithKEDA(t *testing.T) {
 		return []tls.Certificate{kp}
 	}
 	trusted := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, Certificates: keyPair(clientCert, clientKey)}
-	eventually(t, 30*time.Second, "the TLS scaler to answer a client with KEDA's settings", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "the TLS scaler to answer a client with KEDA's settings", func() error {
 		_, err := callIsActive(ctx, scalerAddr, credentials.NewTLS(trusted), ref)
 		return err
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	refusals := []struct {
 		name  string
 		creds credentials.TransportCredentials
@@ -662,12 +672,14 @@ func callIsActive(ctx context.Context, addr string, creds credentials.TransportC
 func waitTLSStream(t *testing.T, in *deploy.Instance, ns, name string) {
 	t.Helper()
 	adminURL := in.URL("admin") + "/metrics"
-	eventually(t, 60*time.Second, "KEDA to open StreamIsActive on the TLS scaler and mark the ScaledObject ready", func() error {
+	if err := poll.Until(t.Context(), 60*time.Second, "KEDA to open StreamIsActive on the TLS scaler and mark the ScaledObject ready", func() error {
 		if v, err := scrapeSample(adminURL, "lobby_scaler_streams", map[string]string{"method": "StreamIsActive"}); err != nil || v < 1 {
 			return fmt.Errorf("StreamIsActive streams %v (%v)", v, err)
 		}
 		return kedaReady(t, ns, name)
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // waitTLSCalls waits until the TLS scaler in has answered an IsActive and a GetMetricSpec call
@@ -676,13 +688,15 @@ func waitTLSCalls(t *testing.T, in *deploy.Instance) {
 	t.Helper()
 	adminURL := in.URL("admin") + "/metrics"
 	for _, method := range []string{"IsActive", "GetMetricSpec"} {
-		eventually(t, 60*time.Second, "a successful "+method+" call on the TLS scaler", func() error {
+		if err := poll.Until(t.Context(), 60*time.Second, "a successful "+method+" call on the TLS scaler", func() error {
 			v, err := scrapeSample(adminURL, "lobby_scaler_rpc_duration_seconds_count", map[string]string{"method": method, "code": "OK"})
 			if err == nil && v < 1 {
 				err = fmt.Errorf("%v successful calls", v)
 			}
 			return err
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -931,12 +945,14 @@ func (c *canary) selfTest(t *testing.T) {
 	}
 	_, _ = io.WriteString(conn, "self-test")
 	conn.Close()
-	eventually(t, 10*time.Second, "canary "+c.addr.String()+" to record a connection", func() error {
+	if err := poll.Until(t.Context(), 10*time.Second, "canary "+c.addr.String()+" to record a connection", func() error {
 		if n := len(c.connections()); n != 1 {
 			return fmt.Errorf("%d connections recorded", n)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	c.mu.Lock()
 	c.conns = nil
 	c.mu.Unlock()

@@ -3,7 +3,6 @@
 package system
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/lobby-http/lobby/e2e/browser"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -92,9 +92,11 @@ func TestStatusPage(t *testing.T) {
 		t.Fatalf("the app's row never showed waking: %v", err)
 	}
 	// While the request is held, every view of it agrees.
-	eventually(t, 10*time.Second, "the held request on the page, /queue and the metrics", func() error {
+	if err := poll.Until(ctx, 10*time.Second, "the held request on the page, /queue and the metrics", func() error {
 		return agree(ctx, admin, a.key(), 0, 1, 1)
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := b.Screenshot(ctx, filepath.Join(shots, "status-page-waking.png")); err != nil {
 		t.Error(err)
 	}
@@ -119,9 +121,11 @@ func TestStatusPage(t *testing.T) {
 			t.Fatalf("warm request %d got %d %v, want 200", i, r.code, r.err)
 		}
 	}
-	eventually(t, 10*time.Second, "the totals on the page, /queue and the metrics", func() error {
+	if err := poll.Until(ctx, 10*time.Second, "the totals on the page, /queue and the metrics", func() error {
 		return agree(ctx, admin, a.key(), 0, 0, 1+warm)
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	v, err := statusPage(admin)
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +194,7 @@ func agree(ctx context.Context, adminURL, key string, inFlight, held int64, requ
 			return fmt.Errorf("/queue %+v disagrees with the status page %+v", qc, r)
 		}
 		for metric, want := range map[string]int64{"lobby_interceptor_in_flight_requests": inFlight, "lobby_interceptor_held_requests": held} {
-			got, err := counterValue(adminURL, metric, map[string]string{"route": key})
+			got, err := scrapeSample(adminURL+"/metrics", metric, map[string]string{"route": key})
 			if err != nil {
 				return err
 			}
@@ -199,7 +203,7 @@ func agree(ctx context.Context, adminURL, key string, inFlight, held int64, requ
 			}
 		}
 		if held == 0 && inFlight == 0 {
-			answered, err := sumMetric(adminURL, "lobby_interceptor_requests_total", key)
+			answered, err := scrapeSample(adminURL+"/metrics", "lobby_interceptor_requests_total", map[string]string{"route": key})
 			if err != nil {
 				return err
 			}
@@ -217,35 +221,6 @@ func agree(ctx context.Context, adminURL, key string, inFlight, held int64, requ
 		return nil
 	}
 	return fmt.Errorf("the status page has no %s", key)
-}
-
-// sumMetric adds up the samples of metric whose route label is key, over every other label.
-func sumMetric(adminURL, metric, key string) (float64, error) {
-	resp, err := http.Get(adminURL + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var sum float64
-	label := `route="` + key + `"`
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), metric+"{")
-		if !ok {
-			continue
-		}
-		set, value, ok := strings.Cut(rest, "} ")
-		if !ok || !strings.Contains(","+set+",", ","+label+",") {
-			continue
-		}
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			return 0, fmt.Errorf("parse %s{%s}: %w", metric, set, err)
-		}
-		sum += v
-	}
-	return sum, sc.Err()
 }
 
 // readyEndpoints counts the ready endpoints of the EndpointSlices of Service namespace/name.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/deploy"
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 )
 
 // suite is the cluster, the lobby release and the ingress every test of the package shares; each
@@ -125,20 +126,21 @@ func startNginx(ctx context.Context, c *framework.Cluster, tmpl string, upstream
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitCtx, release := in.proc.WhileRunning(ctx)
+	defer release()
+	err = poll.Until(waitCtx, 10*time.Second, "nginx to listen on "+listen, func() error {
 		resp, err := http.Get(in.URL + "/")
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			return in, nil
+		if err != nil {
+			return err
 		}
-		if exited, _ := in.proc.Exited(); exited || time.Now().After(deadline) {
-			log, _ := os.ReadFile(in.proc.LogFile)
-			return nil, fmt.Errorf("nginx did not start listening on %s: %v\n%s", listen, err, log)
-		}
-		time.Sleep(50 * time.Millisecond)
+		io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	})
+	if err != nil {
+		log, _ := os.ReadFile(in.proc.LogFile)
+		return nil, fmt.Errorf("%w\n%s", err, log)
 	}
+	return in, nil
 }
 
 // render returns nginx's configuration with the current upstreams.

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/lobby-http/lobby/e2e/deploy"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/internal/testpki"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -149,11 +150,13 @@ func TestHTTPSFromTheIngressToAnHTTPSApp(t *testing.T) {
 	if err := suite.cluster.Client.Patch(ctx, hso, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		t.Fatalf("annotate the HTTPScaledObject: %v", err)
 	}
-	eventually(t, 30*time.Second, "the opted-out app to be served", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "the opted-out app to be served", func() error {
 		r := send(ctx, http.MethodGet, nginx.URL+"/", wrongHost, nil)
 		if r.err != nil || r.code != http.StatusOK || !strings.Contains(r.body, `"tlsServerName":"wrong.`+ns+`.svc"`) {
 			return fmt.Errorf("status %d, %v: %.200s", r.code, r.err, r.body)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/lobby-http/lobby/e2e/deploy"
 	"github.com/lobby-http/lobby/e2e/framework"
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -117,7 +118,7 @@ func startJaeger(t *testing.T, c *framework.Cluster) netip.Addr {
 			t.Logf("stop jaeger: %v\n%s", err, log)
 		}
 	})
-	eventually(t, 30*time.Second, "Jaeger's query API to answer", func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, "Jaeger's query API to answer", func() error {
 		if exited, _ := p.Exited(); exited {
 			log, _ := os.ReadFile(p.LogFile)
 			t.Fatalf("jaeger exited:\n%s", log)
@@ -131,7 +132,9 @@ func startJaeger(t *testing.T, c *framework.Cluster) netip.Addr {
 			return fmt.Errorf("status %d", resp.StatusCode)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	return addr
 }
 
@@ -177,7 +180,7 @@ func (s jaegerSpan) parent() string {
 // jaegerTrace reads a trace back from Jaeger's query API until it has want spans.
 func jaegerTrace(t *testing.T, jaeger netip.Addr, traceID string, want int) (spans []jaegerSpan, services map[string]string) {
 	t.Helper()
-	eventually(t, 30*time.Second, fmt.Sprintf("Jaeger to hold %d spans of trace %s", want, traceID), func() error {
+	if err := poll.Until(t.Context(), 30*time.Second, fmt.Sprintf("Jaeger to hold %d spans of trace %s", want, traceID), func() error {
 		var got struct {
 			Data []struct {
 				Spans     []jaegerSpan `json:"spans"`
@@ -205,7 +208,9 @@ func jaegerTrace(t *testing.T, jaeger netip.Addr, traceID string, want int) (spa
 			services[id] = p.ServiceName
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	return spans, services
 }
 

@@ -56,7 +56,8 @@ func NewInformer(client rest.Interface, namespace string, resync time.Duration) 
 // HTTPScaledObject or InterceptorRoute (managed fields, annotations such as kubectl's
 // last-applied copy of the whole object, labels and status), keeping the name, namespace, UID,
 // resource version, generation, creation time, the spec, which it normalises (see Normalize),
-// and the one annotation routing reads (v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation).
+// and the annotations routing reads (v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation and
+// AllowNamespacesAnnotation).
 // Other objects pass unchanged.
 func Trim(obj any) (any, error) {
 	switch o := obj.(type) {
@@ -72,12 +73,18 @@ func Trim(obj any) (any, error) {
 	return obj, nil
 }
 
-// routingAnnotations returns the one annotation of annotations that routing reads, or nil.
+// routingAnnotations returns the annotations of annotations that routing reads, or nil.
 func routingAnnotations(annotations map[string]string) map[string]string {
-	if v, ok := annotations[v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation]; ok {
-		return map[string]string{v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation: v}
+	var out map[string]string
+	for _, k := range []string{v1alpha1.UpstreamTLSInsecureSkipVerifyAnnotation, AllowNamespacesAnnotation} {
+		if v, ok := annotations[k]; ok {
+			if out == nil {
+				out = make(map[string]string, 2)
+			}
+			out[k] = v
+		}
 	}
-	return nil
+	return out
 }
 
 // Key returns the "namespace/name" key lobby uses for an object everywhere: routes, counts, the
@@ -186,6 +193,12 @@ type Conflict struct {
 	WinnerKind Kind
 	// Claim is the first contested claim; zero when SameName is set.
 	Claim Claim
+	// Owner is set when the object is refused because another namespace owns the host of Claim
+	// and does not allow the object's namespace (Namespace); Winner is then the owner's oldest
+	// claimant.
+	Owner *Owner
+	// Namespace is the namespace of the refused object, set with Owner.
+	Namespace string
 	// SameName is set when the winner is an object of the other kind with the same namespace and
 	// name: both would share one set of counts, so only the older is routed.
 	SameName bool
@@ -194,6 +207,19 @@ type Conflict struct {
 // Message says, for the status of the losing object, why it is not routed and what to do.
 func (c Conflict) Message() string {
 	w := Ref{Kind: c.WinnerKind, Key: c.Winner}
+	if c.Owner != nil {
+		host := c.Claim.Host
+		if host == "" {
+			host = "*"
+		}
+		via := ""
+		if c.Owner.FirstHost != c.Claim.Host {
+			via = fmt.Sprintf(" through the wildcard %q", c.Owner.FirstHost)
+		}
+		return fmt.Sprintf("host %q is owned by namespace %q (%s claimed it first%s), so this object is not routed: "+
+			"ask the owner to add namespace %q to the %s annotation of %s, or use another host",
+			host, c.Owner.Namespace, w, via, c.Namespace, AllowNamespacesAnnotation, w)
+	}
 	if c.SameName {
 		return fmt.Sprintf("the older %s has the same namespace and name, so this object is not routed: rename one of them, or delete %s", w, w)
 	}

@@ -52,6 +52,9 @@ type Object struct {
 	Created time.Time
 	// Rules of the requests the object routes to its target.
 	Rules []Rule
+	// AllowNamespaces are the other namespaces this object lets route requests for the hosts its
+	// namespace owns (see AllowNamespacesAnnotation and NewOwnership).
+	AllowNamespaces []string
 	// StaticRules are the rules of each of an InterceptorRoute's static routes, in list order.
 	// They claim nothing: they pick, among the requests the object's rules route to it, those
 	// its static routes answer.
@@ -92,6 +95,7 @@ func FromHTTPScaledObject(h *v1alpha1.HTTPScaledObject) *Object {
 			PathPrefixes: h.Spec.PathPrefixes,
 			Headers:      h.Spec.Headers,
 		}},
+		AllowNamespaces:  ParseAllowNamespaces(h.Annotations[AllowNamespacesAnnotation]),
 		HTTPScaledObject: h,
 	}
 }
@@ -105,6 +109,7 @@ func FromInterceptorRoute(r *v1beta1.InterceptorRoute) *Object {
 		Name:             r.Name,
 		Created:          r.CreationTimestamp.Time,
 		Rules:            rules(r.Spec.Rules),
+		AllowNamespaces:  ParseAllowNamespaces(r.Annotations[AllowNamespacesAnnotation]),
 		InterceptorRoute: r,
 	}
 	if len(o.Rules) == 0 {
@@ -160,11 +165,21 @@ func OlderObject(a, b *Object) int {
 	return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.Key(), b.Key()), cmp.Compare(a.Kind, b.Kind))
 }
 
-// ResolveObjects decides which objects, of both kinds, are routed: objects are taken oldest first
-// (see OlderObject), and one whose claims collide with a claim of an object already accepted, or
-// whose key an object of the other kind already has, is not routed at all. Its conflict is
-// returned under its Ref. The accepted objects are returned in precedence order.
+// ResolveObjects decides which objects, of both kinds, are routed (see Decide).
 func ResolveObjects(objs []*Object) (accepted []*Object, conflicts map[Ref]Conflict) {
+	accepted, conflicts, _ = Decide(objs)
+	return accepted, conflicts
+}
+
+// Decide is the one rule every binary applies to decide which objects, of both kinds, are routed.
+// Objects are taken oldest first (see OlderObject); one is not routed at all when an object of the
+// other kind already has its key, when it claims a host another namespace owns without allowing
+// its namespace (see NewOwnership), or when one of its claims collides with a claim of an object
+// already accepted. Its conflict is returned under its Ref. The accepted objects are returned in
+// precedence order, with the ownership of every claimed host, which also decides which routes
+// may serve a request that the routes of its host do not match.
+func Decide(objs []*Object) (accepted []*Object, conflicts map[Ref]Conflict, owners *Ownership) {
+	owners = NewOwnership(objs)
 	sorted := slices.Clone(objs)
 	slices.SortFunc(sorted, OlderObject)
 	owner := make(map[Claim]Ref, len(sorted))
@@ -174,6 +189,10 @@ func ResolveObjects(objs []*Object) (accepted []*Object, conflicts map[Ref]Confl
 	for _, o := range sorted {
 		if w, ok := keys[o.Key()]; ok {
 			conflicts[o.Ref()] = Conflict{Winner: w.Key, WinnerKind: w.Kind, SameName: true}
+			continue
+		}
+		if c, own, refused := owners.Refusal(o); refused {
+			conflicts[o.Ref()] = Conflict{Winner: own.First.Key, WinnerKind: own.First.Kind, Claim: c, Owner: own, Namespace: o.Namespace}
 			continue
 		}
 		cs := o.Claims()
@@ -194,5 +213,5 @@ func ResolveObjects(objs []*Object) (accepted []*Object, conflicts map[Ref]Confl
 		keys[o.Key()] = o.Ref()
 		accepted = append(accepted, o)
 	}
-	return accepted, conflicts
+	return accepted, conflicts, owners
 }

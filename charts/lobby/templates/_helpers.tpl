@@ -169,3 +169,26 @@ interceptor.tls.secretNames, in order (the first is the default key pair).
 {{- end -}}
 {{- join "," $dirs -}}
 {{- end -}}
+
+{{/*
+lobby.streamMaxSubscribers is interceptor.streamMaxSubscribers, or when empty 2 × (scaler.replicas
++ 1) + 8: every scaler replica and the one a rolling update adds, each possibly still holding a
+stream the interceptor has not yet found dead, and eight for tools.
+*/}}
+{{- define "lobby.streamMaxSubscribers" -}}
+{{- if kindIs "invalid" .Values.interceptor.streamMaxSubscribers -}}
+{{- add (mul 2 (add (int .Values.scaler.replicas) 1)) 8 -}}
+{{- else -}}
+{{- int .Values.interceptor.streamMaxSubscribers -}}
+{{- end -}}
+{{- end -}}
+
+{{/* lobby.adminAllowed lists the ServiceAccounts allowed to read the interceptors' counts: the
+chart's scaler first, then adminAuth.extraAllowedServiceAccounts. */}}
+{{- define "lobby.adminAllowed" -}}
+{{- $sas := list (printf "%s/%s-scaler" .Release.Namespace (include "lobby.fullname" .)) -}}
+{{- range .Values.adminAuth.extraAllowedServiceAccounts -}}
+{{- $sas = append $sas . -}}
+{{- end -}}
+{{- join "," $sas -}}
+{{- end -}}

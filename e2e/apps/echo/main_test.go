@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/websocket"
 
+	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/internal/testpki"
 )
 
@@ -214,14 +216,14 @@ func TestHandler(t *testing.T) {
 		}()
 		waitFor := func(want string) {
 			t.Helper()
-			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-				got := delayed()
-				if got == want {
-					return
+			err := poll.Until(t.Context(), 5*time.Second, "/delayed to be "+want, func() error {
+				if got := delayed(); got != want {
+					return fmt.Errorf("/delayed = %q", got)
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("/delayed = %q, want %q", got, want)
-				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
 			}
 		}
 		waitFor("1")

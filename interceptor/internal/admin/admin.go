@@ -1,7 +1,8 @@
 // Package admin is the interceptor's admin server, on its own port and never behind the proxy
 // Service: liveness and readiness probes, Prometheus metrics, a JSON view of the per-route counts
 // (/queue), the push stream the scaler subscribes to (see docs/stream.md), and the operators' live
-// status page (see docs/status-page.md).
+// status page (see docs/status-page.md). /queue and the stream answer only the ServiceAccounts
+// allowed (auth.go); the status page, like /metrics, needs no token.
 package admin
 
 import (
@@ -49,6 +50,10 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Checks must all pass for /readyz to succeed.
 	Checks []Check
+	// Auth guards /queue and the stream, the endpoints that reveal every route's counts (see
+	// auth.go); the probes and /metrics stay open (the chart's NetworkPolicy guards /metrics).
+	// nil serves them to anyone, which only tests do.
+	Auth *Authenticator
 	// Clock gives the time of /queue snapshots.
 	Clock clock.PassiveClock
 	// Server runs the admin HTTP server; its HTTP field's Handler is set by New.
@@ -68,8 +73,8 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("GET /livez", s.livez)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
-	s.mux.HandleFunc("GET /queue", s.queue)
-	s.mux.Handle(stream.Path, o.Stream)
+	s.mux.Handle("GET /queue", s.guard(http.HandlerFunc(s.queue)))
+	s.mux.Handle(stream.Path, s.guard(o.Stream))
 	if o.Status != nil {
 		s.mux.HandleFunc("GET "+StatusPath, o.Status.ServePage)
 		s.mux.HandleFunc("GET "+StatusJSONPath, o.Status.ServeJSON)
@@ -79,6 +84,14 @@ func New(o Options) *Server {
 		o.Server.HTTP.Handler = s.mux
 	}
 	return s
+}
+
+// guard puts h behind the authenticator, when there is one.
+func (s *Server) guard(h http.Handler) http.Handler {
+	if s.opts.Auth == nil {
+		return h
+	}
+	return s.opts.Auth.Guard(h)
 }
 
 // Handler returns the admin server's routes, for tests.

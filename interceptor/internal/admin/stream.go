@@ -86,6 +86,9 @@ type StreamOptions struct {
 	// Buffer is how many frames may wait for one subscriber. A subscriber that falls further
 	// behind loses the waiting frames and gets a fresh snapshot instead. Zero means 16.
 	Buffer int
+	// MaxSubscribers is the most streams served at once; one more is answered 503 with
+	// Retry-After. Zero means 32.
+	MaxSubscribers int
 	// Interceptor names this interceptor (its pod name) in every frame.
 	Interceptor string
 	// Clock gives the time of frames and drives the interval.
@@ -100,7 +103,7 @@ type StreamOptions struct {
 	Observe func(kind stream.Kind, routes []stream.RouteCounts, at time.Time)
 }
 
-// Stream serves the push stream (see docs/stream.md) to any number of subscribers. Its Start
+// Stream serves the push stream (see docs/stream.md) to at most MaxSubscribers subscribers. Its Start
 // method runs the dispatcher that turns activations and ticks into frames; ServeHTTP serves one
 // subscriber.
 type Stream struct {
@@ -113,6 +116,7 @@ type Stream struct {
 	done chan struct{}
 
 	subscribers prometheus.Gauge
+	refused     prometheus.Counter
 }
 
 var _ http.Handler = (*Stream)(nil)
@@ -125,6 +129,9 @@ func NewStream(o StreamOptions) (*Stream, error) {
 	if o.Buffer <= 0 {
 		o.Buffer = 16
 	}
+	if o.MaxSubscribers <= 0 {
+		o.MaxSubscribers = 32
+	}
 	if o.Interval <= 0 {
 		return nil, errors.New("create stream: interval must be positive")
 	}
@@ -136,9 +143,15 @@ func NewStream(o StreamOptions) (*Stream, error) {
 			Name: "lobby_interceptor_stream_subscribers",
 			Help: "Clients currently subscribed to the push stream.",
 		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lobby_interceptor_stream_refused_total",
+			Help: "Stream subscriptions refused because the stream had its maximum of subscribers.",
+		}),
 	}
-	if err := o.Registerer.Register(s.subscribers); err != nil {
-		return nil, fmt.Errorf("register stream metrics: %w", err)
+	for _, c := range []prometheus.Collector{s.subscribers, s.refused} {
+		if err := o.Registerer.Register(c); err != nil {
+			return nil, fmt.Errorf("register stream metrics: %w", err)
+		}
 	}
 	return s, nil
 }
@@ -228,17 +241,30 @@ func (s *Stream) publish(e event) {
 	}
 }
 
-// subscribe registers a subscriber, or returns nil once the stream has stopped.
-func (s *Stream) subscribe() *subscriber {
+// Sentinel errors of subscribe.
+var (
+	// errStopped refuses a subscriber once the stream has stopped.
+	errStopped = errors.New("shutting down")
+	// errFull refuses a subscriber when MaxSubscribers are already served.
+	errFull = errors.New("too many subscribers")
+)
+
+// subscribe registers a subscriber, or returns errStopped once the stream has stopped or errFull
+// when it has its maximum of subscribers.
+func (s *Stream) subscribe() (*subscriber, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil
+		return nil, errStopped
+	}
+	if len(s.subs) >= s.opts.MaxSubscribers {
+		s.refused.Inc()
+		return nil, errFull
 	}
 	sub := &subscriber{ch: make(chan event, s.opts.Buffer), resync: make(chan struct{}, 1)}
 	s.subs[sub] = struct{}{}
 	s.subscribers.Inc()
-	return sub
+	return sub, nil
 }
 
 // drain drops the queued frames, which are older than a snapshot taken after it.
@@ -276,9 +302,17 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Subscribe before taking the snapshot, so that no activation falls between the two.
-	sub := s.subscribe()
-	if sub == nil {
-		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+	sub, err := s.subscribe()
+	switch {
+	case errors.Is(err, errFull):
+		s.opts.Log.V(1).Info("stream subscriber refused, stream full", "remote", r.RemoteAddr, "max", s.opts.MaxSubscribers)
+		w.Header().Set("Retry-After", "5")
+		writeText(w, http.StatusServiceUnavailable, fmt.Sprintf(
+			"stream full: %d subscribers already, the most this interceptor serves (LOBBY_STREAM_MAX_SUBSCRIBERS); retry later or raise the limit\n",
+			s.opts.MaxSubscribers))
+		return
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
 	defer s.unsubscribe(sub)
@@ -322,7 +356,7 @@ func (s *Stream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return event{kind: stream.KindSnapshot, routes: s.opts.Source.Snapshot(now), at: now}
 	}
 
-	err := write(snapshot())
+	err = write(snapshot())
 	for err == nil {
 		// A pending resync goes first: the frames queued behind it are stale.
 		select {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -309,6 +310,31 @@ func TestStreamLaggingSubscriberGetsSnapshot(t *testing.T) {
 	}
 	if err := dec.Decode(&fr); err != nil || fr.Kind != stream.KindSnapshot || fr.Seq != 3 || fr.Routes[0].Key != "apps/web" {
 		t.Fatalf("third frame = %+v (%v), want a fresh snapshot with seq 3 in place of the stale frames", fr, err)
+	}
+}
+
+func TestStreamSubscriberCap(t *testing.T) {
+	f := newStreamFixture(t, StreamOptions{MaxSubscribers: 2})
+	first := f.subscribe(t)
+	next(t, first)
+	next(t, f.subscribe(t))
+
+	resp, err := http.Get(f.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
+		!strings.Contains(string(body), "stream full: 2 subscribers already") || !strings.Contains(string(body), "LOBBY_STREAM_MAX_SUBSCRIBERS") {
+		t.Errorf("third subscriber = %d %q (Retry-After %q), want 503 saying the stream is full and which setting raises it",
+			resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+	if v := testutil.ToFloat64(f.stream.refused); v != 1 {
+		t.Errorf("lobby_interceptor_stream_refused_total = %v, want 1", v)
+	}
+	if v := testutil.ToFloat64(f.stream.subscribers); v != 2 {
+		t.Errorf("lobby_interceptor_stream_subscribers = %v, want 2", v)
 	}
 }
 

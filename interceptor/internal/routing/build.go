@@ -27,12 +27,14 @@ func Build(objs []*v1alpha1.HTTPScaledObject, targets Targets, counters Counters
 	return t, conflicts
 }
 
-// BuildObjects resolves conflicts among objs, of both kinds (see httpso.ResolveObjects), and
+// BuildObjects resolves conflicts among objs, of both kinds (see httpso.Decide), and
 // builds the table of the accepted ones, resolving each object's targets, counters and responses
 // once; bodies of responses read from ConfigMaps come from configMaps (nil reads none). It
-// returns the objects not routed because of a conflict.
+// returns the objects not routed because of a conflict. A request that the routes of its host
+// do not match falls through to less specific hosts only among the routes of the namespaces the
+// host's owner allows (see sealLevels).
 func BuildObjects(objs []*httpso.Object, targets Targets, counters Counters, configMaps ConfigMaps, d Defaults) (*Table, map[httpso.Ref]httpso.Conflict) {
-	accepted, conflicts := httpso.ResolveObjects(objs)
+	accepted, conflicts, owners := httpso.Decide(objs)
 	t := &Table{routes: make([]*Route, 0, len(accepted))}
 	exact, wildcard := map[string]*hostRoutes{}, map[string]*hostRoutes{}
 	add := func(rule httpso.Rule, r *Route) {
@@ -71,16 +73,32 @@ func BuildObjects(objs []*httpso.Object, targets Targets, counters Counters, con
 			add(rule, r)
 		}
 	}
+	// Every owned host has a level, even when none of its claims is routed, so that its requests
+	// never fall through to another namespace's wildcard or catch-all.
+	for _, k := range owners.Hosts() {
+		switch {
+		case k == "":
+		case strings.HasPrefix(k, "*."):
+			level(wildcard, k[2:])
+		default:
+			level(exact, k)
+		}
+	}
 	t.catchAll.finish()
+	for _, h := range exact {
+		h.finish()
+	}
+	for _, h := range wildcard {
+		h.finish()
+	}
+	sealLevels(exact, wildcard, t.catchAll, owners)
 	t.exact = make(map[string]hostRoutes, len(exact))
 	for k, h := range exact {
-		h.finish()
 		t.exact[k] = *h
 		t.exactLens.add(len(k))
 	}
 	t.wildcard = make(map[string]hostRoutes, len(wildcard))
 	for k, h := range wildcard {
-		h.finish()
 		t.wildcard[k] = *h
 		t.wildcardLens.add(len(k))
 	}

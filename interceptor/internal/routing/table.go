@@ -74,6 +74,10 @@ type hostRoutes struct {
 	// byPrefix indexes paths when there are many, so that a lookup walks the request path's
 	// segment boundaries instead of every prefix.
 	byPrefix map[string]*pathRoutes
+	// fallback, when set, replaces the walk to less specific levels for requests this level's
+	// routes do not match: the level's host is owned, and some less specific level holds routes
+	// of namespaces its owner does not allow (see sealLevels).
+	fallback *fallback
 }
 
 // manyPaths is the number of prefixes of one host above which lookups use the prefix index.
@@ -121,7 +125,8 @@ func (t *Table) Len() int { return len(t.Routes()) }
 // resolving its dot segments and merging slashes (cleanPath), as an ingress in front sees it. An exact host beats
 // the most specific wildcard, which beats the catch-all; within a host level the longest path
 // prefix on a segment boundary wins, then the route with the most matching headers. A level
-// whose routes all fail to match the path or headers falls through to the next less specific one.
+// whose routes all fail to match the path or headers falls through to the next less specific one,
+// keeping only the routes of the namespaces the level's host owner allows (docs/routing.md).
 func (t *Table) Lookup(host, path string, header http.Header) *Route {
 	if t == nil {
 		return nil
@@ -182,6 +187,9 @@ func lookupHost[H string | []byte](t *Table, host H, path string, header http.He
 				if r, static := h.match(path, header); r != nil {
 					return r, static
 				}
+				if h.fallback != nil {
+					return h.fallback.match(path, header)
+				}
 			}
 		}
 		if len(t.wildcard) > 0 {
@@ -193,6 +201,9 @@ func lookupHost[H string | []byte](t *Table, host H, path string, header http.He
 				if h, ok := t.wildcard[string(host[i+1:])]; ok {
 					if r, static := h.match(path, header); r != nil {
 						return r, static
+					}
+					if h.fallback != nil {
+						return h.fallback.match(path, header)
 					}
 				}
 			}

@@ -254,10 +254,18 @@ func (w *Watcher) rebuild(ctx context.Context) {
 	w.conflicts = conflicts
 	w.mu.Unlock()
 	for key, c := range conflicts {
-		if prev[key] != c {
-			w.log.Info("object not routed: an older object claims the same route",
-				"object", key.String(), "winner", httpso.Ref{Kind: c.WinnerKind, Key: c.Winner}.String(), "claim", c.Claim.String())
+		// Compared by message: each rebuild computes owners afresh.
+		if p, ok := prev[key]; ok && p.Message() == c.Message() {
+			continue
 		}
+		winner := httpso.Ref{Kind: c.WinnerKind, Key: c.Winner}.String()
+		if c.Owner != nil {
+			w.log.Info("object not routed: another namespace owns its host",
+				"object", key.String(), "owner", c.Owner.Namespace, "firstClaim", winner, "claim", c.Claim.String())
+			continue
+		}
+		w.log.Info("object not routed: an older object claims the same route",
+			"object", key.String(), "winner", winner, "claim", c.Claim.String())
 	}
 	for key := range prev {
 		if _, ok := conflicts[key]; !ok {

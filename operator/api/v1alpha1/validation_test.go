@@ -2,43 +2,23 @@ package v1alpha1_test
 
 import (
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
+
+	"github.com/lobby-http/lobby/operator/internal/testenv"
 )
 
-// startAPIServer starts kube-apiserver and etcd from KUBEBUILDER_ASSETS with lobby's CRD and
-// returns a client of it, or skips the test when they are not available.
+// startAPIServer starts kube-apiserver and etcd with lobby's CRDs and returns a client of it, or
+// skips the test when they are not available.
 func startAPIServer(t *testing.T) client.Client {
 	t.Helper()
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("KUBEBUILDER_ASSETS is unset: this test needs kube-apiserver and etcd; run `make test`, " +
-			"or set it to the folder printed by `bash e2e/tools/build.sh .cache/tools`")
-	}
-	if testing.Short() {
-		t.Skip("skipping the control-plane test in short mode")
-	}
-	env := &envtest.Environment{CRDDirectoryPaths: []string{"../../../config/crd"}, ErrorIfCRDPathMissing: true}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start control plane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stop control plane: %v", err)
-		}
-	})
-	c, err := client.New(cfg, client.Options{Scheme: runtime.NewScheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.Start(t, testenv.Options{})
+	c, _ := testenv.Client(t, cfg)
 	return c
 }
 

@@ -78,9 +78,12 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	_, conflicts := httpso.ResolveObjects(group)
+	_, conflicts, owners := httpso.Decide(group)
 	if c, ok := conflicts[self.Ref()]; ok {
-		s.fail(v1beta1.ReasonConflict, "%s", c.Message())
+		s.fail(conflictReason(c, v1beta1.ReasonConflict), "%s", c.Message())
+		meta.RemoveStatusCondition(&ir.Status.Conditions, ConditionHostsShadowed)
+	} else {
+		setShadowed(&ir.Status.Conditions, ir.Generation, self, owners)
 	}
 	if err := r.checkServices(ctx, ir, s); err != nil {
 		return reconcile.Result{}, err
@@ -89,7 +92,7 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 		return reconcile.Result{}, err
 	}
 	ready := metav1.Condition{Type: v1beta1.ConditionReady, ObservedGeneration: ir.Generation,
-		Status: metav1.ConditionTrue, Reason: v1beta1.ReasonReconciled, Message: "routed to Service " + ir.Spec.Target.Service + losers(self.Ref(), conflicts)}
+		Status: metav1.ConditionTrue, Reason: v1beta1.ReasonReconciled, Message: "routed to Service " + ir.Spec.Target.Service + losers(self.Ref(), conflicts) + httpso.AllowNote(ir.Annotations)}
 	if s.failReason != "" {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, s.failReason, s.failMessage
 	}
@@ -232,15 +235,19 @@ func (r *RouteReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	scaledObject.SetGroupVersionKind(resources.ScaledObjectGVK)
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("interceptorroute").
-		For(&v1beta1.InterceptorRoute{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&v1beta1.InterceptorRoute{}, builder.WithPredicates(specOrAnnotations)).
 		Watches(&v1beta1.InterceptorRoute{}, &contenders{client: r.Client, kind: httpso.KindInterceptorRoute, routes: true},
-			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+			builder.WithPredicates(specOrAnnotations)).
 		Watches(&v1alpha1.HTTPScaledObject{}, &contenders{client: r.Client, kind: httpso.KindInterceptorRoute, routes: true},
-			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+			builder.WithPredicates(specOrAnnotations)).
 		Watches(scaledObject, handler.EnqueueRequestsFromMapFunc(routesNamedBy)).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.routesNaming)).
 		Complete(r)
 }
+
+// specOrAnnotations passes changes of an object's spec and of its annotations, which hold the
+// namespaces an owner allows on its hosts (httpso.AllowNamespacesAnnotation).
+var specOrAnnotations = predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{})
 
 // routesNamedBy maps a ScaledObject to the InterceptorRoutes its external-push triggers name.
 func routesNamedBy(_ context.Context, o client.Object) []reconcile.Request {

@@ -49,6 +49,10 @@ const (
 	ReasonScaledObjectNotOwned = "ScaledObjectNotOwned"
 	// ReasonRouteConflict: an older object routes the same host, path and headers.
 	ReasonRouteConflict = "RouteConflict"
+	// ReasonHostOwned: the object claims a host that another namespace owns and does not allow
+	// the object's namespace to route (Ready=False), or a wildcard or catch-all of the object
+	// covers such hosts (ConditionHostsShadowed). Written on both kinds.
+	ReasonHostOwned = "HostOwned"
 	// ReasonServiceNotFound: the target Service does not exist.
 	ReasonServiceNotFound = "ServiceNotFound"
 	// ReasonPortNotFound: the target Service has no such port.
@@ -320,7 +324,7 @@ func (r *Reconciler) releaseAddOnFinalizer(ctx context.Context, hso *v1alpha1.HT
 func dropForeignConditions(st *v1alpha1.HTTPScaledObjectStatus) {
 	st.Conditions = slices.DeleteFunc(st.Conditions, func(c metav1.Condition) bool {
 		switch c.Type {
-		case v1alpha1.ConditionReady, v1alpha1.ConditionScaledObjectReady, v1alpha1.ConditionActive:
+		case v1alpha1.ConditionReady, v1alpha1.ConditionScaledObjectReady, v1alpha1.ConditionActive, ConditionHostsShadowed:
 			return c.LastTransitionTime.IsZero()
 		}
 		return true
@@ -381,20 +385,50 @@ func (r *Reconciler) mirrorKEDAConditions(hso *v1alpha1.HTTPScaledObject, so *un
 	}
 }
 
-// checkRoutes marks the object as conflicting when an older object claims one of its routes.
-// Only objects connected to it through shared claims can decide that, so it resolves those alone.
+// checkRoutes marks the object as not routed when an older object claims one of its routes, or
+// another namespace owns one of its hosts, and says which covered hosts its wildcards and
+// catch-all do not serve. Only the objects of its claim group can decide that, so it resolves
+// those alone.
 func (r *Reconciler) checkRoutes(ctx context.Context, s *state) error {
 	self := httpso.FromHTTPScaledObject(normalized(s.hso))
 	group, err := claimGroup(ctx, r.Client, self, r.Routes)
 	if err != nil {
 		return err
 	}
-	_, conflicts := httpso.ResolveObjects(group)
+	_, conflicts, owners := httpso.Decide(group)
 	if c, ok := conflicts[self.Ref()]; ok {
-		s.fail(ReasonRouteConflict, "%s", c.Message())
+		s.fail(conflictReason(c, ReasonRouteConflict), "%s", c.Message())
+		meta.RemoveStatusCondition(&s.hso.Status.Conditions, ConditionHostsShadowed)
+	} else {
+		setShadowed(&s.hso.Status.Conditions, s.hso.Generation, self, owners)
 	}
-	s.losers = losers(self.Ref(), conflicts)
+	s.losers = losers(self.Ref(), conflicts) + httpso.AllowNote(s.hso.Annotations)
 	return nil
+}
+
+// conflictReason returns the Ready reason of a conflict: ReasonHostOwned when another namespace
+// owns the host, else sameRequests.
+func conflictReason(c httpso.Conflict, sameRequests string) string {
+	if c.Owner != nil {
+		return ReasonHostOwned
+	}
+	return sameRequests
+}
+
+// ConditionHostsShadowed is True on a routed object when hosts its wildcard or catch-all covers
+// are owned by other namespaces that do not allow its own: their requests are never routed to it.
+// It is absent otherwise. Written on both kinds.
+const ConditionHostsShadowed = "HostsShadowed"
+
+// setShadowed writes or removes ConditionHostsShadowed on the conditions of a routed object.
+func setShadowed(conds *[]metav1.Condition, generation int64, self *httpso.Object, owners *httpso.Ownership) {
+	msg := httpso.ShadowMessage(self, owners.Shadows(self))
+	if msg == "" {
+		meta.RemoveStatusCondition(conds, ConditionHostsShadowed)
+		return
+	}
+	meta.SetStatusCondition(conds, metav1.Condition{Type: ConditionHostsShadowed, Status: metav1.ConditionTrue,
+		ObservedGeneration: generation, Reason: ReasonHostOwned, Message: msg})
 }
 
 // checkServices checks that the target Service (and the failover Service, if any) exists and has

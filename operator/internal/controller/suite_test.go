@@ -3,14 +3,11 @@ package controller
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -26,13 +23,13 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 	"github.com/lobby-http/lobby/operator/api/v1beta1"
 	"github.com/lobby-http/lobby/operator/internal/resources"
+	"github.com/lobby-http/lobby/operator/internal/testenv"
 )
 
 const testScalerAddress = "lobby-scaler.lobby.svc.cluster.local:9090"
@@ -46,17 +43,6 @@ type cluster struct {
 	scheme *runtime.Scheme
 }
 
-// kedaCRDs returns the folder with KEDA's CRDs, which the tools build places next to the binaries
-// folder KUBEBUILDER_ASSETS names.
-func kedaCRDs(t *testing.T, assets string) string {
-	t.Helper()
-	dir := filepath.Join(assets, "..", "keda-crds")
-	if _, err := os.Stat(dir); err != nil {
-		t.Fatalf("find KEDA's CRDs next to KUBEBUILDER_ASSETS: %v (build them with `make tools`)", err)
-	}
-	return dir
-}
-
 // startCluster starts kube-apiserver and etcd from KUBEBUILDER_ASSETS, or skips the test when they
 // are not available, and runs the reconciler against them, with a plain-text scaler trigger,
 // until the test ends.
@@ -67,44 +53,12 @@ func startCluster(t *testing.T) *cluster {
 	return c
 }
 
-// startControlPlane starts kube-apiserver and etcd with the CRDs, without a reconciler.
+// startControlPlane starts kube-apiserver and etcd with lobby's and KEDA's CRDs, without a
+// reconciler.
 func startControlPlane(t *testing.T) *cluster {
 	t.Helper()
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		t.Skip("KUBEBUILDER_ASSETS is unset: this test needs kube-apiserver and etcd; run `make test`, " +
-			"or set it to the folder printed by `bash e2e/tools/build.sh .cache/tools`")
-	}
-	if testing.Short() {
-		t.Skip("skipping the control-plane test in short mode")
-	}
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{"../../../config/crd", kedaCRDs(t, assets)},
-		ErrorIfCRDPathMissing: true,
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start control plane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stop control plane: %v", err)
-		}
-	})
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := v1beta1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	kube, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.Start(t, testenv.Options{KEDA: true})
+	kube, scheme := testenv.Client(t, cfg, clientgoscheme.AddToScheme, v1alpha1.AddToScheme, v1beta1.AddToScheme)
 	return &cluster{kube: kube, cfg: cfg, scheme: scheme}
 }
 
@@ -114,8 +68,6 @@ func startControlPlane(t *testing.T) *cluster {
 func (c *cluster) runReconciler(t *testing.T, trigger resources.Trigger) (stop func()) {
 	t.Helper()
 	log := testr.NewWithOptions(t, testr.Options{Verbosity: 1})
-	// The manager logs through log; the process-wide logger (envtest's) outlives each test.
-	ctrl.SetLogger(logr.Discard())
 	mgr, err := ctrl.NewManager(c.cfg, manager.Options{
 		Scheme:  c.scheme,
 		Logger:  log,

@@ -27,30 +27,31 @@ import (
 
 // Cache indexes of HTTPScaledObjects and InterceptorRoutes.
 const (
-	// indexClaims holds each object's claims (see claimKey), to find the objects that contest one.
-	indexClaims = "lobby.claims"
+	// indexHosts holds the host keys each object claims (see hostKey), to find the objects that
+	// contest a host, its requests, or its ownership.
+	indexHosts = "lobby.hosts"
 	// indexServices holds the Services an object names, to find the objects a Service matters to.
 	indexServices = "lobby.services"
 )
 
-// claimKey renders a claim as an index value.
-func claimKey(c httpso.Claim) string {
-	return c.Host + "|" + c.PathPrefix + "|" + c.Headers
+// hostKey renders a claimed host key as an index value; the catch-all is "" as a host key.
+func hostKey(host string) string {
+	return "host:" + host
 }
 
 func addIndexes(ctx context.Context, idx client.FieldIndexer, routes bool) error {
-	claimKeys := func(o *httpso.Object) []string {
-		claims := o.Claims()
-		keys := make([]string, len(claims))
-		for i, c := range claims {
-			keys[i] = claimKey(c)
+	hostKeys := func(o *httpso.Object) []string {
+		hosts := o.Hosts()
+		keys := make([]string, len(hosts))
+		for i, h := range hosts {
+			keys[i] = hostKey(h)
 		}
 		return keys
 	}
-	if err := idx.IndexField(ctx, &v1alpha1.HTTPScaledObject{}, indexClaims, func(o client.Object) []string {
-		return claimKeys(httpso.FromHTTPScaledObject(normalized(o.(*v1alpha1.HTTPScaledObject))))
+	if err := idx.IndexField(ctx, &v1alpha1.HTTPScaledObject{}, indexHosts, func(o client.Object) []string {
+		return hostKeys(httpso.FromHTTPScaledObject(normalized(o.(*v1alpha1.HTTPScaledObject))))
 	}); err != nil {
-		return fmt.Errorf("index HTTPScaledObjects by claim: %w", err)
+		return fmt.Errorf("index HTTPScaledObjects by host: %w", err)
 	}
 	if err := idx.IndexField(ctx, &v1alpha1.HTTPScaledObject{}, indexServices, func(o client.Object) []string {
 		spec := &o.(*v1alpha1.HTTPScaledObject).Spec
@@ -65,10 +66,10 @@ func addIndexes(ctx context.Context, idx client.FieldIndexer, routes bool) error
 	if !routes {
 		return nil
 	}
-	if err := idx.IndexField(ctx, &v1beta1.InterceptorRoute{}, indexClaims, func(o client.Object) []string {
-		return claimKeys(httpso.FromInterceptorRoute(normalizedRoute(o.(*v1beta1.InterceptorRoute))))
+	if err := idx.IndexField(ctx, &v1beta1.InterceptorRoute{}, indexHosts, func(o client.Object) []string {
+		return hostKeys(httpso.FromInterceptorRoute(normalizedRoute(o.(*v1beta1.InterceptorRoute))))
 	}); err != nil {
-		return fmt.Errorf("index InterceptorRoutes by claim: %w", err)
+		return fmt.Errorf("index InterceptorRoutes by host: %w", err)
 	}
 	if err := idx.IndexField(ctx, &v1beta1.InterceptorRoute{}, indexServices, func(o client.Object) []string {
 		spec := &o.(*v1beta1.InterceptorRoute).Spec
@@ -109,17 +110,22 @@ func objectOf(o client.Object) *httpso.Object {
 	return nil
 }
 
-// claimants lists the objects that claim c: HTTPScaledObjects, and InterceptorRoutes when routes
-// is set.
-func claimants(ctx context.Context, c client.Reader, claim httpso.Claim, routes bool) ([]*httpso.Object, error) {
+// claimants lists the objects that claim host (a host key, "" for the catch-all): HTTPScaledObjects,
+// and InterceptorRoutes when routes is set.
+func claimants(ctx context.Context, c client.Reader, host string, routes bool) ([]*httpso.Object, error) {
+	return list(ctx, c, routes, client.MatchingFields{indexHosts: hostKey(host)})
+}
+
+// list lists the objects of both kinds (InterceptorRoutes only when routes is set) matching opts.
+func list(ctx context.Context, c client.Reader, routes bool, opts ...client.ListOption) ([]*httpso.Object, error) {
 	var hsos v1alpha1.HTTPScaledObjectList
-	if err := c.List(ctx, &hsos, client.MatchingFields{indexClaims: claimKey(claim)}); err != nil {
-		return nil, fmt.Errorf("list HTTPScaledObjects claiming %s: %w", claim, err)
+	if err := c.List(ctx, &hsos, opts...); err != nil {
+		return nil, fmt.Errorf("list HTTPScaledObjects: %w", err)
 	}
 	var irs v1beta1.InterceptorRouteList
 	if routes {
-		if err := c.List(ctx, &irs, client.MatchingFields{indexClaims: claimKey(claim)}); err != nil {
-			return nil, fmt.Errorf("list InterceptorRoutes claiming %s: %w", claim, err)
+		if err := c.List(ctx, &irs, opts...); err != nil {
+			return nil, fmt.Errorf("list InterceptorRoutes: %w", err)
 		}
 	}
 	out := make([]*httpso.Object, 0, len(hsos.Items)+len(irs.Items))
@@ -132,10 +138,16 @@ func claimants(ctx context.Context, c client.Reader, claim httpso.Claim, routes 
 	return out, nil
 }
 
-// claimGroup returns o and every object, of either kind, connected to it through shared claims,
-// directly or through other objects, and the object of the other kind with o's name, if any.
-// Whether o is routed depends on these objects only. InterceptorRoutes are left out unless routes
-// is set.
+// hasPattern reports whether o claims a wildcard host or the catch-all.
+func hasPattern(o *httpso.Object) bool {
+	return slices.ContainsFunc(o.Hosts(), func(h string) bool { return h == "" || strings.HasPrefix(h, "*.") })
+}
+
+// claimGroup returns o and every object, of either kind, that decides whether o is routed and
+// what it serves (see httpso.Decide): the objects claiming its hosts and the wildcards covering
+// them, and so on through theirs, and the object of the other kind with o's name, if any. An
+// object claiming a wildcard or the catch-all needs every object, since any covered host may be
+// owned by another namespace. InterceptorRoutes are left out unless routes is set.
 func claimGroup(ctx context.Context, c client.Reader, o *httpso.Object, routes bool) ([]*httpso.Object, error) {
 	seen := map[httpso.Ref]bool{o.Ref(): true}
 	group := []*httpso.Object{o}
@@ -147,13 +159,27 @@ func claimGroup(ctx context.Context, c client.Reader, o *httpso.Object, routes b
 			}
 		}
 	}
+	if hasPattern(o) {
+		all, err := list(ctx, c, routes)
+		if err != nil {
+			return nil, err
+		}
+		add(all...)
+	}
+	hosts := map[string]bool{}
 	for i := 0; i < len(group); i++ {
-		for _, claim := range group[i].Claims() {
-			objs, err := claimants(ctx, c, claim, routes)
-			if err != nil {
-				return nil, err
+		for _, h := range group[i].Hosts() {
+			for _, k := range append([]string{h}, httpso.Covering(h)...) {
+				if hosts[k] {
+					continue
+				}
+				hosts[k] = true
+				objs, err := claimants(ctx, c, k, routes)
+				if err != nil {
+					return nil, err
+				}
+				add(objs...)
 			}
-			add(objs...)
 		}
 	}
 	if !routes {
@@ -187,7 +213,7 @@ func (r *Reconciler) watch(mgr ctrl.Manager) error {
 			builder.WithPredicates(specOrMetadata))
 	if r.Routes {
 		b = b.Watches(&v1beta1.InterceptorRoute{}, &contenders{client: r.Client, kind: httpso.KindHTTPScaledObject, routes: true},
-			builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+			builder.WithPredicates(specOrAnnotations))
 	}
 	return b.
 		// Every ScaledObject maps to the HTTPScaledObject of the same name: an owned one when a
@@ -259,20 +285,38 @@ func (h *contenders) enqueue(ctx context.Context, q workqueue.TypedRateLimitingI
 			seen[client.ObjectKeyFromObject(o)] = true
 			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)})
 		}
-		for _, c := range obj.Claims() {
-			others, err := claimants(ctx, h.client, c, h.routes)
-			if err != nil {
-				continue // The cache is a local index; it fails only when it is not started.
-			}
-			for _, x := range others {
-				key := types.NamespacedName{Namespace: x.Namespace, Name: x.Name}
-				if x.Kind == h.kind && !seen[key] {
-					seen[key] = true
-					q.Add(reconcile.Request{NamespacedName: key})
-				}
+		for _, x := range h.affected(ctx, obj) {
+			key := types.NamespacedName{Namespace: x.Namespace, Name: x.Name}
+			if x.Kind == h.kind && !seen[key] {
+				seen[key] = true
+				q.Add(reconcile.Request{NamespacedName: key})
 			}
 		}
 	}
+}
+
+// affected lists the objects whose routing or status obj can change: those claiming its hosts,
+// the wildcards covering them or the catch-all, and, for a wildcard or catch-all of obj, those
+// claiming a host it covers.
+func (h *contenders) affected(ctx context.Context, obj *httpso.Object) []*httpso.Object {
+	var out []*httpso.Object
+	// The cache is a local index: listing fails only when it is not started.
+	if hasPattern(obj) {
+		all, _ := list(ctx, h.client, h.routes)
+		return all
+	}
+	keys := map[string]bool{"": true}
+	for _, host := range obj.Hosts() {
+		keys[host] = true
+		for _, c := range httpso.Covering(host) {
+			keys[c] = true
+		}
+	}
+	for k := range keys {
+		others, _ := claimants(ctx, h.client, k, h.routes)
+		out = append(out, others...)
+	}
+	return out
 }
 
 // addOnFinalizerPresent passes the events of objects carrying the KEDA HTTP Add-on's finalizer,
@@ -282,18 +326,28 @@ var addOnFinalizerPresent = predicate.NewPredicateFuncs(func(o client.Object) bo
 })
 
 // losers renders, for the Ready message of winner, the newer objects not routed because winner
-// claims their requests first, so that a conflict shows on the status of both objects; "" when
-// there are none.
+// claims their requests first, or claimed first the host their namespace may not claim, so that
+// a conflict shows on the status of both objects; "" when there are none.
 func losers(winner httpso.Ref, conflicts map[httpso.Ref]httpso.Conflict) string {
-	var names []string
+	var same, owned []string
 	for ref, c := range conflicts {
 		if c.Winner == winner.Key && c.WinnerKind == winner.Kind {
-			names = append(names, ref.String())
+			if c.Owner != nil {
+				owned = append(owned, ref.String())
+			} else {
+				same = append(same, ref.String())
+			}
 		}
 	}
-	if len(names) == 0 {
-		return ""
+	var msg string
+	if len(same) > 0 {
+		slices.Sort(same)
+		msg += fmt.Sprintf("; not routed because this object claims the same requests first: %s", strings.Join(same, ", "))
 	}
-	slices.Sort(names)
-	return fmt.Sprintf("; not routed because this object claims the same requests first: %s", strings.Join(names, ", "))
+	if len(owned) > 0 {
+		slices.Sort(owned)
+		msg += fmt.Sprintf("; not routed because this namespace owns their hosts and does not allow theirs (annotation %s): %s",
+			httpso.AllowNamespacesAnnotation, strings.Join(owned, ", "))
+	}
+	return msg
 }

@@ -12,9 +12,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +54,10 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the jittered exponential wait between reconnects
 	// (100ms and 3s).
 	MinBackoff, MaxBackoff time.Duration
+	// TokenFile holds the bearer token the interceptors' admin API asks for: a projected
+	// ServiceAccount token with the interceptors' audience, which the kubelet rotates in place. It
+	// is read again for every connection. Empty sends no token.
+	TokenFile string
 	// Clock drives the grace period, the idle watchdog and backoff; nil means the real clock.
 	Clock Clock
 	// Registerer receives the fleet's metrics.
@@ -458,13 +465,22 @@ func (f *Fleet) subscribe(ctx context.Context, p *pod) (delivered bool, err erro
 	if err != nil {
 		return false, fmt.Errorf("build stream request: %w", err)
 	}
+	if f.opts.TokenFile != "" {
+		token, err := readToken(f.opts.TokenFile)
+		if err != nil {
+			return false, err
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := f.client.Do(req)
 	if err != nil {
 		return fail(fmt.Errorf("connect to interceptor stream: %w", err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("connect to interceptor stream: status %s", resp.Status)
+		// The interceptor says why in a short plain-text body (a refused token, a full stream).
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return false, fmt.Errorf("connect to interceptor stream: status %s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
 
 	dec := stream.NewDecoder(resp.Body, 0)
@@ -488,6 +504,20 @@ func (f *Fleet) subscribe(ctx context.Context, p *pod) (delivered bool, err erro
 			f.snapshotted.Store(true)
 		}
 	}
+}
+
+// readToken reads a bearer token file. The kubelet replaces a projected token atomically, so a
+// read never sees half of one.
+func readToken(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("read the interceptor token: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("read the interceptor token: %s is empty", file)
+	}
+	return token, nil
 }
 
 // applyFrame publishes the counts of fr as p's and recomputes the keys whose activity on p may

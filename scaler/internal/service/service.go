@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lobby-http/lobby/internal/externalscaler"
+	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 	"github.com/lobby-http/lobby/operator/api/v1beta1"
 	"github.com/lobby-http/lobby/scaler/internal/fleet"
@@ -42,6 +43,8 @@ type Objects interface {
 	// HasSynced reports whether the objects have been listed once; before that, a missing
 	// object may just not be known yet.
 	HasSynced() bool
+	// Conflict returns why the object is not routed (see httpso.Decide), or false when it is.
+	Conflict(ref httpso.Ref) (httpso.Conflict, bool)
 }
 
 // Counts gives the sums over the interceptors; *fleet.Fleet implements it.
@@ -168,6 +171,25 @@ func (s *Server) resolve(ref *externalscaler.ScaledObjectRef) (string, []Metric,
 	return ns + "/" + name, metrics, nil
 }
 
+// refOf returns the kind and key of the object ref names; ref has been through resolve.
+func refOf(ref *externalscaler.ScaledObjectRef) httpso.Ref {
+	ns := ref.GetNamespace()
+	if name := ref.GetScalerMetadata()[RouteMetadataKey]; name != "" {
+		return httpso.Ref{Kind: httpso.KindInterceptorRoute, Key: ns + "/" + name}
+	}
+	return httpso.Ref{Kind: httpso.KindHTTPScaledObject, Key: ns + "/" + ref.GetScalerMetadata()[MetadataKey]}
+}
+
+// routed reports whether the interceptors route the object ref names. One that is not (another
+// namespace owns its host, an older object claims its requests, or the other kind has its name)
+// is never active and asks for no capacity, whatever counts are reported under its key: its key
+// may be shared with the object of the other kind that is routed, and an interceptor that has not
+// seen the latest objects yet may still count it.
+func (s *Server) routed(ref *externalscaler.ScaledObjectRef) bool {
+	_, lost := s.objects.Conflict(refOf(ref))
+	return !lost
+}
+
 // sum returns the sums of key, or Unavailable when interceptor pods are listed but none of them
 // has counts that count: every stream has been down for longer than the grace period. KEDA does
 // not scale to zero on a scaler error, so a scaler cut off from the interceptors does not make
@@ -192,7 +214,7 @@ func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef
 	if err != nil {
 		return nil, err
 	}
-	return &externalscaler.IsActiveResponse{Result: sum.Active}, nil
+	return &externalscaler.IsActiveResponse{Result: sum.Active && s.routed(ref)}, nil
 }
 
 // StreamIsActive sends the object's current activity, then true on each idle→busy edge and false
@@ -216,6 +238,7 @@ func (s *Server) StreamIsActive(ref *externalscaler.ScaledObjectRef, srv externa
 	}
 
 	active, sentRises, changed := w.State()
+	active = active && s.routed(ref)
 	if err := send(active); err != nil {
 		return err
 	}
@@ -230,6 +253,10 @@ func (s *Server) StreamIsActive(ref *externalscaler.ScaledObjectRef, srv externa
 		}
 		var rises uint64
 		active, rises, changed = w.State()
+		if !s.routed(ref) {
+			// Not routed: its edges are not its own (see routed).
+			active, sentRises = false, rises
+		}
 		switch {
 		case rises > sentRises:
 			// A new idle→busy edge, perhaps with a busy→idle one that came and went between two
@@ -289,6 +316,7 @@ func (s *Server) GetMetrics(_ context.Context, req *externalscaler.GetMetricsReq
 	if err != nil {
 		return nil, err
 	}
+	routed := s.routed(req.GetScaledObjectRef())
 	values := make([]*externalscaler.MetricValue, 0, len(metrics))
 	for _, m := range metrics {
 		if len(metrics) > 1 && req.GetMetricName() != "" && req.GetMetricName() != m.Name {
@@ -297,6 +325,9 @@ func (s *Server) GetMetrics(_ context.Context, req *externalscaler.GetMetricsReq
 		v := float64(sum.Concurrency())
 		if m.Rate {
 			v = sum.Rate
+		}
+		if !routed {
+			v = 0
 		}
 		values = append(values, &externalscaler.MetricValue{
 			MetricName:       m.Name,

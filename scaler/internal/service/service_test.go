@@ -12,6 +12,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/lobby-http/lobby/internal/externalscaler"
+	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 	"github.com/lobby-http/lobby/operator/api/v1beta1"
 )
@@ -65,6 +66,8 @@ type objectsFake struct {
 	objs   map[string]*v1alpha1.HTTPScaledObject
 	routes map[string]*v1beta1.InterceptorRoute
 	synced bool
+	// conflicts are the objects not routed.
+	conflicts map[httpso.Ref]httpso.Conflict
 }
 
 func (o objectsFake) Route(namespace, name string) (*v1beta1.InterceptorRoute, bool) {
@@ -78,6 +81,11 @@ func (o objectsFake) Get(namespace, name string) (*v1alpha1.HTTPScaledObject, bo
 }
 
 func (o objectsFake) HasSynced() bool { return o.synced }
+
+func (o objectsFake) Conflict(ref httpso.Ref) (httpso.Conflict, bool) {
+	c, ok := o.conflicts[ref]
+	return c, ok
+}
 
 func TestAStartingScalerAnswersUnavailable(t *testing.T) {
 	known := map[string]*v1alpha1.HTTPScaledObject{"shop/cart": {}}
