@@ -23,7 +23,7 @@ func newProxyHandler(router *routing.Router, metrics *proxy.Metrics, log logr.Lo
 	if err != nil {
 		return nil, err
 	}
-	var last proxy.Handler = forwarder
+	var last proxy.ForwardHandler = forwarder
 	if addOnHeader {
 		last = proxy.AddOnColdStart(forwarder)
 	}

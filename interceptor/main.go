@@ -27,7 +27,7 @@ import (
 	"github.com/lobby-http/lobby/interceptor/internal/admin"
 	"github.com/lobby-http/lobby/interceptor/internal/certs"
 	"github.com/lobby-http/lobby/interceptor/internal/counts"
-	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/interceptor/internal/endpointslices"
 	"github.com/lobby-http/lobby/interceptor/internal/proxy"
 	"github.com/lobby-http/lobby/interceptor/internal/routing"
 	"github.com/lobby-http/lobby/internal/httpso"
@@ -83,7 +83,7 @@ type interceptor struct {
 	log        logr.Logger
 	drainDelay time.Duration
 
-	endpoints *endpoints.Informer
+	endpoints *endpointslices.Informer
 	routes    *routing.Watcher
 	admin     *admin.Server
 	proxy     *server.Server
@@ -112,8 +112,8 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		return nil, err
 	}
 
-	store := endpoints.NewStore(log.WithName("endpoints"))
-	slices := endpoints.NewInformer(store, kubeClient, cfg.WatchNamespace, log.WithName("endpoints"))
+	store := endpointslices.NewStore(log.WithName("endpoints"))
+	slices := endpointslices.NewInformer(store, kubeClient, cfg.WatchNamespace, log.WithName("endpoints"))
 
 	activations, err := admin.NewActivations(reg)
 	if err != nil {

@@ -1,21 +1,21 @@
 // Package endpoints keeps, per target Service and port, an immutable snapshot of the ready
-// endpoints (pod IP:port) built from EndpointSlices, and wakes the requests waiting for that
-// target alone when it gains a ready endpoint.
-//
-// The Store only keeps the Services that some Target refers to: objects of other Services are
-// dropped as they arrive, so unrelated EndpointSlices cost a label lookup and nothing more.
+// endpoints (pod IP:port), and wakes the requests waiting for that target alone when it gains a
+// ready endpoint. It knows nothing of Kubernetes: package endpointslices publishes the addresses
+// it reads from EndpointSlices (Target.Publish), and tests publish their own.
 package endpoints
 
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // Protocol is how the interceptor speaks to a target, resolved from the Service port's
-// appProtocol (or, failing that, its name) when snapshots are built.
+// appProtocol (or, failing that, its name) by the publisher.
 type Protocol uint8
 
 const (
@@ -106,7 +106,7 @@ type Snapshot struct {
 	Protocol Protocol
 }
 
-// emptySnapshot is what a Target holds before its Service and slices have been seen.
+// emptySnapshot is what a Target holds before its first publish.
 var emptySnapshot = &Snapshot{}
 
 // pickable reports whether some endpoint of s may be picked at now; when none may, it returns how
@@ -128,7 +128,7 @@ func (s *Snapshot) pickable(now int64) (bool, time.Duration) {
 	return false, time.Duration(first - now)
 }
 
-// Target is the stable handle of one Service port. Routes hold it; the informer updates it.
+// Target is the stable handle of one Service port. Routes hold it; its publisher updates it.
 type Target struct {
 	namespace, service string
 	port               int32
@@ -138,12 +138,16 @@ type Target struct {
 	// wake is closed when the target turns from having no endpoint that may be picked to having
 	// one, and then replaced, so that waiters of this target alone are released.
 	wake atomic.Pointer[chan struct{}]
-	// byAddr keeps the Endpoints of the current snapshot so the next one reuses them. Guarded by
-	// the Store's mutex.
+
+	// mu serialises publishes.
+	mu sync.Mutex
+	// byAddr keeps the Endpoints of the current snapshot so the next one reuses them.
 	byAddr map[netip.AddrPort]*Endpoint
 }
 
-func newTarget(namespace, service string, port int32, portName string) *Target {
+// NewTarget returns the handle of a port of a Service, selected by number (port > 0) or by name,
+// with no ready endpoint until its first Publish.
+func NewTarget(namespace, service string, port int32, portName string) *Target {
 	t := &Target{namespace: namespace, service: service, port: port, portName: portName}
 	t.snap.Store(emptySnapshot)
 	ch := make(chan struct{})
@@ -225,9 +229,42 @@ func (t *Target) String() string {
 	return t.namespace + "/" + t.service + ":" + p
 }
 
+// Publish makes addrs the target's ready endpoints, spoken to with p, and wakes the target's
+// waiters when it gains an endpoint that may be picked. An address it had already keeps its
+// Endpoint, with its in-flight count and suspect mark; duplicate addresses count once. The
+// snapshot lists the endpoints sorted by address. Publish does not keep addrs.
+func (t *Target) Publish(p Protocol, addrs []netip.AddrPort) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(addrs) == 0 && p == HTTP1 {
+		t.byAddr = nil
+		t.publish(emptySnapshot)
+		return
+	}
+	snap := &Snapshot{Protocol: p}
+	if len(addrs) > 0 {
+		snap.Endpoints = make([]*Endpoint, 0, len(addrs))
+	}
+	next := make(map[netip.AddrPort]*Endpoint, len(addrs))
+	for _, ap := range addrs {
+		if _, dup := next[ap]; dup {
+			continue
+		}
+		e := t.byAddr[ap]
+		if e == nil {
+			e = &Endpoint{Addr: ap, Host: ap.String()}
+		}
+		next[ap] = e
+		snap.Endpoints = append(snap.Endpoints, e)
+	}
+	slices.SortFunc(snap.Endpoints, func(a, b *Endpoint) int { return a.Addr.Compare(b.Addr) })
+	t.byAddr = next
+	t.publish(snap)
+}
+
 // publish makes s the target's snapshot and wakes its waiters when s has an endpoint that may be
 // picked and the snapshot it replaces had none (it was empty, or all its endpoints were suspect).
-// Callers hold the Store's mutex, so publishes of one target never interleave.
+// Callers hold t.mu, so publishes of one target never interleave.
 func (t *Target) publish(s *Snapshot) {
 	old := t.snap.Swap(s)
 	now := nanotime()

@@ -3,59 +3,20 @@ package endpoints
 import (
 	"context"
 	"errors"
-	"fmt"
+	"net/netip"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-func ptr[T any](v T) *T { return &v }
-
-func svcPort(name string, port int32, appProtocol string) corev1.ServicePort {
-	p := corev1.ServicePort{Name: name, Port: port, Protocol: corev1.ProtocolTCP}
-	if appProtocol != "" {
-		p.AppProtocol = ptr(appProtocol)
+func addrs(s ...string) []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(s))
+	for _, a := range s {
+		out = append(out, netip.MustParseAddrPort(a))
 	}
-	return p
-}
-
-func newService(ns, name string, ports ...corev1.ServicePort) *corev1.Service {
-	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       corev1.ServiceSpec{Ports: ports},
-	}
-}
-
-// ep is an endpoint of a test slice: an address and its ready and terminating conditions.
-type ep struct {
-	addr        string
-	ready       *bool
-	terminating *bool
-}
-
-func newSlice(ns, svc, name string, ports map[string]int32, eps ...ep) *discoveryv1.EndpointSlice {
-	o := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: ns, Name: name,
-			Labels: map[string]string{discoveryv1.LabelServiceName: svc},
-		},
-		AddressType: discoveryv1.AddressTypeIPv4,
-	}
-	for n, p := range ports {
-		o.Ports = append(o.Ports, discoveryv1.EndpointPort{Name: ptr(n), Port: ptr(p), Protocol: ptr(corev1.ProtocolTCP)})
-	}
-	for _, e := range eps {
-		o.Endpoints = append(o.Endpoints, discoveryv1.Endpoint{
-			Addresses:  []string{e.addr},
-			Conditions: discoveryv1.EndpointConditions{Ready: e.ready, Terminating: e.terminating},
-		})
-	}
-	return o
+	return out
 }
 
 func hosts(s *Snapshot) []string {
@@ -66,286 +27,117 @@ func hosts(s *Snapshot) []string {
 	return out
 }
 
-func TestSnapshot(t *testing.T) {
-	cases := []struct {
-		name         string
-		port         int32
-		portName     string
-		service      *corev1.Service
-		slices       []*discoveryv1.EndpointSlice
-		wantHosts    []string
-		wantProtocol Protocol
+func TestPublish(t *testing.T) {
+	tests := []struct {
+		name      string
+		publishes [][]netip.AddrPort
+		proto     Protocol
+		wantHosts []string
 	}{
-		{
-			name:     "A named port selects the slice port of the same name and its container port.",
-			portName: "web",
-			service:  newService("ns", "app", svcPort("web", 80, ""), svcPort("admin", 81, "")),
-			slices: []*discoveryv1.EndpointSlice{
-				newSlice("ns", "app", "app-1", map[string]int32{"web": 8080, "admin": 9090}, ep{addr: "10.0.0.1"}),
-			},
-			wantHosts: []string{"10.0.0.1:8080"},
-		},
-		{
-			name:    "A numeric port selects the Service port with that number.",
-			port:    81,
-			service: newService("ns", "app", svcPort("web", 80, ""), svcPort("admin", 81, "")),
-			slices: []*discoveryv1.EndpointSlice{
-				newSlice("ns", "app", "app-1", map[string]int32{"web": 8080, "admin": 9090}, ep{addr: "10.0.0.1"}),
-			},
-			wantHosts: []string{"10.0.0.1:9090"},
-		},
-		{
-			name:    "An unnamed single port matches the unnamed slice port.",
-			port:    80,
-			service: newService("ns", "app", svcPort("", 80, "")),
-			slices: []*discoveryv1.EndpointSlice{
-				newSlice("ns", "app", "app-1", map[string]int32{"": 8080}, ep{addr: "10.0.0.2"}, ep{addr: "10.0.0.1"}),
-			},
-			wantHosts: []string{"10.0.0.1:8080", "10.0.0.2:8080"},
-		},
-		{
-			name:    "Endpoints of several slices are merged and deduplicated.",
-			port:    80,
-			service: newService("ns", "app", svcPort("", 80, "")),
-			slices: []*discoveryv1.EndpointSlice{
-				newSlice("ns", "app", "app-1", map[string]int32{"": 8080}, ep{addr: "10.0.0.1"}),
-				newSlice("ns", "app", "app-2", map[string]int32{"": 8080}, ep{addr: "10.0.0.1"}, ep{addr: "10.0.0.3"}),
-			},
-			wantHosts: []string{"10.0.0.1:8080", "10.0.0.3:8080"},
-		},
-		{
-			name:    "Not-ready and terminating endpoints are left out; an unset ready condition means ready.",
-			port:    80,
-			service: newService("ns", "app", svcPort("", 80, "")),
-			slices: []*discoveryv1.EndpointSlice{
-				newSlice("ns", "app", "app-1", map[string]int32{"": 8080},
-					ep{addr: "10.0.0.1", ready: ptr(true)},
-					ep{addr: "10.0.0.2", ready: ptr(false)},
-					ep{addr: "10.0.0.3", ready: ptr(true), terminating: ptr(true)},
-					ep{addr: "10.0.0.4"},
-				),
-			},
-			wantHosts: []string{"10.0.0.1:8080", "10.0.0.4:8080"},
-		},
-		{
-			name:         "The appProtocol kubernetes.io/h2c selects H2C.",
-			port:         80,
-			service:      newService("ns", "app", svcPort("web", 80, "kubernetes.io/h2c")),
-			wantProtocol: H2C,
-		},
-		{
-			name:         "A port named grpc-api selects H2C.",
-			portName:     "grpc-api",
-			service:      newService("ns", "app", svcPort("grpc-api", 80, "")),
-			wantProtocol: H2C,
-		},
-		{
-			name:         "A port named https selects HTTPS.",
-			port:         443,
-			service:      newService("ns", "app", svcPort("https", 443, "")),
-			wantProtocol: HTTPS,
-		},
-		{
-			name:         "The appProtocol wins over the port name.",
-			port:         80,
-			service:      newService("ns", "app", svcPort("grpc", 80, "http")),
-			wantProtocol: HTTP1,
-		},
-		{
-			name:     "A port the Service does not have gives no endpoints.",
-			portName: "missing",
-			service:  newService("ns", "app", svcPort("web", 80, "")),
-			slices: []*discoveryv1.EndpointSlice{
-				newSlice("ns", "app", "app-1", map[string]int32{"web": 8080}, ep{addr: "10.0.0.1"}),
-			},
-		},
-		{
-			name:     "Slices without the Service having been seen give no endpoints.",
-			portName: "web",
-			slices: []*discoveryv1.EndpointSlice{
-				newSlice("ns", "app", "app-1", map[string]int32{"web": 8080}, ep{addr: "10.0.0.1"}),
-			},
-		},
+		{"A new target has no endpoint.", nil, HTTP1, nil},
+		{"Endpoints are sorted by address and duplicates count once.",
+			[][]netip.AddrPort{addrs("10.0.0.2:80", "10.0.0.1:80", "10.0.0.2:80")}, H2C, []string{"10.0.0.1:80", "10.0.0.2:80"}},
+		{"The last publish wins.",
+			[][]netip.AddrPort{addrs("10.0.0.1:80"), addrs("10.0.0.3:80")}, HTTPS, []string{"10.0.0.3:80"}},
+		{"Publishing no address empties the target.",
+			[][]netip.AddrPort{addrs("10.0.0.1:80"), nil}, HTTP1, nil},
 	}
-	for _, tc := range cases {
+	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s := NewStore(logr.Discard())
-			tg := s.Target("ns", "app", tc.port, tc.portName)
-			if tc.service != nil {
-				s.UpdateService(tc.service)
-			}
-			for _, sl := range tc.slices {
-				s.UpdateSlice(sl)
+			tg := NewTarget("ns", "app", 80, "")
+			for _, a := range tc.publishes {
+				tg.Publish(tc.proto, a)
 			}
 			snap := tg.Snapshot()
 			if got := hosts(snap); !slices.Equal(got, tc.wantHosts) {
 				t.Errorf("endpoints = %v, want %v", got, tc.wantHosts)
 			}
-			if snap.Protocol != tc.wantProtocol {
-				t.Errorf("protocol = %v, want %v", snap.Protocol, tc.wantProtocol)
+			if len(tc.publishes) > 0 && snap.Protocol != tc.proto {
+				t.Errorf("protocol = %v, want %v", snap.Protocol, tc.proto)
 			}
 		})
 	}
 }
 
-func TestTargetIsStable(t *testing.T) {
-	s := NewStore(logr.Discard())
-	a := s.Target("ns", "app", 80, "")
-	if b := s.Target("ns", "app", 80, "ignored"); a != b {
-		t.Errorf("Target returned a new handle for the same port")
+func TestPublishKeepsTheEndpointsOfAddressesItKeeps(t *testing.T) {
+	tg := NewTarget("ns", "app", 80, "")
+	tg.Publish(HTTP1, addrs("10.0.0.1:80", "10.0.0.2:80"))
+	kept := tg.Snapshot().Endpoints[0]
+	kept.Acquire()
+	kept.MarkSuspect(time.Hour)
+	tg.Publish(HTTP1, addrs("10.0.0.1:80", "10.0.0.3:80"))
+	if e := tg.Snapshot().Endpoints[0]; e != kept || e.InFlight() != 1 || !e.Suspect() {
+		t.Fatalf("the kept address has a new endpoint (same: %v, in flight %d, suspect %v); want the same one with its count and mark", e == kept, e.InFlight(), e.Suspect())
 	}
-	if c := s.Target("ns", "app", 0, "web"); a == c {
-		t.Errorf("Target returned the same handle for another port")
-	}
-}
-
-func TestEndpointsAreReusedAcrossSnapshots(t *testing.T) {
-	s := NewStore(logr.Discard())
-	tg := s.Target("ns", "app", 80, "")
-	s.UpdateService(newService("ns", "app", svcPort("", 80, "")))
-	s.UpdateSlice(newSlice("ns", "app", "app-1", map[string]int32{"": 8080}, ep{addr: "10.0.0.1"}))
-	first := tg.Snapshot().Endpoints[0]
-	first.Acquire()
-
-	s.UpdateSlice(newSlice("ns", "app", "app-1", map[string]int32{"": 8080}, ep{addr: "10.0.0.1"}, ep{addr: "10.0.0.2"}))
-	snap := tg.Snapshot()
-	if len(snap.Endpoints) != 2 {
-		t.Fatalf("endpoints = %v, want two", hosts(snap))
-	}
-	if snap.Endpoints[0] != first {
-		t.Errorf("the endpoint of an unchanged address was not reused")
-	}
-	if got := snap.Endpoints[0].InFlight(); got != 1 {
-		t.Errorf("in flight = %d, want 1", got)
-	}
-	first.Release()
-	if got := first.InFlight(); got != 0 {
-		t.Errorf("in flight after release = %d, want 0", got)
+	tg.Publish(HTTP1, nil)
+	tg.Publish(HTTP1, addrs("10.0.0.1:80"))
+	if e := tg.Snapshot().Endpoints[0]; e == kept || e.Suspect() {
+		t.Errorf("an address that left and came back kept its old endpoint; want a new one without a mark")
 	}
 }
 
-func TestDeletes(t *testing.T) {
-	s := NewStore(logr.Discard())
-	tg := s.Target("ns", "app", 80, "")
-	sl := newSlice("ns", "app", "app-1", map[string]int32{"": 8080}, ep{addr: "10.0.0.1"})
-	s.UpdateService(newService("ns", "app", svcPort("", 80, "")))
-	s.UpdateSlice(sl)
-	if len(tg.Snapshot().Endpoints) != 1 {
-		t.Fatalf("endpoints = %v, want one", hosts(tg.Snapshot()))
+func TestPublishWakesOnlyItsOwnWaiters(t *testing.T) {
+	a, b := NewTarget("ns", "a", 80, ""), NewTarget("ns", "b", 80, "")
+	wait := func(tg *Target) <-chan error {
+		ch := make(chan error, 1)
+		go func() {
+			_, err := tg.Wait(t.Context())
+			ch <- err
+		}()
+		return ch
 	}
-	s.DeleteSlice(sl)
-	if got := hosts(tg.Snapshot()); len(got) != 0 {
-		t.Errorf("endpoints after slice deletion = %v, want none", got)
-	}
-	s.UpdateSlice(sl)
-	s.DeleteService("ns", "app")
-	if got := hosts(tg.Snapshot()); len(got) != 0 {
-		t.Errorf("endpoints after service deletion = %v, want none", got)
-	}
-}
-
-func TestReadyServiceWakesOnlyItsOwnWaiters(t *testing.T) {
-	s := NewStore(logr.Discard())
-	a := s.Target("ns", "a", 80, "")
-	b := s.Target("ns", "b", 80, "")
-	s.UpdateService(newService("ns", "a", svcPort("", 80, "")))
-	s.UpdateService(newService("ns", "b", svcPort("", 80, "")))
-
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	type result struct {
-		snap *Snapshot
-		err  error
-	}
-	aDone := make(chan result, 10)
-	bDone := make(chan result, 10)
-	bCtx, bCancel := context.WithCancel(ctx)
-	defer bCancel()
-	for range 10 {
-		go func() { s, err := a.Wait(ctx); aDone <- result{s, err} }()
-		go func() { s, err := b.Wait(bCtx); bDone <- result{s, err} }()
-	}
-
-	s.UpdateSlice(newSlice("ns", "a", "a-1", map[string]int32{"": 8080}, ep{addr: "10.0.0.1"}))
-	for range 10 {
-		r := <-aDone
-		if r.err != nil || len(r.snap.Endpoints) != 1 {
-			t.Fatalf("waiter of a got %v, %v; want one endpoint", r.snap, r.err)
+	wa, wb := wait(a), wait(b)
+	a.Publish(HTTP1, addrs("10.0.0.1:80"))
+	select {
+	case err := <-wa:
+		if err != nil {
+			t.Fatalf("waiter of a: %v", err)
 		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiter of a was not woken when a gained an endpoint")
 	}
 	select {
-	case r := <-bDone:
-		t.Fatalf("waiter of b returned (%v, %v) although b has no endpoint", r.snap, r.err)
+	case err := <-wb:
+		t.Fatalf("the waiter of b returned (%v) although b has no endpoint", err)
 	case <-time.After(20 * time.Millisecond):
-	}
-	bCancel()
-	for range 10 {
-		if r := <-bDone; !errors.Is(r.err, context.Canceled) {
-			t.Errorf("waiter of b returned %v, want context.Canceled", r.err)
-		}
 	}
 }
 
 func TestWaitHonoursContext(t *testing.T) {
-	s := NewStore(logr.Discard())
-	tg := s.Target("ns", "app", 80, "")
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
+	tg := NewTarget("ns", "app", 80, "")
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
 	defer cancel()
 	if _, err := tg.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Wait = %v, want context.DeadlineExceeded", err)
+		t.Fatalf("Wait = %v, want the context's error", err)
 	}
 }
 
-func TestWaitReturnsAtOnceWhenReady(t *testing.T) {
-	s := NewStore(logr.Discard())
-	tg := s.Target("ns", "app", 80, "")
-	s.UpdateService(newService("ns", "app", svcPort("", 80, "")))
-	s.UpdateSlice(newSlice("ns", "app", "app-1", map[string]int32{"": 8080}, ep{addr: "10.0.0.1"}))
-	snap, err := tg.Wait(t.Context())
-	if err != nil || len(snap.Endpoints) != 1 {
-		t.Errorf("Wait = %v, %v; want one endpoint", snap, err)
-	}
-}
-
-func TestUnrelatedObjectsAreNotKept(t *testing.T) {
-	s := NewStore(logr.Discard())
-	tg := s.Target("ns", "app", 80, "")
-	for i := range 5000 {
-		name := fmt.Sprintf("other-%d", i)
-		s.UpdateService(newService("ns", name, svcPort("", 80, "")))
-		s.UpdateSlice(newSlice("ns", name, name+"-1", map[string]int32{"": 8080}, ep{addr: "10.1.0.1"}))
-	}
-	if got := s.Len(); got != 1 {
-		t.Errorf("store keeps %d services, want 1", got)
-	}
-	if got := len(s.services[serviceKey{"ns", "app"}].slices); got != 0 {
-		t.Errorf("store keeps %d slices of the wanted service, want 0", got)
-	}
-
-	s.Retain(nil)
-	if got := s.Len(); got != 0 {
-		t.Errorf("store keeps %d services after releasing every target, want 0", got)
-	}
-	s.UpdateService(newService("ns", "app", svcPort("", 80, "")))
-	if got := s.Len(); got != 0 {
-		t.Errorf("store keeps %d services after an update of a released one, want 0", got)
-	}
-	_ = tg
-}
-
-func TestRetainKeepsWantedTargets(t *testing.T) {
-	s := NewStore(logr.Discard())
-	keep := s.Target("ns", "app", 80, "")
-	drop := s.Target("ns", "app", 81, "")
-	gone := s.Target("ns", "old", 80, "")
-	s.Retain([]*Target{keep})
-	if got := s.Len(); got != 1 {
-		t.Errorf("store keeps %d services, want 1", got)
-	}
-	if s.Target("ns", "app", 80, "") != keep {
-		t.Errorf("a retained target was replaced")
-	}
-	if s.Target("ns", "app", 81, "") == drop || s.Target("ns", "old", 80, "") == gone {
-		t.Errorf("a released target was handed out again")
-	}
+func TestClaim(t *testing.T) {
+	t.Run("An endpoint without a mark or with a running one cannot be claimed.", func(t *testing.T) {
+		e := &Endpoint{}
+		if e.Claim(time.Hour) {
+			t.Error("claimed an endpoint without a mark")
+		}
+		e.MarkSuspect(time.Hour)
+		if e.Claim(time.Hour) {
+			t.Error("claimed an endpoint whose mark still runs")
+		}
+	})
+	t.Run("Of many callers, exactly one claims a mark that ran out.", func(t *testing.T) {
+		e := &Endpoint{}
+		e.MarkSuspect(-time.Second)
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for range 50 {
+			wg.Go(func() {
+				if e.Claim(time.Hour) {
+					wins.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if n := wins.Load(); n != 1 {
+			t.Errorf("%d callers claimed the endpoint, want 1", n)
+		}
+	})
 }

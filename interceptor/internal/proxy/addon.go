@@ -18,13 +18,13 @@ var (
 // AddOnColdStart returns the stage, placed between Wait and the forwarder, that sets
 // AddOnColdStartHeader on the response the forwarder is about to write. Left out of the chain,
 // it costs nothing.
-func AddOnColdStart(next Handler) Handler {
-	return HandlerFunc(func(w http.ResponseWriter, r *http.Request, x *Exchange) {
+func AddOnColdStart(next ForwardHandler) ForwardHandler {
+	return ForwardFunc(func(w http.ResponseWriter, r *http.Request, x *Exchange) (Outcome, error) {
 		if x.waited > 0 {
 			w.Header()[AddOnColdStartHeader] = addOnColdStartTrue
 		} else {
 			w.Header()[AddOnColdStartHeader] = addOnColdStartFalse
 		}
-		next.ServeExchange(w, r, x)
+		return next.Forward(w, r, x)
 	})
 }

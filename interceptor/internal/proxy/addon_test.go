@@ -13,7 +13,7 @@ import (
 func TestAddOnColdStartHeader(t *testing.T) {
 	tests := []struct {
 		name      string
-		stage     func(proxy.Handler) proxy.Handler
+		stage     func(proxy.ForwardHandler) proxy.ForwardHandler
 		wantCold  []string
 		wantWarm  []string
 		wantLobby bool

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptrace"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +43,36 @@ type HandlerFunc func(w http.ResponseWriter, r *http.Request, x *Exchange)
 
 // ServeExchange calls f(w, r, x).
 func (f HandlerFunc) ServeExchange(w http.ResponseWriter, r *http.Request, x *Exchange) { f(w, r, x) }
+
+// Outcome is how the forwarding stage ended a request.
+type Outcome uint8
+
+const (
+	// Forwarded means the request went to the upstream and the client got what it answered (or
+	// what was left of the exchange when it failed after the request went out).
+	Forwarded Outcome = iota
+	// Failed means the forwarding stage answered the request with an error of its own.
+	Failed
+	// Lost means the connection to every endpoint tried failed before any byte of the request was
+	// sent, and no other endpoint was left: nothing was answered, so the caller holds the request
+	// again or answers it.
+	Lost
+)
+
+// ForwardHandler is the stage after Wait: it forwards a request to the endpoint Wait picked
+// (x's), and reports how that ended, with the error when it did not end Forwarded.
+type ForwardHandler interface {
+	// Forward forwards r to x's endpoint, answering on w unless the outcome is Lost.
+	Forward(w http.ResponseWriter, r *http.Request, x *Exchange) (Outcome, error)
+}
+
+// ForwardFunc adapts a function to ForwardHandler.
+type ForwardFunc func(w http.ResponseWriter, r *http.Request, x *Exchange) (Outcome, error)
+
+// Forward calls f(w, r, x).
+func (f ForwardFunc) Forward(w http.ResponseWriter, r *http.Request, x *Exchange) (Outcome, error) {
+	return f(w, r, x)
+}
 
 // countState is where a request stands in its route's counters.
 type countState uint8
@@ -82,11 +111,6 @@ type Exchange struct {
 	snap   *endpoints.Snapshot
 	target *endpoints.Target
 	ep     *endpoints.Endpoint
-	// lost is set by the forwarder, which then answers nothing, when the connection to every
-	// endpoint it tried failed before any byte of the request was sent: the request goes back to
-	// waiting. It does so only when waitAgain is set, by Wait, which does the waiting.
-	lost      error
-	waitAgain bool
 	// sent is set once the request has been written whole to an upstream connection: from then
 	// on the upstream may have acted on it, and it is never held to be sent again. trace sets it;
 	// it is the pooled Exchange's own, kept across uses, so that tracing allocates nothing.
@@ -213,7 +237,7 @@ type routeStage struct {
 	log     logr.Logger
 	now     func() time.Time
 	tracer  trace.Tracer
-	forward Handler
+	forward ForwardHandler
 	next    Handler
 }
 
@@ -224,7 +248,7 @@ type routeStage struct {
 // the durations; nil means time.Now. With a tracer, each request gets a server span (a child of
 // the client's W3C traceparent, when it sends one) that the request to the app carries on; nil
 // traces nothing and costs nothing.
-func Route(router Router, metrics *Metrics, log logr.Logger, now func() time.Time, tracer trace.Tracer, forward, next Handler) http.Handler {
+func Route(router Router, metrics *Metrics, log logr.Logger, now func() time.Time, tracer trace.Tracer, forward ForwardHandler, next Handler) http.Handler {
 	if now == nil {
 		now = time.Now
 	}
@@ -258,7 +282,7 @@ func (s *routeStage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.fail(w, ErrNoRoute, false)
 		return
 	}
-	x.metrics = s.metrics.route(x.route.Key)
+	x.metrics = s.metrics.route(x.route)
 	if x.span.on() {
 		x.span.routed(r, x.route.Key)
 	}
@@ -297,17 +321,17 @@ func Count(next Handler) Handler {
 // Wait returns the stage that holds a request while its route's target has no ready endpoint that
 // may be picked: up to the route's cap of held requests (503 with Retry-After, or the placeholder,
 // beyond it), and up to its cold-start timeout, after which the request goes to the failover
-// target, or gets the placeholder, or 504. A request that the forwarder gives back, because the
+// target, or gets the placeholder, or 504. A request that next reports Lost, because the
 // connection to every endpoint it tried failed before any byte was sent and no other was left, is
-// held again the same way, within what is left of its cold-start timeout. A route with an
-// immediate placeholder answers it at once instead, while its target has no ready endpoint. now
-// is the clock of the wait; nil means time.Now.
-func Wait(now func() time.Time, next Handler) Handler {
+// held again the same way, within what is left of its cold-start timeout (or answered 502 when
+// it was sent to the failover, used once that timeout is over). A route with an immediate
+// placeholder answers it at once instead, while its target has no ready endpoint. now is the
+// clock of the wait; nil means time.Now.
+func Wait(now func() time.Time, next ForwardHandler) Handler {
 	if now == nil {
 		now = time.Now
 	}
 	return HandlerFunc(func(w http.ResponseWriter, r *http.Request, x *Exchange) {
-		x.waitAgain = true
 		target := x.route.Target
 		snap := target.Snapshot()
 		ep := pick(snap.Endpoints)
@@ -331,14 +355,19 @@ func Wait(now func() time.Time, next Handler) Handler {
 		for {
 			x.target, x.snap, x.ep = target, snap, ep
 			x.admit()
-			next.ServeExchange(w, r, x)
-			if x.lost == nil {
+			outcome, err := next.Forward(w, r, x)
+			if outcome != Lost {
 				return
 			}
+			if x.target != x.route.Target {
+				// The failover, used once the cold-start timeout is over: there is no wait left.
+				x.fail(w, err, false)
+				return
+			}
+			x.metrics.upstreamError("connect")
 			x.metrics.requeues.Inc()
 			x.requeues++
-			x.log.V(1).Info("holding the request again", "route", x.metrics.key, "error", x.lost.Error())
-			x.lost = nil
+			x.log.V(1).Info("holding the request again", "route", x.metrics.key, "error", err.Error())
 			if !x.requeue() {
 				x.reject(w)
 				return
@@ -426,20 +455,4 @@ func holdOutcome(err error, target *endpoints.Target, route *routing.Route) stri
 		return "failover"
 	}
 	return "ready"
-}
-
-// scheme returns the URL scheme for a target protocol.
-func scheme(p endpoints.Protocol) string {
-	if p == endpoints.HTTPS {
-		return "https"
-	}
-	return "http"
-}
-
-// clientIP returns the host part of a RemoteAddr without allocating.
-func clientIP(remoteAddr string) string {
-	if i := strings.LastIndexByte(remoteAddr, ':'); i >= 0 {
-		remoteAddr = remoteAddr[:i]
-	}
-	return strings.TrimSuffix(strings.TrimPrefix(remoteAddr, "["), "]")
 }

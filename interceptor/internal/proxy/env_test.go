@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -17,9 +18,6 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/lobby-http/lobby/interceptor/internal/counts"
 	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
@@ -33,13 +31,14 @@ const ns = "ns"
 // podPort is the container port every test EndpointSlice announces.
 const podPort = 8080
 
-// env is a proxy chain wired as main wires it, with endpoints fed to a real Store the way the
-// informer feeds it, and a dialer that maps pod addresses to loopback backends.
+// env is a proxy chain wired as main wires it, with the targets' ready addresses published the
+// way the EndpointSlice store publishes them, and a dialer that maps pod addresses to loopback
+// backends.
 type env struct {
-	t      testing.TB
-	store  *endpoints.Store
-	counts *counts.Registry
-	prom   *prometheus.Registry
+	t       testing.TB
+	targets *targets
+	counts  *counts.Registry
+	prom    *prometheus.Registry
 	// activations counts the routes' idle→busy edges, each of which would wake a target.
 	activations atomic.Int64
 	proxy       *httptest.Server
@@ -49,7 +48,6 @@ type env struct {
 	mu     sync.Mutex
 	routes map[string]*routing.Route // by host, for the fixed router
 	pods   map[string]string         // pod "ip:port" → loopback address
-	rv     int
 	// router, when set, replaces the fixed host → route map.
 	router proxy.Router
 	// tracer, when set before the proxy starts (newTracedEnv), traces the chain.
@@ -71,7 +69,7 @@ func newEnvWith(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions) *env
 
 // newEnvChain is newEnvWith with a stage between Wait and the forwarder, as main adds optional
 // ones; nil adds none.
-func newEnvChain(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, stage func(proxy.Handler) proxy.Handler) *env {
+func newEnvChain(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, stage func(proxy.ForwardHandler) proxy.ForwardHandler) *env {
 	return newEnvFull(t, log, opts, nil, stage)
 }
 
@@ -82,14 +80,14 @@ func newTracedEnv(t testing.TB, log logr.Logger, tracer trace.Tracer) *env {
 
 // newEnvFull builds the env with forwarder options, a tracer (nil traces nothing) and a stage
 // between Wait and the forwarder (nil adds none).
-func newEnvFull(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, tracer trace.Tracer, stage func(proxy.Handler) proxy.Handler) *env {
+func newEnvFull(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, tracer trace.Tracer, stage func(proxy.ForwardHandler) proxy.ForwardHandler) *env {
 	e := &env{
-		tracer: tracer,
-		t:      t,
-		store:  endpoints.NewStore(log),
-		prom:   prometheus.NewPedanticRegistry(),
-		routes: map[string]*routing.Route{},
-		pods:   map[string]string{},
+		tracer:  tracer,
+		t:       t,
+		targets: newTargets(),
+		prom:    prometheus.NewPedanticRegistry(),
+		routes:  map[string]*routing.Route{},
+		pods:    map[string]string{},
 	}
 	e.counts = counts.NewRegistry(func(*counts.Route) { e.activations.Add(1) }, nil)
 	next := opts.Dial
@@ -123,7 +121,7 @@ func newEnvFull(t testing.TB, log logr.Logger, opts proxy.ForwarderOptions, trac
 		}
 		return rt
 	})
-	var last proxy.Handler = fwd
+	var last proxy.ForwardHandler = fwd
 	if stage != nil {
 		last = stage(fwd)
 	}
@@ -172,43 +170,98 @@ func (e *env) mapPod(ip, addr string) {
 	e.pods[fmt.Sprintf("%s:%d", ip, podPort)] = addr
 }
 
-// target returns the Target of Service svc's port "http", declaring the Service with appProtocol
-// (empty: none).
-func (e *env) target(svc, appProtocol string) *endpoints.Target {
-	t := e.store.Target(ns, svc, 0, "http")
-	port := corev1.ServicePort{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}
-	if appProtocol != "" {
-		port.AppProtocol = &appProtocol
+// target returns the Target of Service svc's port "http", spoken to with p.
+func (e *env) target(svc string, p endpoints.Protocol) *endpoints.Target {
+	return e.targets.declare(svc, p)
+}
+
+// ready publishes the given ready pod IPs, at podPort, as every target of Service svc's.
+func (e *env) ready(svc string, ips ...string) {
+	addrs := make([]netip.AddrPort, 0, len(ips))
+	for _, ip := range ips {
+		addrs = append(addrs, netip.AddrPortFrom(netip.MustParseAddr(ip), podPort))
 	}
-	e.store.UpdateService(&corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: svc, ResourceVersion: e.nextRV()},
-		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{port}},
-	})
+	e.targets.publish(svc, addrs)
+}
+
+// targets hands out one endpoints.Target per Service port, as the EndpointSlice store does for
+// the routing table, and publishes to all the targets of a Service the pods a test makes ready.
+// Every Service of the tests is in namespace ns and has one port, so its targets, whatever port
+// they name, share its ready pods and its protocol.
+type targets struct {
+	mu    sync.Mutex
+	byKey map[targetKey]*endpoints.Target
+	svcs  map[string]*testService
+}
+
+type targetKey struct {
+	namespace, service string
+	port               int32
+	portName           string
+}
+
+// testService is what a test declared of a Service: its protocol and its ready pods.
+type testService struct {
+	proto endpoints.Protocol
+	ready []netip.AddrPort
+}
+
+var _ routing.Targets = (*targets)(nil)
+
+func newTargets() *targets {
+	return &targets{byKey: map[targetKey]*endpoints.Target{}, svcs: map[string]*testService{}}
+}
+
+// Target returns the target of a Service port, with the Service's ready pods.
+func (ts *targets) Target(namespace, service string, port int32, portName string) *endpoints.Target {
+	if port > 0 {
+		portName = ""
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	k := targetKey{namespace, service, port, portName}
+	t := ts.byKey[k]
+	if t == nil {
+		t = endpoints.NewTarget(namespace, service, port, portName)
+		ts.byKey[k] = t
+		if s := ts.svcs[service]; s != nil && namespace == ns {
+			t.Publish(s.proto, s.ready)
+		}
+	}
 	return t
 }
 
-func (e *env) nextRV() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.rv++
-	return fmt.Sprint(e.rv)
+// declare records Service svc's protocol and returns the target of its port "http".
+func (ts *targets) declare(svc string, p endpoints.Protocol) *endpoints.Target {
+	ts.mu.Lock()
+	s := ts.svcs[svc]
+	if s == nil {
+		s = &testService{}
+		ts.svcs[svc] = s
+	}
+	s.proto = p
+	ts.mu.Unlock()
+	ts.publish(svc, nil)
+	return ts.Target(ns, svc, 0, "http")
 }
 
-// ready publishes the EndpointSlice of svc with the given ready pod IPs.
-func (e *env) ready(svc string, ips ...string) {
-	name, port, proto := "http", int32(podPort), corev1.ProtocolTCP
-	o := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: ns, Name: svc + "-1", ResourceVersion: e.nextRV(),
-			Labels: map[string]string{discoveryv1.LabelServiceName: svc},
-		},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Ports:       []discoveryv1.EndpointPort{{Name: &name, Port: &port, Protocol: &proto}},
+// publish makes addrs the ready pods of Service svc, on every target of it.
+func (ts *targets) publish(svc string, addrs []netip.AddrPort) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	s := ts.svcs[svc]
+	if s == nil {
+		s = &testService{}
+		ts.svcs[svc] = s
 	}
-	for _, ip := range ips {
-		o.Endpoints = append(o.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}})
+	if addrs != nil {
+		s.ready = addrs
 	}
-	e.store.UpdateSlice(o)
+	for k, t := range ts.byKey {
+		if k.namespace == ns && k.service == svc {
+			t.Publish(s.proto, s.ready)
+		}
+	}
 }
 
 // route adds a route for host to Service svc, with the given changes to its defaults.
@@ -217,7 +270,7 @@ func (e *env) route(host, svc string, change func(*routing.Route)) *routing.Rout
 		Key:                   ns + "/" + svc,
 		Namespace:             ns,
 		Name:                  svc,
-		Target:                e.target(svc, ""),
+		Target:                e.target(svc, endpoints.HTTP1),
 		ColdStartTimeout:      10 * time.Second,
 		ResponseHeaderTimeout: 10 * time.Second,
 		MaxPending:            100,

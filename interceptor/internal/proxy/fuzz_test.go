@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
 	"github.com/lobby-http/lobby/interceptor/internal/proxy"
 	"github.com/lobby-http/lobby/interceptor/internal/routing"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
@@ -74,13 +75,13 @@ func newFuzzProxy(f *testing.F) *fuzzProxy {
 		return (&net.Dialer{}).DialContext(ctx, network, backend.Listener.Addr().String())
 	}
 
-	e.target("warm", "")
-	e.target("cold", "")
+	e.target("warm", endpoints.HTTP1)
+	e.target("cold", endpoints.HTTP1)
 	objs := []*v1alpha1.HTTPScaledObject{
 		fuzzObject("warm", []string{fuzzWarmHost}, []string{fuzzWarmPrefix}),
 		fuzzObject("cold", []string{fuzzColdHost}, nil),
 	}
-	table, conflicts := routing.Build(objs, e.store, e.counts, routing.Defaults{
+	table, conflicts := routing.Build(objs, e.targets, e.counts, routing.Defaults{
 		ColdStartTimeout:      5 * time.Millisecond,
 		ResponseHeaderTimeout: 2 * time.Second,
 		MaxPending:            8,

@@ -13,6 +13,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
 	"github.com/lobby-http/lobby/interceptor/internal/routing"
 	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/operator/api/v1beta1"
@@ -68,7 +69,7 @@ func (f fakeConfigMaps) Data(namespace, name string) (map[string]string, error) 
 // useObjects routes the env through a table built from objs, as the Watcher builds it.
 func (e *env) useObjects(t *testing.T, cms routing.ConfigMaps, objs ...*httpso.Object) map[httpso.Ref]httpso.Conflict {
 	t.Helper()
-	table, conflicts := routing.BuildObjects(objs, e.store, e.counts, cms, routing.Defaults{
+	table, conflicts := routing.BuildObjects(objs, e.targets, e.counts, cms, routing.Defaults{
 		ColdStartTimeout: 10 * time.Second, ResponseHeaderTimeout: 10 * time.Second, MaxPending: 10,
 	})
 	router := routing.NewRouter()
@@ -91,7 +92,7 @@ func TestStaticRoutesAreNeverCountedHeldOrWoken(t *testing.T) {
 	e := newTestEnv(t)
 	var hits atomic.Int64
 	e.backend("10.0.2.1", countingBackend("app", &hits))
-	e.target("app", "")
+	e.target("app", endpoints.HTTP1)
 	ir := interceptorRoute("app", time.Unix(1_700_000_000, 0), []string{"shop.example.com"}, func(s *v1beta1.InterceptorRouteSpec) {
 		s.StaticRoutes = []v1beta1.StaticRoute{
 			staticRoute("/healthz", v1beta1.StaticRouteAlways, 200, "ok"),
@@ -169,7 +170,7 @@ func TestImmediatePlaceholderAnswersAtZeroAndWakesTheApp(t *testing.T) {
 	e := newTestEnv(t)
 	var hits atomic.Int64
 	e.backend("10.0.3.1", countingBackend("app", &hits))
-	e.target("app", "")
+	e.target("app", endpoints.HTTP1)
 	body := "warming up"
 	ir := interceptorRoute("app", time.Unix(1_700_000_000, 0), []string{"shop.example.com"}, func(s *v1beta1.InterceptorRouteSpec) {
 		s.ColdStart = &v1beta1.ColdStartSpec{Placeholder: &v1beta1.ColdStartPlaceholder{Response: &v1beta1.StaticResponse{
@@ -244,7 +245,7 @@ func TestConflictsBetweenKindsFollowOldestWins(t *testing.T) {
 			for j, o := range tt.objs {
 				ip := "10.0.4." + string(rune('1'+2*i+j))
 				e.backend(ip, hello(o.Name))
-				e.target(o.Name, "")
+				e.target(o.Name, endpoints.HTTP1)
 				e.ready(o.Name, ip)
 			}
 			conflicts := e.useObjects(t, nil, tt.objs...)
@@ -261,7 +262,7 @@ func TestConflictsBetweenKindsFollowOldestWins(t *testing.T) {
 
 func TestResponseBodiesFromConfigMaps(t *testing.T) {
 	e := newTestEnv(t)
-	e.target("app", "")
+	e.target("app", endpoints.HTTP1)
 	e.ready("app")
 	cms := fakeConfigMaps{ns + "/pages": {"health.json": `{"ok":true}`, "index.html": "<p>home</p>", "a.css": "p{}",
 		"big.txt": strings.Repeat("x", routing.MaxBodyBytes+1)}}

@@ -7,10 +7,13 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lobby-http/lobby/interceptor/internal/routing"
 )
 
 // Metrics are the proxy's Prometheus metrics. The per-route children are looked up once per route
-// and cached, so the request path does no label lookups. Gauges of held and in-flight requests
+// key and cached, and kept in the slot of each Route (Route.Metrics), so the request path does
+// no label lookup and no lookup by key. Gauges of held and in-flight requests
 // are not here: the admin collector exports them from the counters.
 type Metrics struct {
 	requests    *prometheus.CounterVec
@@ -87,8 +90,19 @@ type codeCounter struct {
 	counter prometheus.Counter
 }
 
-// route returns the cached metrics of the route keyed key.
-func (m *Metrics) route(key string) *routeMetrics {
+// route returns the metrics of r: from its slot (Route.Metrics), filled from the metrics cached
+// by key on the route's first request, so that the request path does no lookup.
+func (m *Metrics) route(r *routing.Route) *routeMetrics {
+	if rm, ok := r.Metrics.Load().(*routeMetrics); ok && rm.m == m {
+		return rm
+	}
+	rm := m.byKey(r.Key)
+	r.Metrics.Store(rm)
+	return rm
+}
+
+// byKey returns the cached metrics of the route keyed key.
+func (m *Metrics) byKey(key string) *routeMetrics {
 	if v, ok := m.byRoute.Load(key); ok {
 		return v.(*routeMetrics)
 	}

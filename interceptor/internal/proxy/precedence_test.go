@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
 	"github.com/lobby-http/lobby/interceptor/internal/routing"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -36,11 +37,11 @@ func TestRoutingPrecedenceThroughTheChain(t *testing.T) {
 	for i, o := range objs {
 		ip := "10.0.1." + string(rune('1'+i))
 		e.backend(ip, hello(o.Name))
-		e.store.Target(ns, o.Name, 0, "http")
-		e.target(o.Name, "")
+		e.targets.Target(ns, o.Name, 0, "http")
+		e.target(o.Name, endpoints.HTTP1)
 		e.ready(o.Name, ip)
 	}
-	table, conflicts := routing.Build(objs, e.store, e.counts, routing.Defaults{
+	table, conflicts := routing.Build(objs, e.targets, e.counts, routing.Defaults{
 		ColdStartTimeout: time.Second, ResponseHeaderTimeout: time.Second, MaxPending: 10,
 	})
 	if len(conflicts) != 0 {

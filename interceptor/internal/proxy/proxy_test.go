@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/websocket"
 
+	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
 	"github.com/lobby-http/lobby/interceptor/internal/proxy"
 	"github.com/lobby-http/lobby/interceptor/internal/routing"
 )
@@ -102,7 +103,7 @@ var timeoutOutcomes = []timeoutOutcome{
 		name: "it goes to the failover service",
 		change: func(e *env, r *routing.Route) {
 			e.backend("10.0.0.9", hello("failover"))
-			r.Failover = e.target("failover", "")
+			r.Failover = e.target("failover", endpoints.HTTP1)
 			e.ready("failover", "10.0.0.9")
 		},
 		wantCode: http.StatusOK, wantBody: "hello from failover",
@@ -118,7 +119,7 @@ var timeoutOutcomes = []timeoutOutcome{
 	{
 		name: "a failover without endpoints falls back to the placeholder",
 		change: func(e *env, r *routing.Route) {
-			r.Failover = e.target("failover", "")
+			r.Failover = e.target("failover", endpoints.HTTP1)
 			r.Placeholder = &routing.Placeholder{StatusCode: 503, Body: []byte("soon"),
 				Header: http.Header{"Content-Length": {"4"}}}
 		},
@@ -453,7 +454,7 @@ func TestH2CWithTrailers(t *testing.T) {
 		w.Header().Set("Grpc-Status", "0")
 	}))
 	route := e.route("grpc.test", "app", func(r *routing.Route) {})
-	route.Target = e.target("app", "kubernetes.io/h2c")
+	route.Target = e.target("app", endpoints.H2C)
 	e.ready("app", "10.0.0.1")
 
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, e.proxy.URL+"/pkg.Svc/Call", strings.NewReader("ping"))

@@ -6,7 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httptrace"
+	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,9 +15,6 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/lobby-http/lobby/interceptor/internal/counts"
 	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
@@ -35,19 +32,8 @@ func (o oneRoute) Route(*http.Request) *routing.Route { return o.r }
 // anyway, as a transport that did otherwise would, to show that such a request gets 502.
 func TestRefusedDialAfterTheBodyWasReadIsNotHeldAgain(t *testing.T) {
 	log := testr.New(t)
-	store := endpoints.NewStore(log)
-	target := store.Target("ns", "app", 80, "")
-	store.UpdateService(&corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "app"},
-		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80, Protocol: corev1.ProtocolTCP}}},
-	})
-	port, name := int32(8080), ""
-	store.UpdateSlice(&discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Namespace: "ns", Name: "app-1", Labels: map[string]string{discoveryv1.LabelServiceName: "app"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Ports:       []discoveryv1.EndpointPort{{Name: &name, Port: &port}},
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.1"}}},
-	})
+	target := endpoints.NewTarget("ns", "app", 80, "")
+	target.Publish(endpoints.HTTP1, []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:8080")})
 	reg := prometheus.NewPedanticRegistry()
 	metrics, err := NewMetrics(reg)
 	if err != nil {
@@ -85,26 +71,5 @@ func TestRefusedDialAfterTheBodyWasReadIsNotHeldAgain(t *testing.T) {
 	}
 	if !target.Snapshot().Endpoints[0].Suspect() {
 		t.Errorf("the refusing endpoint is not suspect")
-	}
-}
-
-// The transport finds the exchange's trace through the forward, its request's context, without
-// a context of its own: the key httptrace looks up was learnt by asking.
-func TestForwardAnswersHTTPTraceWithTheExchangesTrace(t *testing.T) {
-	x := exchanges.Get().(*Exchange)
-	defer exchanges.Put(x)
-	fw := &forward{Context: context.Background(), x: x}
-	tr := httptrace.ContextClientTrace(fw)
-	if tr == nil || tr != x.trace {
-		t.Fatalf("httptrace.ContextClientTrace(forward) = %p, want the exchange's trace %p", tr, x.trace)
-	}
-	x.sent.Store(false)
-	tr.WroteRequest(httptrace.WroteRequestInfo{Err: io.ErrClosedPipe})
-	if x.sent.Load() {
-		t.Error("a failed write marked the request sent")
-	}
-	tr.WroteRequest(httptrace.WroteRequestInfo{})
-	if !x.sent.Load() {
-		t.Error("a whole write did not mark the request sent")
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/go-logr/logr/testr"
 
 	"github.com/lobby-http/lobby/interceptor/internal/certs"
+	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
 	"github.com/lobby-http/lobby/interceptor/internal/proxy"
 	"github.com/lobby-http/lobby/interceptor/internal/routing"
 	"github.com/lobby-http/lobby/internal/testpki"
@@ -97,7 +98,7 @@ func TestHTTPSTargetVerifiedAgainstItsService(t *testing.T) {
 			app := newTLSApp(t, tc.leaf)
 			e.mapPod("10.0.0.1", app.srv.Listener.Addr().String())
 			route := e.route("tls.test", "app", func(r *routing.Route) { r.InsecureSkipVerify = tc.skipVerify })
-			route.Target = e.target("app", "https")
+			route.Target = e.target("app", endpoints.HTTPS)
 			e.ready("app", "10.0.0.1")
 			if r := e.fetch(t.Context(), "tls.test"); r.code != tc.wantCode || r.body != tc.wantBody {
 				t.Errorf("response = %d %q, want %d %q", r.code, r.body, tc.wantCode, tc.wantBody)
@@ -128,7 +129,7 @@ func TestHTTPSTargetReusesItsConnections(t *testing.T) {
 	app := newTLSApp(t, ca.Issue(t, "app.ns.svc"))
 	e.mapPod("10.0.0.1", app.srv.Listener.Addr().String())
 	route := e.route("tls.test", "app", nil)
-	route.Target = e.target("app", "https")
+	route.Target = e.target("app", endpoints.HTTPS)
 	e.ready("app", "10.0.0.1")
 	for i := range 20 {
 		if r := e.fetch(t.Context(), "tls.test"); r.code != http.StatusOK {
@@ -158,7 +159,7 @@ func TestHTTPSTargetTrustsARotatedBundle(t *testing.T) {
 	app := newTLSApp(t, second.Issue(t, "app.ns.svc"))
 	e.mapPod("10.0.0.1", app.srv.Listener.Addr().String())
 	route := e.route("tls.test", "app", nil)
-	route.Target = e.target("app", "https")
+	route.Target = e.target("app", endpoints.HTTPS)
 	e.ready("app", "10.0.0.1")
 	if r := e.fetch(t.Context(), "tls.test"); r.code != http.StatusBadGateway {
 		t.Fatalf("before the rotation: %d %q, want 502", r.code, r.body)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
 	"github.com/lobby-http/lobby/interceptor/internal/proxy"
 	"github.com/lobby-http/lobby/interceptor/internal/routing"
 )
@@ -38,11 +39,18 @@ import (
 // of every round, and the time until the last request of a round was answered (all-ms, worst
 // round). ns/op includes sending and holding the requests and is not the figure to read.
 //
-// "lobby-unpaced" is the chain with dial pacing (ForwarderOptions.MaxDialsPerHost) off, so that
-// every released request opens a connection of its own, as a bare proxy's do. The "bare" proxy is
-// the floor to compare with: an httputil.ReverseProxy behind a handler that
-// holds each request on a channel, closed to release them, with the transport of BenchmarkProxy
-// and its idle connections closed before each round.
+// "lobby-no-preconnect" is the chain without connections opened ahead of the released requests
+// (ForwarderOptions.MaxPreconnectsPerHost < 0); "lobby-unpaced" is the chain with dial pacing
+// (ForwarderOptions.MaxDialsPerHost) off, so that every released request opens a connection of
+// its own, as a bare proxy's do; "lobby-h2c" is the chain for a Service port that declares
+// appProtocol kubernetes.io/h2c, so that the released requests share HTTP/2 connections to the
+// pod. The "bare" proxy is the floor to compare with: an httputil.ReverseProxy behind a handler
+// that holds each request on a channel, closed to release them, with the transport of
+// BenchmarkProxy and its idle connections closed before each round.
+// "direct" has no proxy: its held clients wait on a channel in this process and, released, each
+// opens a fresh connection to the pod at once; it is the baseline of the design's target for
+// 1,000 held requests (≤ 50 ms, or ≤ 1.2× direct when that is slower). The backend speaks HTTP/1.1
+// and h2c for every side.
 //
 // "shared" runs client, proxy and backend in this process on every core. "pinned" runs the proxy
 // in a child process on core 0 with GOMAXPROCS=1, and the client and backend here on core 1 (with
@@ -54,11 +62,20 @@ func BenchmarkWake(b *testing.B) {
 			if placement == "pinned" {
 				defer pinSelf(b, 1)()
 			}
-			for _, side := range []string{"lobby", "lobby-unpaced", "bare"} {
+			for _, side := range []string{"lobby", "lobby-no-preconnect", "lobby-unpaced", "lobby-h2c", "bare", "direct"} {
 				for _, held := range []int{1, 1000} {
 					b.Run(fmt.Sprintf("%s/held=%d", side, held), func(b *testing.B) {
-						backend := httptest.NewServer(hello("app"))
+						backend := httptest.NewUnstartedServer(hello("app"))
+						var p http.Protocols
+						p.SetHTTP1(true)
+						p.SetUnencryptedHTTP2(true)
+						backend.Config.Protocols = &p
+						backend.Start()
 						defer backend.Close()
+						if side == "direct" {
+							runDirect(b, backend, held)
+							return
+						}
 						addr := backend.Listener.Addr().String()
 						var s wakeSide
 						if placement == "pinned" {
@@ -146,6 +163,50 @@ func runWake(b *testing.B, s wakeSide, backend *httptest.Server, held int) {
 	b.ReportMetric(float64(n-dialled)/float64(b.N), "conns/round")
 }
 
+// runDirect holds clients on a channel, releases them at once, and reports how long after the
+// release each was answered over a fresh connection of its own to the backend.
+func runDirect(b *testing.B, backend *httptest.Server, held int) {
+	var all []time.Duration
+	var worst time.Duration
+	b.ResetTimer()
+	for range b.N {
+		transport := &http.Transport{DisableKeepAlives: true, MaxConnsPerHost: 0}
+		client := &http.Client{Transport: transport}
+		gate := make(chan struct{})
+		done := make([]time.Time, held)
+		var ready, wg sync.WaitGroup
+		ready.Add(held)
+		for j := range held {
+			wg.Go(func() {
+				req, _ := http.NewRequestWithContext(b.Context(), http.MethodGet, backend.URL, nil)
+				req.Host = "app.test"
+				ready.Done()
+				<-gate
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				done[j] = time.Now()
+				if resp.StatusCode != http.StatusOK {
+					b.Errorf("status %d", resp.StatusCode)
+				}
+			})
+		}
+		ready.Wait()
+		start := time.Now()
+		close(gate)
+		wg.Wait()
+		all, worst = record(all, worst, start, done)
+		backend.CloseClientConnections()
+	}
+	b.StopTimer()
+	report(b, all, worst)
+	b.ReportMetric(float64(held), "conns/round")
+}
+
 func wakeHost(i int) string    { return fmt.Sprintf("app%d.test", i) }
 func wakeService(i int) string { return fmt.Sprintf("app%d", i) }
 func wakePod(i int) string     { return fmt.Sprintf("10.%d.%d.%d", 1+i>>16&0xff, i>>8&0xff, i&0xff) }
@@ -160,6 +221,12 @@ func newWakeSide(t testing.TB, side, backend string, held int) wakeSide {
 	case "lobby-unpaced":
 		opts := proxy.ForwarderOptions{Dial: c.dial, MaxDialsPerHost: 1 << 20}
 		return &lobbyWake{dialCounter: c, e: newEnvWith(t, logr.Discard(), opts), backend: backend, held: held}
+	case "lobby-no-preconnect":
+		opts := proxy.ForwarderOptions{Dial: c.dial, MaxPreconnectsPerHost: -1}
+		return &lobbyWake{dialCounter: c, e: newEnvWith(t, logr.Discard(), opts), backend: backend, held: held}
+	case "lobby-h2c":
+		opts := proxy.ForwarderOptions{Dial: c.dial}
+		return &lobbyWake{dialCounter: c, e: newEnvWith(t, logr.Discard(), opts), backend: backend, held: held, proto: endpoints.H2C}
 	default:
 		opts := proxy.ForwarderOptions{Dial: c.dial}
 		return &lobbyWake{dialCounter: c, e: newEnvWith(t, logr.Discard(), opts), backend: backend, held: held}
@@ -182,7 +249,9 @@ type lobbyWake struct {
 	e       *env
 	backend string
 	held    int
-	route   *routing.Route
+	// proto is how the round's Service port says its pod speaks.
+	proto endpoints.Protocol
+	route *routing.Route
 }
 
 func (l *lobbyWake) url() string { return l.e.proxy.URL }
@@ -193,6 +262,7 @@ func (l *lobbyWake) prepare(i int) error {
 		r.MaxPending = int64(l.held)
 		r.ColdStartTimeout = time.Minute
 	})
+	l.e.target(wakeService(i), l.proto)
 	return nil
 }
 

@@ -8,7 +8,7 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/interceptor/internal/endpointslices"
 	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -41,7 +41,7 @@ func FuzzBuild(f *testing.F) {
 			object("two", 1, []string{host2}, []string{prefix1, prefix2}, headers...),
 			object("three", 2, []string{host1}, nil),
 		}
-		table, _ := Build(objs, endpoints.NewStore(logr.Discard()), newFakeCounters(), Defaults{})
+		table, _ := Build(objs, endpointslices.NewStore(logr.Discard()), newFakeCounters(), Defaults{})
 		header := http.Header{}
 		if hname != "" {
 			header.Set(hname, "1")

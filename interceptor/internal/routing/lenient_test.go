@@ -8,7 +8,7 @@ import (
 	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/interceptor/internal/endpointslices"
 	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -45,7 +45,7 @@ func TestLenientSpellingsRouteAsTheAddOnRoutesThem(t *testing.T) {
 				httpso.Normalize(&o.Spec)
 			}
 		}
-		table, conflicts := Build(list, endpoints.NewStore(logr.Discard()), newFakeCounters(), d)
+		table, conflicts := Build(list, endpointslices.NewStore(logr.Discard()), newFakeCounters(), d)
 		if len(conflicts) != 0 {
 			t.Fatalf("%s: conflicts %v", form.name, conflicts)
 		}

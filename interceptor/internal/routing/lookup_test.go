@@ -11,7 +11,7 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/interceptor/internal/endpointslices"
 	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 	"github.com/lobby-http/lobby/operator/api/v1beta1"
@@ -121,7 +121,7 @@ func FuzzLookup(f *testing.F) {
 	f.Add(uint64(5), "", "", "x-a", "")
 	f.Fuzz(func(t *testing.T, seed uint64, host, path, hname, hvalue string) {
 		objs := randomObjects(seed)
-		table, _ := Build(objs, endpoints.NewStore(logr.Discard()), newFakeCounters(), Defaults{})
+		table, _ := Build(objs, endpointslices.NewStore(logr.Discard()), newFakeCounters(), Defaults{})
 		byKey := map[string]*v1alpha1.HTTPScaledObject{}
 		for _, o := range objs {
 			byKey[httpso.Key(o)] = o
@@ -174,7 +174,7 @@ func benchmarkTable(b *testing.B) (*Table, []*http.Request) {
 		add(i, object(fmt.Sprintf("tenant-%d", i), 8000+i, []string{fmt.Sprintf("*.tenant-%d.example.net", i)}, nil))
 	}
 	add(0, object("catch-all", 10000, nil, nil))
-	table, conflicts := BuildObjects(objs, endpoints.NewStore(logr.Discard()), newFakeCounters(), nil, Defaults{})
+	table, conflicts := BuildObjects(objs, endpointslices.NewStore(logr.Discard()), newFakeCounters(), nil, Defaults{})
 	if table.Len() != 10000 || len(conflicts) != 0 {
 		b.Fatalf("table has %d routes and %d conflicts, want 10000 and 0", table.Len(), len(conflicts))
 	}

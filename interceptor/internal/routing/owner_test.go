@@ -6,7 +6,7 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/interceptor/internal/endpointslices"
 	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -105,7 +105,7 @@ func TestOwnedHostsAreServedByTheirOwnerOnly(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			table, conflicts := Build(tt.objs, endpoints.NewStore(logr.Discard()), newFakeCounters(), Defaults{})
+			table, conflicts := Build(tt.objs, endpointslices.NewStore(logr.Discard()), newFakeCounters(), Defaults{})
 			for key, ns := range tt.refused {
 				c, ok := conflicts[key]
 				if !ok || c.Owner == nil || c.Owner.Namespace != ns {

@@ -4,6 +4,7 @@ package routing
 
 import (
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/lobby-http/lobby/interceptor/internal/counts"
@@ -100,6 +101,10 @@ type Route struct {
 	InsecureSkipVerify bool
 	// Counts are the route's counters (stable across table rebuilds); nil for a static route.
 	Counts *counts.Route
+	// Metrics is a slot that the proxy fills, on the route's first request, with its metric
+	// children of the route, so that later requests find them with one atomic load instead of a
+	// lookup by key. Routing never reads it; a rebuilt Route starts with it empty.
+	Metrics atomic.Value
 	// statics are the rules of the object's static routes, in list order: the first that
 	// matches a request routed here picks the static route that serves it.
 	statics []staticMatch

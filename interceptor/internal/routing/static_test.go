@@ -6,7 +6,7 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/interceptor/internal/endpointslices"
 	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/operator/api/v1beta1"
 )
@@ -26,7 +26,7 @@ func TestLookupPicksStaticRoutesAmongTheRoutesRequests(t *testing.T) {
 	}
 	other := object("other", 1, []string{"other.example.com"}, nil)
 	table, conflicts := BuildObjects([]*httpso.Object{httpso.FromInterceptorRoute(ir), httpso.FromHTTPScaledObject(other)},
-		endpoints.NewStore(logr.Discard()), newFakeCounters(), nil, Defaults{})
+		endpointslices.NewStore(logr.Discard()), newFakeCounters(), nil, Defaults{})
 	if len(conflicts) != 0 {
 		t.Fatalf("conflicts: %v", conflicts)
 	}

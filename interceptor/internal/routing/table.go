@@ -9,6 +9,7 @@ import (
 
 	"github.com/lobby-http/lobby/interceptor/internal/counts"
 	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/interceptor/internal/endpointslices"
 )
 
 // Default rate window and granularity, used when an object does not scale on the request rate or
@@ -33,7 +34,7 @@ type Defaults struct {
 	MaxPending int64
 }
 
-// Targets hands out the endpoint handles of Service ports; *endpoints.Store implements it.
+// Targets hands out the endpoint handles of Service ports; *endpointslices.Store implements it.
 type Targets interface {
 	Target(namespace, service string, port int32, portName string) *endpoints.Target
 }
@@ -44,7 +45,7 @@ type Counters interface {
 }
 
 var (
-	_ Targets  = (*endpoints.Store)(nil)
+	_ Targets  = (*endpointslices.Store)(nil)
 	_ Counters = (*counts.Registry)(nil)
 )
 

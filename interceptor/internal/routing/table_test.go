@@ -14,7 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/lobby-http/lobby/interceptor/internal/counts"
-	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/interceptor/internal/endpointslices"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
 
@@ -80,7 +80,7 @@ func header(name string, value ...string) v1alpha1.Header {
 
 func build(t testing.TB, objs ...*v1alpha1.HTTPScaledObject) *Table {
 	t.Helper()
-	table, _ := Build(objs, endpoints.NewStore(logr.Discard()), newFakeCounters(), Defaults{})
+	table, _ := Build(objs, endpointslices.NewStore(logr.Discard()), newFakeCounters(), Defaults{})
 	return table
 }
 
@@ -188,7 +188,7 @@ func TestLookupAllocatesNothing(t *testing.T) {
 func TestConflictingObjectIsNotRouted(t *testing.T) {
 	older := object("older", 0, []string{"a.example.com"}, []string{"/api"})
 	newer := object("newer", 1, []string{"A.example.com", "b.example.com"}, []string{"/api/"})
-	table, conflicts := Build([]*v1alpha1.HTTPScaledObject{newer, older}, endpoints.NewStore(logr.Discard()), newFakeCounters(), Defaults{})
+	table, conflicts := Build([]*v1alpha1.HTTPScaledObject{newer, older}, endpointslices.NewStore(logr.Discard()), newFakeCounters(), Defaults{})
 	if table.Len() != 1 || table.Routes()[0].Name != "older" {
 		t.Errorf("routes = %v, want only the older object", table.Routes())
 	}
@@ -314,7 +314,7 @@ func TestRouteFields(t *testing.T) {
 			o := object("app", 0, []string{"app.test"}, nil)
 			tc.edit(&o.Spec)
 			f := newFakeCounters()
-			table, _ := Build([]*v1alpha1.HTTPScaledObject{o}, endpoints.NewStore(logr.Discard()), f, d)
+			table, _ := Build([]*v1alpha1.HTTPScaledObject{o}, endpointslices.NewStore(logr.Discard()), f, d)
 			tc.check(t, table.Routes()[0], f)
 		})
 	}
@@ -335,7 +335,7 @@ func TestRouteInsecureSkipVerifyFromTheAnnotation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			o := object("app", 0, []string{"app.test"}, nil)
 			o.Annotations = tc.annotations
-			table, _ := Build([]*v1alpha1.HTTPScaledObject{o}, endpoints.NewStore(logr.Discard()), newFakeCounters(), Defaults{MaxPending: 1})
+			table, _ := Build([]*v1alpha1.HTTPScaledObject{o}, endpointslices.NewStore(logr.Discard()), newFakeCounters(), Defaults{MaxPending: 1})
 			if got := table.Routes()[0].InsecureSkipVerify; got != tc.want {
 				t.Errorf("InsecureSkipVerify = %v, want %v", got, tc.want)
 			}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lobby-http/lobby/interceptor/internal/counts"
 	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/interceptor/internal/endpointslices"
 	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 	"github.com/lobby-http/lobby/operator/api/v1beta1"
@@ -34,7 +35,7 @@ type Informer interface {
 }
 
 // TargetStore hands out endpoint handles and releases those no table refers to any more;
-// *endpoints.Store implements it.
+// *endpointslices.Store implements it.
 type TargetStore interface {
 	Targets
 	Retain(keep []*endpoints.Target)
@@ -49,7 +50,7 @@ type CounterRegistry interface {
 
 var (
 	_ Informer        = (cache.SharedIndexInformer)(nil)
-	_ TargetStore     = (*endpoints.Store)(nil)
+	_ TargetStore     = (*endpointslices.Store)(nil)
 	_ CounterRegistry = (*counts.Registry)(nil)
 )
 

@@ -12,7 +12,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	fcache "k8s.io/client-go/tools/cache/testing"
 
-	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/interceptor/internal/endpointslices"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 	"github.com/lobby-http/lobby/operator/api/v1beta1"
 )
@@ -47,7 +47,7 @@ func TestWatcherRoutesBothKindsOrHTTPScaledObjectsAlone(t *testing.T) {
 					}
 					return tt.served, nil
 				},
-			}, router, endpoints.NewStore(logr.Discard()), newFakeCounters(), Defaults{}, prometheus.NewPedanticRegistry(), logr.Discard())
+			}, router, endpointslices.NewStore(logr.Discard()), newFakeCounters(), Defaults{}, prometheus.NewPedanticRegistry(), logr.Discard())
 			if err != nil {
 				t.Fatal(err)
 			}

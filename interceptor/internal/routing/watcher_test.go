@@ -13,7 +13,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	fcache "k8s.io/client-go/tools/cache/testing"
 
-	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
+	"github.com/lobby-http/lobby/interceptor/internal/endpointslices"
 	"github.com/lobby-http/lobby/internal/httpso"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -46,7 +46,7 @@ func TestWatcher(t *testing.T) {
 	informer := cache.NewSharedIndexInformer(source, &v1alpha1.HTTPScaledObject{}, 0, cache.Indexers{})
 
 	router := NewRouter()
-	store := endpoints.NewStore(logr.Discard())
+	store := endpointslices.NewStore(logr.Discard())
 	counters := newFakeCounters()
 	reg := prometheus.NewPedanticRegistry()
 	w, err := NewWatcher(Sources{HTTPScaledObjects: informer}, router, store, counters, Defaults{MaxPending: 10}, reg, logr.Discard())
@@ -126,10 +126,10 @@ lobby_interceptor_routing_conflicts 1
 func TestNewWatcherReportsDuplicateMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	informer := cache.NewSharedIndexInformer(fcache.NewFakeControllerSource(), &v1alpha1.HTTPScaledObject{}, 0, cache.Indexers{})
-	if _, err := NewWatcher(Sources{HTTPScaledObjects: informer}, NewRouter(), endpoints.NewStore(logr.Discard()), newFakeCounters(), Defaults{}, reg, logr.Discard()); err != nil {
+	if _, err := NewWatcher(Sources{HTTPScaledObjects: informer}, NewRouter(), endpointslices.NewStore(logr.Discard()), newFakeCounters(), Defaults{}, reg, logr.Discard()); err != nil {
 		t.Fatalf("first NewWatcher: %v", err)
 	}
-	if _, err := NewWatcher(Sources{HTTPScaledObjects: informer}, NewRouter(), endpoints.NewStore(logr.Discard()), newFakeCounters(), Defaults{}, reg, logr.Discard()); err == nil {
+	if _, err := NewWatcher(Sources{HTTPScaledObjects: informer}, NewRouter(), endpointslices.NewStore(logr.Discard()), newFakeCounters(), Defaults{}, reg, logr.Discard()); err == nil {
 		t.Errorf("second NewWatcher on the same registry succeeded, want an error")
 	}
 }

@@ -1,19 +1,19 @@
-package endpoints
+package endpointslices
 
 import (
 	"context"
 	"errors"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
 )
 
 // readyTarget returns a Store and the target of Service app's port 80 with the given ready pods.
-func readyTarget(t *testing.T, addrs ...string) (*Store, *Target) {
+func readyTarget(t *testing.T, addrs ...string) (*Store, *endpoints.Target) {
 	t.Helper()
 	s := NewStore(logr.Discard())
 	tg := s.Target("ns", "app", 80, "")
@@ -32,7 +32,7 @@ func setReady(s *Store, addrs ...string) {
 }
 
 // waitAsync calls tg.Wait in the background and returns where its result arrives.
-func waitAsync(ctx context.Context, tg *Target) <-chan waitResult {
+func waitAsync(ctx context.Context, tg *endpoints.Target) <-chan waitResult {
 	ch := make(chan waitResult, 1)
 	go func() {
 		s, err := tg.Wait(ctx)
@@ -42,7 +42,7 @@ func waitAsync(ctx context.Context, tg *Target) <-chan waitResult {
 }
 
 type waitResult struct {
-	snap *Snapshot
+	snap *endpoints.Snapshot
 	err  error
 }
 
@@ -60,31 +60,31 @@ func TestWaitPassesSuspectEndpointsOver(t *testing.T) {
 	tests := []struct {
 		name string
 		// change makes an endpoint pickable again, or does nothing; tg's only endpoint is suspect.
-		change    func(s *Store, tg *Target, e *Endpoint)
+		change    func(s *Store, tg *endpoints.Target, e *endpoints.Endpoint)
 		wantHosts []string
 		// wantSuspect is whether the original endpoint is still suspect afterwards.
 		wantSuspect bool
 	}{
 		{
 			name:        "An answer from the suspect endpoint ends its mark and wakes the waiters.",
-			change:      func(_ *Store, tg *Target, e *Endpoint) { tg.Responded(e) },
+			change:      func(_ *Store, tg *endpoints.Target, e *endpoints.Endpoint) { tg.Responded(e) },
 			wantHosts:   []string{"10.0.0.1:8080"},
 			wantSuspect: false,
 		},
 		{
 			name:        "A new ready endpoint wakes the waiters while the old one stays suspect.",
-			change:      func(s *Store, _ *Target, _ *Endpoint) { setReady(s, "10.0.0.1", "10.0.0.2") },
+			change:      func(s *Store, _ *endpoints.Target, _ *endpoints.Endpoint) { setReady(s, "10.0.0.1", "10.0.0.2") },
 			wantHosts:   []string{"10.0.0.1:8080", "10.0.0.2:8080"},
 			wantSuspect: true,
 		},
 		{
 			name: "An endpoint that leaves the slice and comes back is no longer suspect.",
-			change: func(s *Store, _ *Target, _ *Endpoint) {
+			change: func(s *Store, _ *endpoints.Target, _ *endpoints.Endpoint) {
 				setReady(s)
 				setReady(s, "10.0.0.1")
 			},
 			wantHosts:   []string{"10.0.0.1:8080"},
-			wantSuspect: true, // The old Endpoint keeps its mark; the snapshot has a new one.
+			wantSuspect: true, // The old endpoints.Endpoint keeps its mark; the snapshot has a new one.
 		},
 	}
 	for _, tc := range tests {
@@ -161,34 +161,4 @@ func TestWaitReturnsWhenTheSuspectMarkRunsOut(t *testing.T) {
 	if _, err := tg.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Wait after the claim = %v, want it to wait", err)
 	}
-}
-
-func TestClaim(t *testing.T) {
-	t.Run("An endpoint without a mark or with a running one cannot be claimed.", func(t *testing.T) {
-		e := &Endpoint{}
-		if e.Claim(time.Hour) {
-			t.Error("claimed an endpoint without a mark")
-		}
-		e.MarkSuspect(time.Hour)
-		if e.Claim(time.Hour) {
-			t.Error("claimed an endpoint whose mark still runs")
-		}
-	})
-	t.Run("Of many callers, exactly one claims a mark that ran out.", func(t *testing.T) {
-		e := &Endpoint{}
-		e.MarkSuspect(-time.Second)
-		var wins atomic.Int32
-		var wg sync.WaitGroup
-		for range 50 {
-			wg.Go(func() {
-				if e.Claim(time.Hour) {
-					wins.Add(1)
-				}
-			})
-		}
-		wg.Wait()
-		if n := wins.Load(); n != 1 {
-			t.Errorf("%d callers claimed the endpoint, want 1", n)
-		}
-	})
 }

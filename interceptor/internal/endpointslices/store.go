@@ -1,4 +1,9 @@
-package endpoints
+// Package endpointslices feeds the endpoints.Targets of an interceptor from the API server: the
+// Store turns Services and EndpointSlices into each target's ready addresses and protocol, and
+// the Informer watches them. The Store keeps only the Services that some Target refers to:
+// objects of other Services are dropped as they arrive, so unrelated EndpointSlices cost a label
+// lookup and nothing more.
+package endpointslices
 
 import (
 	"maps"
@@ -11,6 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
+
+	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
 )
 
 // Store owns the Targets of one interceptor. It is fed Services and EndpointSlices (by the
@@ -48,7 +55,7 @@ type targetKey struct {
 // service is what the Store knows about one wanted Service.
 type service struct {
 	key     serviceKey
-	targets map[targetKey]*Target
+	targets map[targetKey]*endpoints.Target
 
 	// seen is false until the Service object has been seen; until then its targets are empty.
 	seen  bool
@@ -81,7 +88,7 @@ type slicePort struct {
 
 // Target returns the stable handle for a port of a Service, selected by number (port > 0) or by
 // name. The store keeps EndpointSlices only for Services that some handle refers to.
-func (s *Store) Target(namespace, name string, port int32, portName string) *Target {
+func (s *Store) Target(namespace, name string, port int32, portName string) *endpoints.Target {
 	if port > 0 {
 		portName = ""
 	}
@@ -90,7 +97,7 @@ func (s *Store) Target(namespace, name string, port int32, portName string) *Tar
 	k := serviceKey{namespace, name}
 	svc := s.services[k]
 	if svc == nil {
-		svc = &service{key: k, targets: map[targetKey]*Target{}, slices: map[string]*slice{}}
+		svc = &service{key: k, targets: map[targetKey]*endpoints.Target{}, slices: map[string]*slice{}}
 		s.services[k] = svc
 		if s.fetches {
 			// Objects of this Service were dropped while nobody wanted it: have them fetched.
@@ -106,24 +113,24 @@ func (s *Store) Target(namespace, name string, port int32, portName string) *Tar
 	if t := svc.targets[tk]; t != nil {
 		return t
 	}
-	t := newTarget(namespace, name, port, portName)
+	t := endpoints.NewTarget(namespace, name, port, portName)
 	svc.targets[tk] = t
-	t.publish(svc.snapshot(t))
+	svc.publishTo(tk, t)
 	return t
 }
 
 // Retain releases every Target not in keep and forgets the Services no kept Target refers to.
 // The routing watcher calls it after each table swap with the targets of the new table. A released
 // Target keeps its last snapshot but is no longer updated.
-func (s *Store) Retain(keep []*Target) {
-	want := make(map[*Target]struct{}, len(keep))
+func (s *Store) Retain(keep []*endpoints.Target) {
+	want := make(map[*endpoints.Target]struct{}, len(keep))
 	for _, t := range keep {
 		want[t] = struct{}{}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, svc := range s.services {
-		maps.DeleteFunc(svc.targets, func(_ targetKey, t *Target) bool {
+		maps.DeleteFunc(svc.targets, func(_ targetKey, t *endpoints.Target) bool {
 			_, ok := want[t]
 			return !ok
 		})
@@ -253,35 +260,34 @@ func ready(c discoveryv1.EndpointConditions) bool {
 	return c.Terminating == nil || !*c.Terminating
 }
 
-// publish rebuilds and publishes the snapshots of all the Service's targets.
+// publish publishes the ready addresses of all the Service's targets.
 func (svc *service) publish() {
-	for _, t := range svc.targets {
-		t.publish(svc.snapshot(t))
+	for tk, t := range svc.targets {
+		svc.publishTo(tk, t)
 	}
 }
 
-// snapshot builds the snapshot of one target from what is known of its Service. It resolves the
-// Service port (by number or name), then the EndpointSlice port of the same name, whose number is
-// the container port.
-func (svc *service) snapshot(t *Target) *Snapshot {
+// publishTo publishes to t, the target of tk, its ready addresses and protocol as known of its
+// Service. It resolves the Service port (by number or name), then the EndpointSlice port of the
+// same name, whose number is the container port. A Service not seen yet, or without the port,
+// has no ready address.
+func (svc *service) publishTo(tk targetKey, t *endpoints.Target) {
 	if !svc.seen {
-		t.byAddr = nil
-		return emptySnapshot
+		t.Publish(endpoints.HTTP1, nil)
+		return
 	}
 	i := slices.IndexFunc(svc.ports, func(p corev1.ServicePort) bool {
-		if t.port > 0 {
-			return p.Port == t.port
+		if tk.port > 0 {
+			return p.Port == tk.port
 		}
-		return p.Name == t.portName
+		return p.Name == tk.portName
 	})
 	if i < 0 {
-		t.byAddr = nil
-		return emptySnapshot
+		t.Publish(endpoints.HTTP1, nil)
+		return
 	}
 	sp := svc.ports[i]
-	snap := &Snapshot{Protocol: protocol(sp)}
-	prev := t.byAddr
-	next := make(map[netip.AddrPort]*Endpoint, len(prev))
+	var addrs []netip.AddrPort
 	for _, sl := range svc.slices {
 		j := slices.IndexFunc(sl.ports, func(p slicePort) bool { return p.name == sp.Name })
 		if j < 0 {
@@ -289,43 +295,32 @@ func (svc *service) snapshot(t *Target) *Snapshot {
 		}
 		port := uint16(sl.ports[j].port)
 		for _, ip := range sl.ready {
-			ap := netip.AddrPortFrom(ip, port)
-			if _, dup := next[ap]; dup {
-				continue
-			}
-			e := prev[ap]
-			if e == nil {
-				e = &Endpoint{Addr: ap, Host: ap.String()}
-			}
-			next[ap] = e
-			snap.Endpoints = append(snap.Endpoints, e)
+			addrs = append(addrs, netip.AddrPortFrom(ip, port))
 		}
 	}
-	slices.SortFunc(snap.Endpoints, func(a, b *Endpoint) int { return a.Addr.Compare(b.Addr) })
-	t.byAddr = next
-	return snap
+	t.Publish(protocol(sp), addrs)
 }
 
 // protocol resolves how to speak to a Service port: its appProtocol when set, else its name.
-func protocol(p corev1.ServicePort) Protocol {
+func protocol(p corev1.ServicePort) endpoints.Protocol {
 	if p.AppProtocol != nil && *p.AppProtocol != "" {
 		switch strings.ToLower(*p.AppProtocol) {
 		case "kubernetes.io/h2c", "h2c", "grpc":
-			return H2C
+			return endpoints.H2C
 		case "https", "kubernetes.io/https", "kubernetes.io/wss", "tls", "kubernetes.io/tls":
-			return HTTPS
+			return endpoints.HTTPS
 		default:
-			return HTTP1
+			return endpoints.HTTP1
 		}
 	}
 	n := strings.ToLower(p.Name)
 	switch {
 	case n == "h2c" || n == "grpc" || strings.HasPrefix(n, "grpc-") || strings.HasPrefix(n, "h2c-"):
-		return H2C
+		return endpoints.H2C
 	case n == "https" || strings.HasPrefix(n, "https-"):
-		return HTTPS
+		return endpoints.HTTPS
 	default:
-		return HTTP1
+		return endpoints.HTTP1
 	}
 }
 
