@@ -215,6 +215,12 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		}
 	}
 
+	status := admin.NewStatus(admin.StatusOptions{
+		Apps:        statusApps{router},
+		Interceptor: cfg.PodName,
+		Clock:       clk,
+		Log:         log.WithName("status"),
+	})
 	st, err := admin.NewStream(admin.StreamOptions{
 		Source:         registry,
 		Activations:    activations,
@@ -225,6 +231,7 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		Clock:          clk,
 		Registerer:     reg,
 		Log:            log.WithName("stream"),
+		Observe:        status.Observe,
 	})
 	if err != nil {
 		return nil, err
@@ -254,6 +261,7 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 	adm := admin.New(admin.Options{
 		Source:   registry,
 		Stream:   st,
+		Status:   status,
 		Gatherer: reg,
 		Checks: []admin.Check{
 			admin.Synced("HTTPScaledObjects", watcher.HasSynced),
