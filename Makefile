@@ -67,7 +67,8 @@ verify: generate manifests
 	bash hack/bench-fresh.sh
 
 ## deps: install the Debian packages the local cluster and the e2e suite use (etcd, iproute2, nginx, prometheus;
-## containerd, runc, containernetworking-plugins and iptables for the real node).
+## containerd, runc, containernetworking-plugins and iptables for the real node; wrk for make bench; chromium for
+## the browser tests).
 .PHONY: deps
 deps:
 	@bash hack/install-packages.sh
@@ -121,8 +122,17 @@ bench: tools
 
 ## demo: a local control plane with lobby and a sample app at zero: a request held through a cold start.
 .PHONY: demo
+# Built, then run: `go run` exits 1 on Ctrl-C whatever the program's exit code, and Ctrl-C is how
+# the demo ends when it runs in a terminal.
 demo: tools
-	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) run ./e2e/demo
+	$(GO) build -o .cache/demo ./e2e/demo
+	KUBEBUILDER_ASSETS="$(ASSETS)" .cache/demo
+
+## screenshots: regenerate the status page's screenshots in docs/images from a run of TestStatusPage.
+.PHONY: screenshots
+screenshots: tools
+	LOBBY_SCREENSHOTS=$(CURDIR)/docs/images KUBEBUILDER_ASSETS="$(ASSETS)" \
+		$(GO) test -count=1 -tags e2e -timeout 20m -run '^TestStatusPage$$' ./e2e/system
 
 ## images: OCI image tarballs of the three binaries in bin/images, built without a container engine.
 .PHONY: images

@@ -2,13 +2,14 @@
 # Installs the Debian packages the local cluster and the end-to-end suite run: etcd (the control
 # plane's store), iproute2 (network namespaces), nginx (the ingress in front of the interceptor),
 # prometheus (scrapes lobby's metrics), and for the real node (e2e/node) containerd, runc, the CNI
-# plugins and iptables, and wrk (the load generator of `make bench`). Packages already present are left alone. Services the packages would
-# start are kept from starting: the tests run their own instances.
+# plugins and iptables, wrk (the load generator of `make bench`), and chromium (the headless browser
+# of e2e/browser). Packages already present are left alone. Services the packages would start are
+# kept from starting: the tests run their own instances.
 set -euo pipefail
 
 declare -A want=([etcd]=etcd-server [ip]=iproute2 [nginx]=nginx [prometheus]=prometheus
 	[containerd]=containerd [runc]=runc [iptables]=iptables [nsenter]=util-linux
-	[/usr/lib/cni/bridge]=containernetworking-plugins [wrk]=wrk)
+	[/usr/lib/cni/bridge]=containernetworking-plugins [wrk]=wrk [chromium]=chromium)
 missing=()
 for cmd in "${!want[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || [[ -x /usr/bin/$cmd ]] || [[ -x $cmd ]] ||

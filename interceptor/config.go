@@ -44,6 +44,21 @@ func maxConnectionsFor(limit int64) int {
 	return int(max((soft-baseReserve)/connectionBudget, minMaxConnections))
 }
 
+// maxHeldRequestsFor returns the cap on requests held over all routes for a container memory limit
+// of limit bytes: half of the connection cap that limit gives. Every held request occupies a slot
+// of the connection cap (its HTTP/1.1 connection's, or its HTTP/2 stream's), so the memory model
+// already counts it; the held cap keeps half of the slots for requests that are being served, so
+// that a flood of requests for apps at zero cannot take every slot from warm routes. No known
+// limit gives 0, no cap.
+func maxHeldRequestsFor(limit int64) int {
+	return maxConnectionsFor(limit) / 2
+}
+
+// defaultMaxConcurrentStreams is the most streams an HTTP/2 client may run at once on one
+// connection, unless configured: the least RFC 9113 recommends, as nginx (128) and Envoy (100 by
+// default for downstreams behind a cap) do, against Go's 250.
+const defaultMaxConcurrentStreams = 100
+
 // Config is everything the interceptor is configured with, loaded from environment variables
 // once at start. docs/configuration.md describes each variable and why its default is what it is.
 type Config struct {
@@ -140,6 +155,19 @@ type Config struct {
 	// the listen backlog. 0 is no cap. Unset, it is what MemoryLimit holds (maxConnectionsFor)
 	// (LOBBY_MAX_CONNECTIONS).
 	MaxConnections int
+	// MaxHeldRequests is the most requests held at once over all routes; more get what a full
+	// hold queue gives. 0 is no cap. Unset, it is half of what MemoryLimit holds
+	// (maxHeldRequestsFor) (LOBBY_MAX_HELD_REQUESTS).
+	MaxHeldRequests int
+	// MaxConcurrentStreams is the most HTTP/2 streams a client may run at once on one connection
+	// (LOBBY_MAX_CONCURRENT_STREAMS). Each running stream also takes a slot of MaxConnections.
+	MaxConcurrentStreams int
+	// BodyIdleTimeout cuts a request whose body makes no progress for that long once it is being
+	// read; 0 turns it off (LOBBY_BODY_IDLE_TIMEOUT).
+	BodyIdleTimeout time.Duration
+	// WriteIdleTimeout closes a client connection that takes nothing of what is written to it
+	// for that long; 0 turns it off (LOBBY_WRITE_IDLE_TIMEOUT).
+	WriteIdleTimeout time.Duration
 
 	// Tracing says whether and where spans are exported, from OpenTelemetry's standard
 	// variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER, ...; see tracing.Load). Off
@@ -211,6 +239,12 @@ func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 	c.LogLevel = env.Parse(l, "LOBBY_LOG_LEVEL", logging.LevelInfo, logging.ParseLevel)
 	c.LogFormat = env.Parse(l, "LOBBY_LOG_FORMAT", logging.FormatJSON, logging.ParseFormat)
 	c.MaxConnections = l.Int("LOBBY_MAX_CONNECTIONS", maxConnectionsFor(c.MemoryLimit), 0)
+	c.MaxHeldRequests = l.Int("LOBBY_MAX_HELD_REQUESTS", maxHeldRequestsFor(c.MemoryLimit), 0)
+	c.MaxConcurrentStreams = l.Int("LOBBY_MAX_CONCURRENT_STREAMS", defaultMaxConcurrentStreams, 1)
+	// nginx's client_body_timeout and send_timeout, which mean the same: time between two
+	// successive reads or writes, not for the whole body.
+	c.BodyIdleTimeout = l.Duration("LOBBY_BODY_IDLE_TIMEOUT", 60*time.Second, env.NonNegative)
+	c.WriteIdleTimeout = l.Duration("LOBBY_WRITE_IDLE_TIMEOUT", 60*time.Second, env.NonNegative)
 	c.Tracing = tracing.Load(lookup, "lobby-interceptor", l.Fail)
 
 	if c.ProxyAddr == c.AdminAddr && c.ProxyAddr != "" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/lobby-http/lobby/interceptor/internal/admin"
 	"github.com/lobby-http/lobby/internal/stream"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -364,6 +366,26 @@ func TestAgainstAPIServer(t *testing.T) {
 			if !strings.Contains(metrics, want) {
 				t.Errorf("/metrics lacks %q", want)
 			}
+		}
+	})
+
+	t.Run("The status page shows the held request's cold start, from arrival to first answer.", func(t *testing.T) {
+		eventually(t, 5*time.Second, "the cold start on /status.json", func() bool {
+			_, body := r.get(t, r.adminURL+"/status.json", "")
+			var v admin.StatusView
+			if json.Unmarshal([]byte(body), &v) != nil {
+				return false
+			}
+			for _, rt := range v.Routes {
+				if rt.Key == "default/cold" {
+					return rt.State == admin.StateWarm && rt.Ready == 1 && rt.ColdStart != nil && len(rt.ColdStart.Steps) == 4 &&
+						rt.ColdStart.Steps[3].Name == admin.StepAnswered
+				}
+			}
+			return false
+		})
+		if code, body := r.get(t, r.adminURL+"/status", ""); code != http.StatusOK || !strings.Contains(body, "status/events") {
+			t.Errorf("GET /status = %d, want 200 and the page", code)
 		}
 	})
 

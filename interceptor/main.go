@@ -69,7 +69,7 @@ func run(signals context.Context) error {
 		return err
 	}
 	log.Info("starting", "proxyAddr", cfg.ProxyAddr, "proxyTLSAddr", cfg.ProxyTLSAddr, "adminAddr", cfg.AdminAddr, "namespace", cfg.WatchNamespace, "pod", cfg.PodName,
-		"maxConnections", cfg.MaxConnections, "tracing", cfg.Tracing.Enabled,
+		"maxConnections", cfg.MaxConnections, "maxHeldRequests", cfg.MaxHeldRequests, "tracing", cfg.Tracing.Enabled,
 		"adminAllowedServiceAccounts", cfg.AdminAllowedServiceAccounts, "adminTokenAudience", cfg.AdminTokenAudience)
 	return ic.run(signals)
 }
@@ -120,6 +120,11 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		return nil, err
 	}
 	registry := counts.NewRegistry(func(r *counts.Route) { activations.Notify(r) }, clk.Now)
+	// Held requests take slots of the connection cap; this keeps half of them for the others.
+	registry.LimitHeld(int64(cfg.MaxHeldRequests))
+	if err := reg.Register(heldCollector(registry)); err != nil {
+		return nil, fmt.Errorf("register held request metrics: %w", err)
+	}
 	if err := reg.Register(admin.NewCollector(registry, clk)); err != nil {
 		return nil, fmt.Errorf("register count metrics: %w", err)
 	}
@@ -175,12 +180,16 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 	// The cap keeps a connection flood from growing the interceptor past its memory limit; the
 	// connections over it wait in the listen backlog (see server.ConnLimit).
 	conns := server.NewConnLimit(cfg.MaxConnections)
+	conns.WriteIdleTimeout = cfg.WriteIdleTimeout
 	if err := reg.Register(server.NewConnLimitCollector("lobby_interceptor_proxy", conns)); err != nil {
 		return nil, fmt.Errorf("register connection metrics: %w", err)
 	}
+	// Every HTTP/2 stream takes a slot of the cap beside its connection's; a request body that
+	// stops arriving is cut. Chunked requests lose keep-alive: see CloseAfterChunked for the
+	// smuggling it prevents. None of them wraps the ResponseWriter.
+	handler = conns.Streams(server.IdleBody(server.CloseAfterChunked(handler), cfg.BodyIdleTimeout))
 	proxy := &server.Server{
-		// Chunked requests lose keep-alive: see CloseAfterChunked for the smuggling it prevents.
-		HTTP:            newHTTPServer(cfg, cfg.ProxyAddr, server.CloseAfterChunked(handler), log.WithName("proxy")),
+		HTTP:            newHTTPServer(cfg, cfg.ProxyAddr, handler, log.WithName("proxy")),
 		Limit:           conns,
 		ShutdownTimeout: cfg.DrainTimeout,
 		Log:             log.WithName("proxy"),
@@ -192,7 +201,7 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		if pairs, err = certs.New(certs.Options{Dirs: cfg.ProxyTLSCertDirs, Interval: cfg.TLSReloadInterval, Log: log.WithName("certs")}); err != nil {
 			return nil, err
 		}
-		httpServer := newHTTPServer(cfg, cfg.ProxyTLSAddr, server.CloseAfterChunked(handler), log.WithName("proxy-tls"))
+		httpServer := newHTTPServer(cfg, cfg.ProxyTLSAddr, handler, log.WithName("proxy-tls"))
 		httpServer.Protocols = new(http.Protocols)
 		httpServer.Protocols.SetHTTP1(true)
 		httpServer.Protocols.SetHTTP2(true)
@@ -207,6 +216,12 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		}
 	}
 
+	status := admin.NewStatus(admin.StatusOptions{
+		Apps:        statusApps{router},
+		Interceptor: cfg.PodName,
+		Clock:       clk,
+		Log:         log.WithName("status"),
+	})
 	st, err := admin.NewStream(admin.StreamOptions{
 		Source:         registry,
 		Activations:    activations,
@@ -217,6 +232,7 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 		Clock:          clk,
 		Registerer:     reg,
 		Log:            log.WithName("stream"),
+		Observe:        status.Observe,
 	})
 	if err != nil {
 		return nil, err
@@ -246,6 +262,7 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 	adm := admin.New(admin.Options{
 		Source:   registry,
 		Stream:   st,
+		Status:   status,
 		Gatherer: reg,
 		Checks: []admin.Check{
 			admin.Synced("HTTPScaledObjects", watcher.HasSynced),
@@ -285,7 +302,17 @@ func newHTTPServer(cfg Config, addr string, h http.Handler, log logr.Logger) *ht
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		ErrorLog:          server.ErrorLog(log),
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: cfg.MaxConcurrentStreams},
 	}
+}
+
+// heldCollector exposes the cap on requests held over all routes; the held requests themselves
+// are counted per route by the admin collector.
+func heldCollector(registry *counts.Registry) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "lobby_interceptor_max_held_requests",
+		Help: "Most requests held at once over all routes (LOBBY_MAX_HELD_REQUESTS); more are refused as a full hold queue refuses them. 0 is no cap.",
+	}, func() float64 { return float64(registry.MaxHeld()) })
 }
 
 // run starts every component and returns when they have all stopped. When signals ends, /readyz

@@ -2,7 +2,11 @@
 // plane: it starts the cluster of e2e/framework (kube-apiserver, kube-controller-manager, KEDA and
 // the process kubelet) in a private network namespace, installs lobby from its chart, deploys a
 // sample app at zero replicas with an HTTPScaledObject, sends one request, prints the timeline of
-// the cold start, waits for KEDA to scale the idle app back to zero, and stops everything.
+// the cold start, and waits for KEDA to scale the idle app back to zero. Without a terminal (CI,
+// `make fresh-demo`) it then stops everything. With a terminal on its standard input it keeps the
+// cluster up and prints two URLs on the machine's loopback, relayed into the namespace (see
+// netns.Expose): the app through the interceptor, and the interceptor's status page; Ctrl-C then
+// stops everything.
 //
 // Run it with `make demo`, which builds what is missing first. Ctrl-C stops it cleanly at any
 // point. It needs root (network namespaces).
@@ -13,14 +17,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
+	"golang.org/x/term"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -41,8 +48,17 @@ const (
 	appNamespace = "demo"
 	appName      = "hello"
 	appHost      = "hello.example.com"
+	// browserHost is a second host of the app for a browser on the machine: browsers and curl
+	// resolve every name under .localhost to the loopback address, where the relay listens.
+	browserHost = "hello.localhost"
 	// cooldown is the app's scaledownPeriod: how long it stays up once idle.
 	cooldown = 15
+)
+
+// Ports the interactive ending would like on the machine's loopback; others are used when taken.
+const (
+	appPort    = 8080
+	statusPort = 9090
 )
 
 func main() {
@@ -149,6 +165,31 @@ func run(ctx context.Context, out io.Writer) (err error) {
 		return err
 	}
 	say("   back to zero replicas %v after the last request", time.Since(idle).Round(time.Second))
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return nil
+	}
+	return stayUp(ctx, out, interceptor.URL("http"), interceptor.URL("admin"))
+}
+
+// stayUp offers the interceptor's proxy and admin ports on the machine's loopback and waits for
+// Ctrl-C, which ends ctx.
+func stayUp(ctx context.Context, out io.Writer, proxyURL, adminURL string) error {
+	addrs, err := netns.Expose(ctx,
+		netns.Exposed{Addr: strings.TrimPrefix(proxyURL, "http://"), Port: appPort},
+		netns.Exposed{Addr: strings.TrimPrefix(adminURL, "http://"), Port: statusPort})
+	if err != nil {
+		return fmt.Errorf("offer the demo's addresses on this machine: %w", err)
+	}
+	_, port, _ := net.SplitHostPort(addrs[0])
+	fmt.Fprintf(out, `== the cluster stays up until you press Ctrl-C; from this machine (a browser too):
+   the app through the interceptor (it wakes from zero again):
+       http://%s:%s/
+       curl -H 'Host: %s' http://%s/
+   the interceptor's live status page:
+       http://%s/status
+`, browserHost, port, appHost, addrs[0], addrs[1])
+	<-ctx.Done()
+	fmt.Fprintln(out)
 	return nil
 }
 
@@ -166,7 +207,7 @@ func deployApp(ctx context.Context, c client.Client) error {
 		&v1alpha1.HTTPScaledObject{
 			ObjectMeta: metav1.ObjectMeta{Name: appName, Namespace: appNamespace},
 			Spec: v1alpha1.HTTPScaledObjectSpec{
-				Hosts:          []string{appHost},
+				Hosts:          []string{appHost, browserHost},
 				ScaleTargetRef: v1alpha1.ScaleTargetRef{Name: appName, Kind: "Deployment", APIVersion: "apps/v1", Service: appName, Port: 80},
 				Replicas:       &v1alpha1.ReplicaStruct{Min: ptr.To[int32](0), Max: ptr.To[int32](3)},
 				CooldownPeriod: ptr.To[int32](cooldown),

@@ -283,6 +283,7 @@ func checkAddr(ip netip.Addr) error {
 // end-to-end tests.
 func RunTestsInside(m *testing.M) int {
 	if Inside() {
+		keepRelayFromChildren()
 		return m.Run()
 	}
 	if err := Available(); err != nil {
@@ -302,6 +303,7 @@ func RunTestsInside(m *testing.M) int {
 // says why and returns 1.
 func RunInside(run func() int) int {
 	if Inside() {
+		keepRelayFromChildren()
 		return run()
 	}
 	if err := Available(); err != nil {
@@ -356,13 +358,34 @@ func runInside(args []string, stdout, stderr io.Writer) (code int, err error) {
 	// GOPROXY=off makes any module download attempted inside fail at once, naming the module,
 	// rather than after a DNS failure: everything the namespace runs is built before it.
 	cmd.Env = append(os.Environ(), envName+"="+ns.Name, "GOPROXY=off")
+	// The relay socket (see Expose) is the child's descriptor 3.
+	relayEnd, childEnd, err := newRelayPair()
+	if err != nil {
+		return 1, err
+	}
+	r := &relay{conn: relayEnd, host: "127.0.0.1"}
+	cmd.ExtraFiles = []*os.File{childEnd}
+	cmd.Env = append(cmd.Env, relayFDEnv+"=3")
+	exited := make(chan struct{})
+	relayDone := make(chan struct{})
+	defer func() {
+		close(exited)
+		<-relayDone
+	}()
+	go func() {
+		defer close(relayDone)
+		r.serve(exited)
+	}()
 
 	// Forward interrupts so the tests inside can stop their processes; the namespace is
 	// deleted afterwards either way.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	// Only the child holds its end from now on, so the relay sees it close when the child exits.
+	childEnd.Close()
+	if err != nil {
 		return 1, fmt.Errorf("run the tests in network namespace %s: %w", ns.Name, err)
 	}
 	done := make(chan struct{})

@@ -105,6 +105,16 @@ var rules = []rule{
 			return fmt.Sprintf("%.2f× the time per request (%.0f against %.0f µs/op), %+.0f allocations", on/off, on/1e3, off/1e3, onAllocs-offAllocs),
 				true, ok1 && ok2 && ok3 && ok4
 		}},
+	{"status page viewer connected vs none, in process (`BenchmarkProxyStatusViewer/viewer` against `/no-viewer`)", "unchanged within noise: ≥ 0.95× throughput, allocations ±1",
+		func(f figures) (string, bool, bool) {
+			off, ok1 := f.get("interceptor/internal/proxy", "BenchmarkProxyStatusViewer/no-viewer", "ns/op")
+			on, ok2 := f.get("interceptor/internal/proxy", "BenchmarkProxyStatusViewer/viewer", "ns/op")
+			offAllocs, ok3 := f.get("interceptor/internal/proxy", "BenchmarkProxyStatusViewer/no-viewer", "allocs/op")
+			onAllocs, ok4 := f.get("interceptor/internal/proxy", "BenchmarkProxyStatusViewer/viewer", "allocs/op")
+			ratio, d := off/on, onAllocs-offAllocs
+			return fmt.Sprintf("%.2f× the throughput (%.1f against %.1f µs/op), %+.0f allocations", ratio, on/1e3, off/1e3, d),
+				ratio >= 0.95 && d <= 1 && d >= -1, ok1 && ok2 && ok3 && ok4
+		}},
 	{"route lookup, 10,000 routes", "≤ 150 ns, 0 allocs",
 		func(f figures) (string, bool, bool) {
 			v, ok := f.all("interceptor/internal/routing", "BenchmarkLookup", "ns/op", "allocs/op")

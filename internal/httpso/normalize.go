@@ -31,7 +31,9 @@ type Spec interface {
 //   - on an HTTPScaledObject, a timeout of 0s (timeouts.conditionWait, responseHeader, request)
 //     means the interceptor's global default, as if unset (on an InterceptorRoute, 0s means no
 //     bound, as the add-on documents it, and is kept);
-//   - targetPendingRequests, deprecated, is kept (the scaler reads it) and noted.
+//   - targetPendingRequests, deprecated, is kept (the scaler reads it) and noted;
+//   - a count or duration above its bound (see MaxPendingRequests and the other bounds), which
+//     only an object stored before the CRD had the bound can hold, is clamped to it.
 //
 // Spellings that only differ in case, a trailing dot or a trailing slash are matched the same
 // way without a note: they route exactly as written.
@@ -66,7 +68,7 @@ func normalizeScaledObject(spec *v1alpha1.HTTPScaledObjectSpec) []string {
 	if spec.TargetPendingRequests != nil {
 		notes = append(notes, "spec.targetPendingRequests is deprecated: use spec.scalingMetric.concurrency.targetValue")
 	}
-	return notes
+	return boundScaledObject(notes, spec)
 }
 
 func normalizeRoute(spec *v1beta1.InterceptorRouteSpec) []string {
@@ -89,7 +91,7 @@ func normalizeRoute(spec *v1beta1.InterceptorRouteSpec) []string {
 	for i := range spec.StaticRoutes {
 		rules(fmt.Sprintf("spec.staticRoutes[%d].rules", i), spec.StaticRoutes[i].Rules)
 	}
-	return notes
+	return boundRoute(notes, spec)
 }
 
 // normalizeHosts reads hosts with a port as the host alone, appending a note per host to notes.

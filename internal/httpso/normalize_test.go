@@ -9,6 +9,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
+	"github.com/lobby-http/lobby/operator/api/v1beta1"
 )
 
 func TestNormalize(t *testing.T) {
@@ -102,4 +103,75 @@ func TestClaimsOfLenientSpellings(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestNormalizeClampsValuesAboveTheirBounds(t *testing.T) {
+	d := func(s time.Duration) *metav1.Duration { return &metav1.Duration{Duration: s} }
+	t.Run("an HTTPScaledObject stored before the bounds is clamped, field by field", func(t *testing.T) {
+		spec := v1alpha1.HTTPScaledObjectSpec{
+			ColdStart:                   &v1alpha1.ColdStartSpec{MaxPendingRequests: ptr.To[int32](1 << 30)},
+			Timeouts:                    &v1alpha1.HTTPScaledObjectTimeoutsSpec{ConditionWait: d(48 * time.Hour), ResponseHeader: d(time.Hour), Request: d(1000 * time.Hour)},
+			ColdStartTimeoutFailoverRef: &v1alpha1.ColdStartTimeoutFailoverRef{Service: "sorry", Port: 80, TimeoutSeconds: 86400},
+			TargetPendingRequests:       ptr.To[int32](2_000_000),
+			ScalingMetric: &v1alpha1.ScalingMetricSpec{Rate: &v1alpha1.RateMetricSpec{TargetValue: 5,
+				Window: metav1.Duration{Duration: 10 * time.Hour}, Granularity: metav1.Duration{Duration: 2 * time.Hour}}},
+		}
+		notes := Normalize(&spec)
+		want := v1alpha1.HTTPScaledObjectSpec{
+			ColdStart:                   &v1alpha1.ColdStartSpec{MaxPendingRequests: ptr.To[int32](MaxPendingRequests)},
+			Timeouts:                    &v1alpha1.HTTPScaledObjectTimeoutsSpec{ConditionWait: d(time.Hour), ResponseHeader: d(time.Hour), Request: d(24 * time.Hour)},
+			ColdStartTimeoutFailoverRef: &v1alpha1.ColdStartTimeoutFailoverRef{Service: "sorry", Port: 80, TimeoutSeconds: 3600},
+			TargetPendingRequests:       ptr.To[int32](MaxTargetValue),
+			ScalingMetric: &v1alpha1.ScalingMetricSpec{Rate: &v1alpha1.RateMetricSpec{TargetValue: 5,
+				Window: metav1.Duration{Duration: time.Hour}, Granularity: metav1.Duration{Duration: time.Hour}}},
+		}
+		if !reflect.DeepEqual(spec, want) {
+			t.Errorf("spec =\n%+v\nwant\n%+v", spec, want)
+		}
+		wantNotes := []string{
+			"spec.targetPendingRequests is deprecated: use spec.scalingMetric.concurrency.targetValue",
+			"spec.coldStart.maxPendingRequests 1073741824 is above the most allowed, 100000: clamped to it",
+			"spec.timeouts.conditionWait 48h0m0s is above the most allowed, 1h0m0s: clamped to it",
+			"spec.timeouts.request 1000h0m0s is above the most allowed, 24h0m0s: clamped to it",
+			"spec.coldStartTimeoutFailoverRef.timeoutSeconds 86400 is above the most allowed, 3600: clamped to it",
+			"spec.targetPendingRequests 2000000 is above the most allowed, 1000000: clamped to it",
+			"spec.scalingMetric.requestRate.window 10h0m0s is above the most allowed, 1h0m0s: clamped to it",
+			"spec.scalingMetric.requestRate.granularity 2h0m0s is longer than the clamped window: clamped to 1h0m0s",
+		}
+		if !reflect.DeepEqual(notes, wantNotes) {
+			t.Errorf("notes =\n%q\nwant\n%q", notes, wantNotes)
+		}
+	})
+	t.Run("an InterceptorRoute stored before the bounds is clamped, field by field", func(t *testing.T) {
+		spec := v1beta1.InterceptorRouteSpec{
+			ColdStart: &v1beta1.ColdStartSpec{MaxPendingRequests: ptr.To[int32](200_000)},
+			Timeouts:  v1beta1.InterceptorRouteTimeouts{Readiness: d(2 * time.Hour), ResponseHeader: d(0), Request: d(25 * time.Hour)},
+			ScalingMetric: v1beta1.ScalingMetricSpec{Concurrency: &v1beta1.ConcurrencyTargetSpec{TargetValue: 1 << 30},
+				RequestRate: &v1beta1.RequestRateTargetSpec{TargetValue: 3, Window: metav1.Duration{Duration: time.Minute}, Granularity: metav1.Duration{Duration: time.Second}}},
+		}
+		notes := Normalize(&spec)
+		if *spec.ColdStart.MaxPendingRequests != MaxPendingRequests || spec.Timeouts.Readiness.Duration != time.Hour ||
+			spec.Timeouts.ResponseHeader.Duration != 0 || spec.Timeouts.Request.Duration != 24*time.Hour ||
+			spec.ScalingMetric.Concurrency.TargetValue != MaxTargetValue || spec.ScalingMetric.RequestRate.Window.Duration != time.Minute {
+			t.Errorf("spec = %+v, want every value above its bound clamped and the others (0s, a 1m window) kept", spec)
+		}
+		wantNotes := []string{
+			"spec.coldStart.maxPendingRequests 200000 is above the most allowed, 100000: clamped to it",
+			"spec.timeouts.readiness 2h0m0s is above the most allowed, 1h0m0s: clamped to it",
+			"spec.timeouts.request 25h0m0s is above the most allowed, 24h0m0s: clamped to it",
+			"spec.scalingMetric.concurrency.targetValue 1073741824 is above the most allowed, 1000000: clamped to it",
+		}
+		if !reflect.DeepEqual(notes, wantNotes) {
+			t.Errorf("notes =\n%q\nwant\n%q", notes, wantNotes)
+		}
+	})
+	t.Run("values at their bounds are left alone and get no notes", func(t *testing.T) {
+		spec := v1alpha1.HTTPScaledObjectSpec{
+			ColdStart: &v1alpha1.ColdStartSpec{MaxPendingRequests: ptr.To[int32](MaxPendingRequests)},
+			Timeouts:  &v1alpha1.HTTPScaledObjectTimeoutsSpec{ConditionWait: d(time.Hour), Request: d(24 * time.Hour)},
+		}
+		if notes := Normalize(&spec); notes != nil {
+			t.Errorf("notes = %q, want none", notes)
+		}
+	})
 }

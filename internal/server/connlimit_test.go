@@ -381,6 +381,12 @@ lobby_interceptor_proxy_max_connections 3
 # HELP lobby_interceptor_proxy_open_connections Client connections accepted and not yet closed, hijacked ones (such as WebSockets) included.
 # TYPE lobby_interceptor_proxy_open_connections gauge
 lobby_interceptor_proxy_open_connections 2
+# HELP lobby_interceptor_proxy_open_streams HTTP/2 streams running, each holding a slot of the connection cap beside its connection's.
+# TYPE lobby_interceptor_proxy_open_streams gauge
+lobby_interceptor_proxy_open_streams 0
+# HELP lobby_interceptor_proxy_refused_streams_total HTTP/2 streams answered 503 because every slot of the connection cap was taken.
+# TYPE lobby_interceptor_proxy_refused_streams_total counter
+lobby_interceptor_proxy_refused_streams_total 0
 `
 	if err := testutil.CollectAndCompare(NewConnLimitCollector("lobby_interceptor_proxy", f.limit), strings.NewReader(want)); err != nil {
 		t.Error(err)

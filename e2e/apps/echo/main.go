@@ -23,7 +23,9 @@
 // proto, headers, podName; ?delay=250ms delays the answer); /status/<code> answers with that
 // status; /sse streams ?n= events (default 3) ?interval= apart (default 100ms), each flushed;
 // /ws echoes WebSocket messages; /crash answers, then exits 1; /delayed answers how many
-// requests are in their delay now (a test can wait until a slow request has reached the app).
+// requests are in their delay now (a test can wait until a slow request has reached the app);
+// /upload reads the whole request body and answers its length; /download?size= answers that
+// many bytes (default 1 MiB), written 32 KiB at a time.
 package main
 
 import (
@@ -33,6 +35,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -326,6 +329,35 @@ func handler(cfg config) http.Handler {
 			}
 		}
 	}))
+	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("read body after %d bytes: %v", n, err), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d\n", n)
+	})
+	mux.HandleFunc("/download", func(w http.ResponseWriter, r *http.Request) {
+		size := int64(1 << 20)
+		if v := r.URL.Query().Get("size"); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				http.Error(w, "want /download?size=<bytes>", http.StatusBadRequest)
+				return
+			}
+			size = n
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		chunk := make([]byte, 32<<10)
+		for size > 0 {
+			n, err := w.Write(chunk[:min(size, int64(len(chunk)))])
+			if err != nil {
+				return
+			}
+			size -= int64(n)
+		}
+	})
 	mux.HandleFunc("/crash", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("crashing\n"))
 		_ = http.NewResponseController(w).Flush()

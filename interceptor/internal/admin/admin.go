@@ -1,7 +1,8 @@
 // Package admin is the interceptor's admin server, on its own port and never behind the proxy
 // Service: liveness and readiness probes, Prometheus metrics, a JSON view of the per-route counts
-// (/queue), and the push stream the scaler subscribes to (see docs/stream.md). /queue and the
-// stream answer only the ServiceAccounts allowed (auth.go).
+// (/queue), the push stream the scaler subscribes to (see docs/stream.md), and the operators' live
+// status page (see docs/status-page.md). /queue and the stream answer only the ServiceAccounts
+// allowed (auth.go); the status page, like /metrics, needs no token.
 package admin
 
 import (
@@ -42,6 +43,9 @@ type Options struct {
 	Source Source
 	// Stream serves the push stream on stream.Path.
 	Stream *Stream
+	// Status, when not nil, serves the status page on StatusPath, StatusJSONPath and
+	// StatusEventsPath.
+	Status *Status
 	// Gatherer gives the metrics served on /metrics.
 	Gatherer prometheus.Gatherer
 	// Checks must all pass for /readyz to succeed.
@@ -71,6 +75,11 @@ func New(o Options) *Server {
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	s.mux.Handle("GET /queue", s.guard(http.HandlerFunc(s.queue)))
 	s.mux.Handle(stream.Path, s.guard(o.Stream))
+	if o.Status != nil {
+		s.mux.HandleFunc("GET "+StatusPath, o.Status.ServePage)
+		s.mux.HandleFunc("GET "+StatusJSONPath, o.Status.ServeJSON)
+		s.mux.HandleFunc("GET "+StatusEventsPath, o.Status.ServeEvents)
+	}
 	if o.Server != nil {
 		o.Server.HTTP.Handler = s.mux
 	}
@@ -92,10 +101,14 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // before it shuts down.
 func (s *Server) Drain() { s.draining.Store(true) }
 
-// Start runs the stream's dispatcher and the HTTP server until ctx ends.
+// Start runs the stream's dispatcher, the status page's producer and the HTTP server until ctx
+// ends.
 func (s *Server) Start(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.opts.Stream.Start(ctx) })
+	if s.opts.Status != nil {
+		g.Go(func() error { return s.opts.Status.Start(ctx) })
+	}
 	g.Go(func() error { return s.opts.Server.Start(ctx) })
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("run admin server: %w", err)

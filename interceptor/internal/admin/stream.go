@@ -97,6 +97,10 @@ type StreamOptions struct {
 	Registerer prometheus.Registerer
 	// Log receives subscriber lifecycle messages at V(1).
 	Log logr.Logger
+	// Observe, when not nil, is handed every frame's kind, routes and time once the frame is
+	// queued for the subscribers (the status page's producer). It runs on the dispatcher and must
+	// not block; it must not modify routes.
+	Observe func(kind stream.Kind, routes []stream.RouteCounts, at time.Time)
 }
 
 // Stream serves the push stream (see docs/stream.md) to at most MaxSubscribers subscribers. Its Start
@@ -217,8 +221,12 @@ func (s *Stream) activation(first Route) event {
 	return event{kind: stream.KindActivate, routes: routes, at: now}
 }
 
-// publish queues e for every subscriber without waiting for any of them.
+// publish queues e for every subscriber without waiting for any of them, then hands it to the
+// observer.
 func (s *Stream) publish(e event) {
+	if s.opts.Observe != nil {
+		defer s.opts.Observe(e.kind, e.routes, e.at)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for sub := range s.subs {

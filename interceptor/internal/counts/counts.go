@@ -45,28 +45,47 @@ type Route struct {
 // Key returns the route's "namespace/name".
 func (r *Route) Key() string { return r.key }
 
+// Hold is the outcome of BeginHeld and Requeue.
+type Hold uint8
+
+const (
+	// Held means the request is counted as held.
+	Held Hold = iota
+	// RouteFull means the route holds its cap of requests already; nothing changed.
+	RouteFull
+	// InterceptorFull means the interceptor holds its cap of requests over all routes already
+	// (Registry.LimitHeld); nothing changed.
+	InterceptorFull
+)
+
 // BeginHeld counts a request as held (waiting for a ready endpoint) and as received, unless max
-// requests are held already, in which case it changes nothing and returns false (the queue is
-// full). A max of zero or less means no cap. It fires the activation hook on the idle→busy edge.
-func (r *Route) BeginHeld(max int64) bool {
+// requests are held on the route already, or the interceptor's cap over all routes is reached,
+// in which case it changes nothing and says which. A max of zero or less means no cap on the
+// route. It fires the activation hook on the idle→busy edge.
+func (r *Route) BeginHeld(max int64) Hold {
 	for {
 		n := r.held.Load()
 		if max > 0 && n >= max {
-			return false
+			return RouteFull
 		}
 		if r.held.CompareAndSwap(n, n+1) {
 			break
 		}
 	}
+	if !r.reg.enterHeld() {
+		r.held.Add(-1)
+		return InterceptorFull
+	}
 	r.received()
 	r.enter()
-	return true
+	return Held
 }
 
 // EndHeld ends a held period started by BeginHeld when the request leaves without being
 // forwarded (it was answered by the lobby, or the client went away).
 func (r *Route) EndHeld() {
 	r.held.Add(-1)
+	r.reg.held.Add(-1)
 	r.busy.Add(-1)
 }
 
@@ -100,25 +119,29 @@ func (r *Route) EndOpen() {
 
 // Requeue moves a request that was counted in flight (or open, when open is set) back to held,
 // because it must wait for a ready endpoint again before it reaches the app: the endpoint it was
-// sent to refused the connection and no other was left. Unless max requests are held already, in
-// which case it changes nothing and returns false. The request is not counted as received again,
-// and the route stays busy throughout.
-func (r *Route) Requeue(max int64, open bool) bool {
+// sent to refused the connection and no other was left. Unless a cap is reached, as for
+// BeginHeld, in which case it changes nothing and says which. The request is not counted as
+// received again, and the route stays busy throughout.
+func (r *Route) Requeue(max int64, open bool) Hold {
 	for {
 		n := r.held.Load()
 		if max > 0 && n >= max {
-			return false
+			return RouteFull
 		}
 		if r.held.CompareAndSwap(n, n+1) {
 			break
 		}
+	}
+	if !r.reg.enterHeld() {
+		r.held.Add(-1)
+		return InterceptorFull
 	}
 	if open {
 		r.open.Add(-1)
 	} else {
 		r.inFlight.Add(-1)
 	}
-	return true
+	return Held
 }
 
 // begin finishes BeginInFlight and BeginOpen: a fresh request is received and may make the route
@@ -131,6 +154,7 @@ func (r *Route) begin(fresh bool) {
 		return
 	}
 	r.held.Add(-1)
+	r.reg.held.Add(-1)
 }
 
 // enter counts one more busy request and fires the activation hook on the idle→busy edge.
@@ -168,6 +192,11 @@ type Registry struct {
 	onActivate func(*Route)
 	clock      func() time.Time
 
+	// held is how many requests are held over all routes; maxHeld caps it, 0 for no cap. Only
+	// requests that wait touch held: one atomic add as they start holding, one as they stop.
+	held    atomic.Int64
+	maxHeld int64
+
 	mu     sync.Mutex
 	routes map[string]*Route
 }
@@ -180,6 +209,26 @@ func NewRegistry(onActivate func(*Route), clock func() time.Time) *Registry {
 		clock = time.Now
 	}
 	return &Registry{onActivate: onActivate, clock: clock, routes: make(map[string]*Route)}
+}
+
+// LimitHeld caps the requests held at once over all routes at n; 0 or less means no cap. A
+// request over it is refused as one over its route's cap is (BeginHeld says which). It must be
+// called before the Registry's routes are used.
+func (g *Registry) LimitHeld(n int64) { g.maxHeld = max(n, 0) }
+
+// MaxHeld returns the cap LimitHeld set; 0 means none.
+func (g *Registry) MaxHeld() int64 { return g.maxHeld }
+
+// Held returns how many requests are held over all routes.
+func (g *Registry) Held() int64 { return max(g.held.Load(), 0) }
+
+// enterHeld counts one more request held over all routes, unless the cap is reached.
+func (g *Registry) enterHeld() bool {
+	if n := g.held.Add(1); g.maxHeld > 0 && n > g.maxHeld {
+		g.held.Add(-1)
+		return false
+	}
+	return true
 }
 
 // Route returns the Route for key, creating it with the given rate window and granularity, or

@@ -1,6 +1,7 @@
 package counts_test
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -178,12 +179,12 @@ func TestBeginHeld(t *testing.T) {
 			activations := 0
 			r := counts.NewRegistry(func(*counts.Route) { activations++ }, clk.Now).Route("ns/app", time.Second, time.Second)
 			for i := range tc.before {
-				if !r.BeginHeld(0) {
-					t.Fatalf("BeginHeld #%d without a cap = false", i)
+				if h := r.BeginHeld(0); h != counts.Held {
+					t.Fatalf("BeginHeld #%d without a cap = %d, want Held", i, h)
 				}
 			}
 			before := r.Counts(clk.Now())
-			if got := r.BeginHeld(tc.max); got != tc.want {
+			if got := r.BeginHeld(tc.max) == counts.Held; got != tc.want {
 				t.Fatalf("BeginHeld(%d) = %v, want %v", tc.max, got, tc.want)
 			}
 			got := r.Counts(clk.Now())
@@ -207,7 +208,7 @@ func TestBeginHeldCapUnderConcurrency(t *testing.T) {
 	var wg sync.WaitGroup
 	for range goroutines {
 		wg.Go(func() {
-			if r.BeginHeld(cap) {
+			if r.BeginHeld(cap) == counts.Held {
 				admitted.Add(1)
 			}
 		})
@@ -215,6 +216,62 @@ func TestBeginHeldCapUnderConcurrency(t *testing.T) {
 	wg.Wait()
 	if admitted.Load() != cap || r.Counts(time.Now()).Held != cap {
 		t.Errorf("admitted %d, held %d, want %d of each", admitted.Load(), r.Counts(time.Now()).Held, cap)
+	}
+}
+
+func TestLimitHeld(t *testing.T) {
+	g := counts.NewRegistry(nil, nil)
+	g.LimitHeld(3)
+	a := g.Route("ns/a", time.Second, time.Second)
+	b := g.Route("ns/b", time.Second, time.Second)
+	steps := []struct {
+		name string
+		do   func() counts.Hold
+		want counts.Hold
+		// wantHeld is the count over all routes after the step.
+		wantHeld int64
+	}{
+		{"a first request is held", func() counts.Hold { return a.BeginHeld(0) }, counts.Held, 1},
+		{"a request for another route is held", func() counts.Hold { return b.BeginHeld(0) }, counts.Held, 2},
+		{"a third request reaches the cap", func() counts.Hold { return b.BeginHeld(0) }, counts.Held, 3},
+		{"a fourth request over all routes is refused", func() counts.Hold { return a.BeginHeld(0) }, counts.InterceptorFull, 3},
+		{"the route's own cap is told apart", func() counts.Hold { return b.BeginHeld(2) }, counts.RouteFull, 3},
+		{"a held request that leaves frees its place", func() counts.Hold { a.EndHeld(); return counts.Held }, counts.Held, 2},
+		{"a held request forwarded frees its place", func() counts.Hold { b.BeginInFlight(false); return counts.Held }, counts.Held, 1},
+		{"a requeued request takes a place again", func() counts.Hold { return b.Requeue(0, false) }, counts.Held, 2},
+		{"a request held after them fits", func() counts.Hold { return a.BeginHeld(0) }, counts.Held, 3},
+		{"a requeue over the cap is refused", func() counts.Hold { b.BeginInFlight(false); a.BeginHeld(0); return b.Requeue(0, false) }, counts.InterceptorFull, 3},
+	}
+	for _, s := range steps {
+		if got := s.do(); got != s.want || g.Held() != s.wantHeld {
+			t.Fatalf("%s: got %d with %d held over all routes, want %d with %d", s.name, got, g.Held(), s.want, s.wantHeld)
+		}
+	}
+	if got := a.Counts(time.Now()).Held + b.Counts(time.Now()).Held; got != g.Held() {
+		t.Errorf("the routes hold %d, the registry counts %d", got, g.Held())
+	}
+	if g.MaxHeld() != 3 {
+		t.Errorf("MaxHeld = %d, want 3", g.MaxHeld())
+	}
+}
+
+func TestLimitHeldUnderConcurrency(t *testing.T) {
+	g := counts.NewRegistry(nil, nil)
+	const goroutines, cap = 32, 7
+	g.LimitHeld(cap)
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	for i := range goroutines {
+		r := g.Route(fmt.Sprintf("ns/app-%d", i%4), time.Second, time.Second)
+		wg.Go(func() {
+			if r.BeginHeld(0) == counts.Held {
+				admitted.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if admitted.Load() != cap || g.Held() != cap {
+		t.Errorf("admitted %d, held %d over all routes, want %d of each", admitted.Load(), g.Held(), cap)
 	}
 }
 
@@ -339,7 +396,7 @@ func TestCountsReturnToZeroUnderConcurrency(t *testing.T) {
 					route.BeginInFlight(true)
 					route.EndInFlight()
 				case 1:
-					if route.BeginHeld(0) {
+					if route.BeginHeld(0) == counts.Held {
 						route.BeginInFlight(false)
 						route.EndInFlight()
 					}

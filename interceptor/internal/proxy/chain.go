@@ -20,6 +20,7 @@ import (
 	"github.com/go-logr/logr"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/lobby-http/lobby/interceptor/internal/counts"
 	"github.com/lobby-http/lobby/interceptor/internal/endpoints"
 	"github.com/lobby-http/lobby/interceptor/internal/routing"
 )
@@ -147,28 +148,36 @@ func (x *Exchange) Waited() time.Duration { return x.waited }
 // Upgrade reports whether the request asks to switch protocols (a WebSocket).
 func (x *Exchange) Upgrade() bool { return x.upgrade }
 
-// hold counts the request as held, unless the route's queue is full.
-func (x *Exchange) hold() bool {
-	if !x.route.Counts.BeginHeld(x.route.MaxPending) {
-		return false
+// hold counts the request as held, unless the route's queue or the interceptor's cap over all
+// routes is full: then it says which.
+func (x *Exchange) hold() counts.Hold {
+	h := x.route.Counts.BeginHeld(x.route.MaxPending)
+	if h == counts.Held {
+		x.state = held
 	}
-	x.state = held
-	return true
+	return h
 }
 
-// requeue counts a request that was forwarded as held again, unless the route's queue is full.
-func (x *Exchange) requeue() bool {
-	if !x.route.Counts.Requeue(x.route.MaxPending, x.state == open) {
-		return false
+// requeue counts a request that was forwarded as held again, as hold does.
+func (x *Exchange) requeue() counts.Hold {
+	h := x.route.Counts.Requeue(x.route.MaxPending, x.state == open)
+	if h == counts.Held {
+		x.state = held
 	}
-	x.state = held
-	return true
+	return h
 }
 
-// reject answers a request that finds the route's hold queue full.
-func (x *Exchange) reject(w http.ResponseWriter) {
-	x.metrics.rejections.Inc()
-	x.fail(w, ErrQueueFull, x.route.Overflow == routing.OverflowPlaceholder)
+// reject answers a request that finds the route's hold queue, or the interceptor's cap over all
+// routes (h), full. Both get the same answer, counted apart.
+func (x *Exchange) reject(w http.ResponseWriter, h counts.Hold) {
+	err := ErrQueueFull
+	if h == counts.InterceptorFull {
+		x.metrics.heldLimit.Inc()
+		err = ErrHeldLimit
+	} else {
+		x.metrics.rejections.Inc()
+	}
+	x.fail(w, err, x.route.Overflow == routing.OverflowPlaceholder)
 }
 
 // admit counts the request as in flight, or as an open connection when it upgrades, handing
@@ -345,8 +354,8 @@ func Wait(now func() time.Time, next ForwardHandler) Handler {
 			if x.route.Mode != routing.ColdStartHold && len(snap.Endpoints) == 0 && answerAtOnce(w, r, x, now) {
 				return
 			}
-			if !x.hold() {
-				x.reject(w)
+			if h := x.hold(); h != counts.Held {
+				x.reject(w, h)
 				return
 			}
 			if target, snap, ep = x.wait(w, r, now); ep == nil {
@@ -369,8 +378,8 @@ func Wait(now func() time.Time, next ForwardHandler) Handler {
 			x.metrics.requeues.Inc()
 			x.requeues++
 			x.log.V(1).Info("holding the request again", "route", x.metrics.key, "error", err.Error())
-			if !x.requeue() {
-				x.reject(w)
+			if h := x.requeue(); h != counts.Held {
+				x.reject(w, h)
 				return
 			}
 			if target, snap, ep = x.wait(w, r, now); ep == nil {

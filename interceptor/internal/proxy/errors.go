@@ -12,6 +12,9 @@ var (
 	ErrNoRoute = errors.New("no route matches the request")
 	// ErrQueueFull means the route already holds as many requests as it may.
 	ErrQueueFull = errors.New("hold queue of the route is full")
+	// ErrHeldLimit means the interceptor already holds as many requests, over all routes, as it
+	// may (counts.Registry.LimitHeld). The client gets what a full queue gives it.
+	ErrHeldLimit = errors.New("interceptor holds its cap of requests over all routes")
 	// ErrColdStartTimeout means the target had no ready endpoint within the route's cold-start
 	// timeout (and the failover target, when there is one, had none either).
 	ErrColdStartTimeout = errors.New("no ready endpoint within the cold-start timeout")
@@ -30,6 +33,9 @@ var (
 	// ErrUpstream is any other failure of the exchange with the upstream before its response
 	// headers arrived.
 	ErrUpstream = errors.New("forward to upstream")
+	// ErrRequestBodyTimeout means the client stopped sending the request body while it was being
+	// forwarded (server.ErrBodyIdle): the client timed out, not the app.
+	ErrRequestBodyTimeout = errors.New("request body timed out")
 	// ErrClientGone means the client went away; nothing is written back.
 	ErrClientGone = errors.New("client went away")
 )
@@ -44,12 +50,14 @@ func status(err error) int {
 	switch {
 	case errors.Is(err, ErrNoRoute):
 		return http.StatusNotFound
-	case errors.Is(err, ErrQueueFull):
+	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrHeldLimit):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, ErrColdStartTimeout),
 		errors.Is(err, ErrResponseHeaderTimeout),
 		errors.Is(err, ErrRequestTimeout):
 		return http.StatusGatewayTimeout
+	case errors.Is(err, ErrRequestBodyTimeout):
+		return http.StatusRequestTimeout
 	case errors.Is(err, ErrClientGone):
 		return statusClientGone
 	default:
@@ -66,6 +74,8 @@ func message(code int) string {
 		return "service unavailable: too many requests waiting, retry later\n"
 	case http.StatusGatewayTimeout:
 		return "gateway timeout\n"
+	case http.StatusRequestTimeout:
+		return "request timeout: the request body stopped arriving\n"
 	default:
 		return "bad gateway\n"
 	}

@@ -20,6 +20,7 @@ type Metrics struct {
 	duration    *prometheus.HistogramVec
 	coldStart   *prometheus.HistogramVec
 	rejections  *prometheus.CounterVec
+	heldLimit   *prometheus.CounterVec
 	upstream    *prometheus.CounterVec
 	clientGone  *prometheus.CounterVec
 	requeues    *prometheus.CounterVec
@@ -50,6 +51,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "lobby_interceptor_queue_rejections_total",
 			Help: "Requests refused because the route's hold queue was full.",
 		}, []string{"route"}),
+		heldLimit: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lobby_interceptor_held_limit_rejections_total",
+			Help: "Requests refused because the interceptor held its cap of requests over all routes (LOBBY_MAX_HELD_REQUESTS), by the route they were for.",
+		}, []string{"route"}),
 		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lobby_interceptor_upstream_errors_total",
 			Help: "Failed exchanges with app endpoints, by reason: connect (refused, reset or unreachable; counted per attempt), response_header_timeout, request_timeout, certificate (an HTTPS app's certificate failed verification), other.",
@@ -67,7 +72,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Requests that found no ready endpoint and were answered at once, as their route's cold-start mode says, instead of held, by answer: placeholder or waiting_page. Each one woke the app as a held request would.",
 		}, []string{"route", "answer"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.coldStart, m.rejections, m.upstream, m.clientGone, m.requeues, m.atOnce} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.coldStart, m.rejections, m.heldLimit, m.upstream, m.clientGone, m.requeues, m.atOnce} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}
@@ -82,6 +87,7 @@ type routeMetrics struct {
 	duration   prometheus.Observer
 	coldStart  prometheus.Observer
 	rejections prometheus.Counter
+	heldLimit  prometheus.Counter
 	clientGone prometheus.Counter
 	requeues   prometheus.Counter
 	// codes holds the request counters of the status codes seen so far, copied on write: a
@@ -131,6 +137,7 @@ func (m *Metrics) Retain(keep map[string]struct{}) {
 		m.duration.DeletePartialMatch(labels)
 		m.coldStart.DeletePartialMatch(labels)
 		m.rejections.DeletePartialMatch(labels)
+		m.heldLimit.DeletePartialMatch(labels)
 		m.upstream.DeletePartialMatch(labels)
 		m.clientGone.DeletePartialMatch(labels)
 		m.requeues.DeletePartialMatch(labels)
@@ -156,6 +163,7 @@ func (m *Metrics) newRoute(key string) *routeMetrics {
 		duration:   m.duration.WithLabelValues(key),
 		coldStart:  m.coldStart.WithLabelValues(key),
 		rejections: m.rejections.WithLabelValues(key),
+		heldLimit:  m.heldLimit.WithLabelValues(key),
 		clientGone: m.clientGone.WithLabelValues(key),
 		requeues:   m.requeues.WithLabelValues(key),
 	}

@@ -23,6 +23,7 @@ func TestMetricsRetainDropsTheSeriesOfRoutesThatAreGone(t *testing.T) {
 		rm.duration.Observe(0.1)
 		rm.coldStart.Observe(0.2)
 		rm.rejections.Inc()
+		rm.heldLimit.Inc()
 		rm.clientGone.Inc()
 		rm.requeues.Inc()
 		rm.upstreamError("connect")
@@ -49,10 +50,10 @@ func TestMetricsRetainDropsTheSeriesOfRoutesThatAreGone(t *testing.T) {
 	if seen["shop/gone"] != 0 {
 		t.Errorf("%d series of the dropped route shop/gone remain", seen["shop/gone"])
 	}
-	// requests_total ×2 codes, duration, cold start, rejections, client gone, requeues, upstream
-	// errors, answers at once.
-	if seen["shop/cart"] != 9 {
-		t.Errorf("the kept route shop/cart has %d series, want 9", seen["shop/cart"])
+	// requests_total ×2 codes, duration, cold start, rejections, held-limit rejections, client
+	// gone, requeues, upstream errors, answers at once.
+	if seen["shop/cart"] != 10 {
+		t.Errorf("the kept route shop/cart has %d series, want 10", seen["shop/cart"])
 	}
 	if seen[""] != 2 {
 		t.Errorf("requests without a route have %d series, want 2 (count and duration)", seen[""])

@@ -196,6 +196,47 @@ lobby_interceptor_queue_rejections_total{route="ns/app"} 1
 	}
 }
 
+func TestHeldLimitOverAllRoutes(t *testing.T) {
+	e := newTestEnv(t)
+	e.counts.LimitHeld(2)
+	e.backend("10.0.0.1", hello("a"))
+	a := e.route("a.test", "a", nil)
+	b := e.route("b.test", "b", nil)
+	first, second := e.fetchAsync(t.Context(), "a.test"), e.fetchAsync(t.Context(), "b.test")
+	eventually(t, "two requests are held", func() bool { return e.counts.Held() == 2 })
+	r := e.fetch(t.Context(), "b.test")
+	if r.code != http.StatusServiceUnavailable || r.header.Get("Retry-After") != "1" {
+		t.Errorf("a third request over all routes got %d Retry-After %q, want 503 with Retry-After 1", r.code, r.header.Get("Retry-After"))
+	}
+	want := `
+# HELP lobby_interceptor_held_limit_rejections_total Requests refused because the interceptor held its cap of requests over all routes (LOBBY_MAX_HELD_REQUESTS), by the route they were for.
+# TYPE lobby_interceptor_held_limit_rejections_total counter
+lobby_interceptor_held_limit_rejections_total{route="ns/a"} 0
+lobby_interceptor_held_limit_rejections_total{route="ns/b"} 1
+# HELP lobby_interceptor_queue_rejections_total Requests refused because the route's hold queue was full.
+# TYPE lobby_interceptor_queue_rejections_total counter
+lobby_interceptor_queue_rejections_total{route="ns/a"} 0
+lobby_interceptor_queue_rejections_total{route="ns/b"} 0
+`
+	if err := testutil.GatherAndCompare(e.prom, strings.NewReader(want), "lobby_interceptor_held_limit_rejections_total", "lobby_interceptor_queue_rejections_total"); err != nil {
+		t.Error(err)
+	}
+	// A warm route is not held, so the cap does not touch it.
+	e.ready("a", "10.0.0.1")
+	if r := <-first; r.code != http.StatusOK {
+		t.Errorf("the held request for a got %d, want 200", r.code)
+	}
+	if r := e.fetch(t.Context(), "a.test"); r.code != http.StatusOK {
+		t.Errorf("a warm request got %d, want 200", r.code)
+	}
+	e.backend("10.0.0.2", hello("b"))
+	e.ready("b", "10.0.0.2")
+	if r := <-second; r.code != http.StatusOK {
+		t.Errorf("the held request for b got %d, want 200", r.code)
+	}
+	eventually(t, "nothing is held", func() bool { return e.counts.Held() == 0 && idle(a) && idle(b) })
+}
+
 // mustCounter returns the value of lobby_interceptor_requests_total for route and code.
 func mustCounter(t *testing.T, e *env, route, code string) float64 {
 	t.Helper()

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"sync/atomic"
+
+	"github.com/lobby-http/lobby/internal/server"
 )
 
 // roundTripper sends the request on the transport of its forward, and retries connection
@@ -86,6 +88,10 @@ func (fw *forward) classify(err error) error {
 	var ne net.Error
 	var ce *tls.CertificateVerificationError
 	switch {
+	case fw.body != nil && fw.body.stalled.Load():
+		// Before the client's context: net/http ends it when the stalled read fails, and the
+		// transport may then report the cancellation instead of the read.
+		return fmt.Errorf("%w: %w", ErrRequestBodyTimeout, err)
 	case fw.client.Err() != nil:
 		return ErrClientGone
 	case errors.As(err, &de):
@@ -107,12 +113,17 @@ func (fw *forward) classify(err error) error {
 type retryBody struct {
 	r    io.ReadCloser
 	read atomic.Bool
+	// stalled is set when the client stopped sending the body (server.ErrBodyIdle).
+	stalled atomic.Bool
 }
 
 func (b *retryBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	if n > 0 {
 		b.read.Store(true)
+	}
+	if err != nil && err != io.EOF && errors.Is(err, server.ErrBodyIdle) {
+		b.stalled.Store(true)
 	}
 	return n, err
 }

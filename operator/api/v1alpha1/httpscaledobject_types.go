@@ -91,6 +91,7 @@ type ColdStartTimeoutFailoverRef struct {
 	// Service. It is the object's cold-start timeout when set.
 	// +kubebuilder:default=30
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3600
 	// +optional
 	TimeoutSeconds int32 `json:"timeoutSeconds,omitempty"`
 }
@@ -127,6 +128,7 @@ type ConcurrencyMetricSpec struct {
 	// TargetValue is the number of concurrent requests one replica should serve.
 	// +kubebuilder:default=100
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
 	// +optional
 	TargetValue int `json:"targetValue"`
 }
@@ -135,10 +137,12 @@ type ConcurrencyMetricSpec struct {
 //
 // +kubebuilder:validation:XValidation:rule="duration(self.granularity) >= duration('1s')",message="requestRate.granularity must be at least 1s"
 // +kubebuilder:validation:XValidation:rule="duration(self.granularity) <= duration(self.window)",message="requestRate.granularity must not be longer than requestRate.window"
+// +kubebuilder:validation:XValidation:rule="duration(self.window) <= duration('1h')",message="requestRate.window must be at most 1h"
 type RateMetricSpec struct {
 	// TargetValue is the number of requests per second one replica should serve.
 	// +kubebuilder:default=100
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
 	// +optional
 	TargetValue int `json:"targetValue"`
 	// Window is the period the rate is averaged over.
@@ -161,6 +165,9 @@ type RateMetricSpec struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.conditionWait) || duration(self.conditionWait) >= duration('0s')",message="timeouts.conditionWait must not be negative"
 // +kubebuilder:validation:XValidation:rule="!has(self.responseHeader) || duration(self.responseHeader) >= duration('0s')",message="timeouts.responseHeader must not be negative"
 // +kubebuilder:validation:XValidation:rule="!has(self.request) || duration(self.request) >= duration('0s')",message="timeouts.request must not be negative"
+// +kubebuilder:validation:XValidation:rule="!has(self.conditionWait) || duration(self.conditionWait) <= duration('1h')",message="timeouts.conditionWait must be at most 1h"
+// +kubebuilder:validation:XValidation:rule="!has(self.responseHeader) || duration(self.responseHeader) <= duration('1h')",message="timeouts.responseHeader must be at most 1h"
+// +kubebuilder:validation:XValidation:rule="!has(self.request) || duration(self.request) <= duration('24h')",message="timeouts.request must be at most 24h"
 type HTTPScaledObjectTimeoutsSpec struct {
 	// ConditionWait is how long a request is held waiting for the target to have a ready endpoint
 	// (the cold-start timeout). Defaults to the interceptor's global setting.
@@ -215,6 +222,7 @@ type ColdStartSpec struct {
 	// MaxPendingRequests is the most requests held at once for this object by one interceptor.
 	// Defaults to the interceptor's global setting.
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
 	// +optional
 	MaxPendingRequests *int32 `json:"maxPendingRequests,omitempty"`
 	// Overflow says how a request is answered when the hold queue is full: Reject (503 with
@@ -340,6 +348,7 @@ type HTTPScaledObjectSpec struct {
 	// TargetPendingRequests is the concurrency target per replica.
 	// Deprecated: use scalingMetric.concurrency.targetValue.
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
 	// +optional
 	TargetPendingRequests *int32 `json:"targetPendingRequests,omitempty"`
 	// CooldownPeriod is how many seconds the target must be idle before it is scaled to zero

@@ -85,6 +85,7 @@ type RoutingRule struct {
 type ConcurrencyTargetSpec struct {
 	// TargetValue is the number of concurrent requests one replica should serve.
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
 	TargetValue int32 `json:"targetValue"`
 }
 
@@ -92,6 +93,7 @@ type ConcurrencyTargetSpec struct {
 //
 // +kubebuilder:validation:XValidation:rule="duration(self.granularity) >= duration('1s')",message="scalingMetric.requestRate.granularity must be at least 1s"
 // +kubebuilder:validation:XValidation:rule="duration(self.granularity) <= duration(self.window)",message="scalingMetric.requestRate.granularity must not be longer than scalingMetric.requestRate.window"
+// +kubebuilder:validation:XValidation:rule="duration(self.window) <= duration('1h')",message="scalingMetric.requestRate.window must be at most 1h"
 type RequestRateTargetSpec struct {
 	// Granularity is the size of the buckets the window is divided into.
 	// +kubebuilder:default="1s"
@@ -101,6 +103,7 @@ type RequestRateTargetSpec struct {
 	Granularity metav1.Duration `json:"granularity,omitzero"`
 	// TargetValue is the number of requests per second one replica should serve.
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
 	TargetValue int32 `json:"targetValue"`
 	// Window is the period the rate is averaged over.
 	// +kubebuilder:default="1m"
@@ -247,6 +250,7 @@ type ColdStartSpec struct {
 	// MaxPendingRequests is the most requests held at once for this route by one interceptor
 	// (a lobby addition). Defaults to the interceptor's global setting.
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
 	// +optional
 	MaxPendingRequests *int32 `json:"maxPendingRequests,omitzero"`
 	// Overflow says how a request that finds the hold queue full is answered: Reject (503 with
@@ -294,6 +298,10 @@ type WaitingPage struct {
 
 // InterceptorRouteTimeouts override the interceptor's global timeouts for this route; unset means
 // the global setting, and "0s" means no bound.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.readiness) || duration(self.readiness) <= duration('1h')",message="spec.timeouts.readiness must be at most 1h"
+// +kubebuilder:validation:XValidation:rule="!has(self.responseHeader) || duration(self.responseHeader) <= duration('1h')",message="spec.timeouts.responseHeader must be at most 1h"
+// +kubebuilder:validation:XValidation:rule="!has(self.request) || duration(self.request) <= duration('24h')",message="spec.timeouts.request must be at most 24h"
 type InterceptorRouteTimeouts struct {
 	// Readiness is how long a request is held waiting for a ready endpoint. "0s" holds until the
 	// client gives up, or 30s when a fallback is set.

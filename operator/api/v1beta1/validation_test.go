@@ -165,6 +165,18 @@ func TestAPIServerRefusesInvalidInterceptorRoutes(t *testing.T) {
   - rules: [{}]
     response: {headers: {X-A: "a\nb"}}
 `, []string{"spec.staticRoutes[0].response.headers", "line breaks"}},
+		{"a hold queue above the maximum", target + metric + "  coldStart: {maxPendingRequests: 100001}\n",
+			[]string{"spec.coldStart.maxPendingRequests", "less than or equal to 100000"}},
+		{"a readiness timeout above an hour", target + metric + "  timeouts: {readiness: 90m}\n",
+			[]string{"spec.timeouts", "spec.timeouts.readiness must be at most 1h"}},
+		{"a response header timeout above an hour", target + metric + "  timeouts: {responseHeader: 3601s}\n",
+			[]string{"spec.timeouts", "spec.timeouts.responseHeader must be at most 1h"}},
+		{"a request timeout above a day", target + metric + "  timeouts: {request: 48h}\n",
+			[]string{"spec.timeouts", "spec.timeouts.request must be at most 24h"}},
+		{"a rate window above an hour", target + "  scalingMetric: {requestRate: {targetValue: 1, window: 3h}}\n",
+			[]string{"spec.scalingMetric.requestRate", "window must be at most 1h"}},
+		{"a target value above a million", target + "  scalingMetric: {concurrency: {targetValue: 1000001}}\n",
+			[]string{"spec.scalingMetric.concurrency.targetValue", "less than or equal to 1000000"}},
 		{"a header match without a name", target + metric + "  rules: [{headers: [{name: \"\"}]}]\n",
 			[]string{"spec.rules[0].headers[0].name"}},
 	}
