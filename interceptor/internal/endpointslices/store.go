@@ -178,26 +178,28 @@ func (s *Store) deleteService(namespace, name, rv string) {
 // UpdateSlice records an added or changed EndpointSlice. Slices of Services no Target refers to
 // are dropped without being stored.
 func (s *Store) UpdateSlice(o *discoveryv1.EndpointSlice) {
-	name := o.Labels[discoveryv1.LabelServiceName]
-	if name == "" {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	svc := s.services[serviceKey{o.Namespace, name}]
-	if svc == nil {
-		return
-	}
-	// A fetch may have stored a newer version than a watch event that was still on its way.
-	if cur := svc.slices[o.Name]; cur != nil && compareRV(o.ResourceVersion, cur.rv) < 0 {
-		return
-	}
-	svc.slices[o.Name] = compact(o)
-	svc.publish()
+	s.changeSlice(o, func(svc *service) bool {
+		// A fetch may have stored a newer version than a watch event that was still on its way.
+		if cur := svc.slices[o.Name]; cur != nil && compareRV(o.ResourceVersion, cur.rv) < 0 {
+			return false
+		}
+		svc.slices[o.Name] = compact(o)
+		return true
+	})
 }
 
 // DeleteSlice records that an EndpointSlice is gone.
 func (s *Store) DeleteSlice(o *discoveryv1.EndpointSlice) {
+	s.changeSlice(o, func(svc *service) bool {
+		svc.deleteSlice(o.Name, o.ResourceVersion)
+		return true
+	})
+}
+
+// changeSlice calls change, under the lock, with the Service the EndpointSlice o belongs to, and
+// publishes the Service's endpoints when change reports a change. Slices of Services no Target
+// refers to are ignored.
+func (s *Store) changeSlice(o *discoveryv1.EndpointSlice, change func(*service) bool) {
 	name := o.Labels[discoveryv1.LabelServiceName]
 	if name == "" {
 		return
@@ -205,10 +207,9 @@ func (s *Store) DeleteSlice(o *discoveryv1.EndpointSlice) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	svc := s.services[serviceKey{o.Namespace, name}]
-	if svc == nil {
+	if svc == nil || !change(svc) {
 		return
 	}
-	svc.deleteSlice(o.Name, o.ResourceVersion)
 	svc.publish()
 }
 

@@ -128,17 +128,7 @@ func runWake(b *testing.B, s wakeSide, backend *httptest.Server, held int) {
 			wg.Go(func() {
 				req, _ := http.NewRequestWithContext(b.Context(), http.MethodGet, s.url(), nil)
 				req.Host = wakeHost(i)
-				resp, err := client.Do(req)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				done[j] = time.Now()
-				if resp.StatusCode != http.StatusOK {
-					b.Errorf("status %d", resp.StatusCode)
-				}
+				done[j] = getTimed(b, client, req)
 			})
 		}
 		if err := s.awaitHeld(i, held); err != nil {
@@ -163,6 +153,23 @@ func runWake(b *testing.B, s wakeSide, backend *httptest.Server, held int) {
 	b.ReportMetric(float64(n-dialled)/float64(b.N), "conns/round")
 }
 
+// getTimed sends req, reads the whole answer and returns when it ended; an error or a status other
+// than 200 fails b (and returns the zero time).
+func getTimed(b *testing.B, client *http.Client, req *http.Request) time.Time {
+	resp, err := client.Do(req)
+	if err != nil {
+		b.Error(err)
+		return time.Time{}
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	end := time.Now()
+	if resp.StatusCode != http.StatusOK {
+		b.Errorf("status %d", resp.StatusCode)
+	}
+	return end
+}
+
 // runDirect holds clients on a channel, releases them at once, and reports how long after the
 // release each was answered over a fresh connection of its own to the backend.
 func runDirect(b *testing.B, backend *httptest.Server, held int) {
@@ -182,17 +189,7 @@ func runDirect(b *testing.B, backend *httptest.Server, held int) {
 				req.Host = "app.test"
 				ready.Done()
 				<-gate
-				resp, err := client.Do(req)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				done[j] = time.Now()
-				if resp.StatusCode != http.StatusOK {
-					b.Errorf("status %d", resp.StatusCode)
-				}
+				done[j] = getTimed(b, client, req)
 			})
 		}
 		ready.Wait()
