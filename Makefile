@@ -128,11 +128,12 @@ demo: tools
 	$(GO) build -o .cache/demo ./e2e/demo
 	KUBEBUILDER_ASSETS="$(ASSETS)" .cache/demo
 
-## screenshots: regenerate the status page's screenshots in docs/images from a run of TestStatusPage.
+## screenshots: regenerate the status page's and the waiting page's screenshots in docs/images from runs of
+## TestStatusPage and TestWaitingPageInABrowser.
 .PHONY: screenshots
 screenshots: tools
 	LOBBY_SCREENSHOTS=$(CURDIR)/docs/images KUBEBUILDER_ASSETS="$(ASSETS)" \
-		$(GO) test -count=1 -tags e2e -timeout 20m -run '^TestStatusPage$$' ./e2e/system
+		$(GO) test -count=1 -tags e2e -timeout 20m -run '^(TestStatusPage|TestWaitingPageInABrowser)$$' ./e2e/system
 
 ## images: OCI image tarballs of the three binaries in bin/images, built without a container engine.
 .PHONY: images

@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +29,10 @@ type Options struct {
 	Width, Height int
 	// Log receives Chromium's own output; nil discards it.
 	Log io.Writer
+	// Hosts maps host names to the address ("ip" or "ip:port") Chromium connects to for them,
+	// as DNS would: the page keeps its host in the address bar and in its Host header, the way
+	// a person reaches an app through an ingress.
+	Hosts map[string]string
 }
 
 // Browser is one headless Chromium process. Close it.
@@ -84,6 +90,9 @@ func Start(ctx context.Context, o Options) (*Browser, error) {
 		chromedp.Flag("no-proxy-server", true),
 		chromedp.Flag("hide-scrollbars", true),
 	}
+	if rules := resolverRules(o.Hosts); rules != "" {
+		opts = append(opts, chromedp.Flag("host-resolver-rules", rules))
+	}
 	actx, stopAll := chromedp.NewExecAllocator(ctx, opts...)
 	tab, cancel := chromedp.NewContext(actx)
 	b := &Browser{ctx: tab, cancel: cancel, stopAll: stopAll, profile: profile}
@@ -93,6 +102,15 @@ func Start(ctx context.Context, o Options) (*Browser, error) {
 		return nil, fmt.Errorf("start Chromium %s: %w", bin, err)
 	}
 	return b, nil
+}
+
+// resolverRules is Chromium's --host-resolver-rules for hosts, in a stable order.
+func resolverRules(hosts map[string]string) string {
+	rules := make([]string, 0, len(hosts))
+	for _, h := range slices.Sorted(maps.Keys(hosts)) {
+		rules = append(rules, "MAP "+h+" "+hosts[h])
+	}
+	return strings.Join(rules, ", ")
 }
 
 // Close ends the browser and removes its profile.

@@ -7,7 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/lobby-http/lobby/e2e/browser"
 	"github.com/lobby-http/lobby/e2e/framework/poll"
 	"github.com/lobby-http/lobby/operator/api/v1alpha1"
 )
@@ -216,5 +221,66 @@ func TestWaitingPageFollowsItsConfigMap(t *testing.T) {
 	// rather than watch every ConfigMap, reports it at its next check.
 	if err := poll.Until(ctx, 30*time.Second, "the built-in page once the ConfigMap is gone", pageIs("paged is starting")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWaitingPageInABrowser opens an app at zero (cold-start mode Auto) in headless Chromium
+// through the ingress, as a person would: the browser shows lobby's waiting page at once, and
+// then, with no action of its own, the app's real page once the app is ready — the page's script
+// (or its Refresh header) reloads it. make screenshots keeps a screenshot of the waiting page.
+func TestWaitingPageInABrowser(t *testing.T) {
+	ns := testNamespace(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	host := "shop." + ns + ".example.com"
+	deployApp(t, ns, appSpec{
+		name: "shop",
+		// Slow enough that the browser surely sees the page before the app is up.
+		env: map[string]string{"STARTUP_DELAY": "3s"},
+		hso: v1alpha1.HTTPScaledObjectSpec{
+			Hosts:     []string{host},
+			ColdStart: &v1alpha1.ColdStartSpec{Mode: v1alpha1.ColdStartModeAuto},
+		},
+	})
+	shots := os.Getenv(ScreenshotsEnv)
+	if shots == "" {
+		shots = t.TempDir()
+	}
+	ingress, err := url.Parse(suite.ingress.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := browser.Start(ctx, browser.Options{Width: 1000, Height: 560, Hosts: map[string]string{host: ingress.Hostname()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+
+	page := "http://" + net.JoinHostPort(host, ingress.Port()) + "/"
+	if err := b.Open(ctx, page); err != nil {
+		t.Fatal(err)
+	}
+	text, err := b.Text(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "shop is starting") {
+		t.Fatalf("a browser opening an app at zero saw:\n%s\nwant lobby's waiting page", text)
+	}
+	if err := b.Screenshot(ctx, filepath.Join(shots, "waiting-page.png")); err != nil {
+		t.Error(err)
+	}
+	// No action from here on: the page must land on the app by itself.
+	text, err = b.WaitText(ctx, 90*time.Second, `"podName"`)
+	if err != nil {
+		t.Fatalf("the browser never left the waiting page for the app: %v", err)
+	}
+	// Chromium shows a JSON answer as text, with its own controls above it in recent versions.
+	var e echoed
+	if err := json.Unmarshal([]byte(text[strings.Index(text, "{"):]), &e); err != nil || e.Path != "/" {
+		t.Errorf("the browser landed on %q (%v), want the app's answer for /", text, err)
+	}
+	if got, err := b.URL(ctx); err != nil || got != page {
+		t.Errorf("the browser is at %q (%v), want %s: the page must reload itself, not go elsewhere", got, err, page)
 	}
 }
