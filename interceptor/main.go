@@ -186,8 +186,9 @@ func build(cfg Config, log logr.Logger, kube *rest.Config, reg *prometheus.Regis
 	}
 	// Every HTTP/2 stream takes a slot of the cap beside its connection's; a request body that
 	// stops arriving is cut. Chunked requests lose keep-alive: see CloseAfterChunked for the
-	// smuggling it prevents. None of them wraps the ResponseWriter.
-	handler = conns.Streams(server.IdleBody(server.CloseAfterChunked(handler), cfg.BodyIdleTimeout))
+	// smuggling it prevents. None of them wraps the ResponseWriter. HTTP/1.x requests without a
+	// body, which none of them changes, skip them (see ByBody: held requests' stacks).
+	handler = server.ByBody(handler, conns.Streams(server.IdleBody(server.CloseAfterChunked(handler), cfg.BodyIdleTimeout)))
 	proxy := &server.Server{
 		HTTP:            newHTTPServer(cfg, cfg.ProxyAddr, handler, log.WithName("proxy")),
 		Limit:           conns,
