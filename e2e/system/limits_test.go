@@ -44,8 +44,8 @@ const (
 	// limitsWarmP99 bounds the warm route's p99 latency while an attack runs, on this 2-core
 	// machine where the attack's clients and the interceptor share the cores. The warm clients
 	// open their connections as the attack opens its 1,000: a SYN the kernel drops in that burst
-	// is sent again after its initial retransmission timeout, 1 s, before lobby sees it (seen
-	// once: p99 1.05 s, p50 0.9 ms). The bound is that one retransmission plus half a second.
+	// is sent again after its initial retransmission timeout, 1 s, before lobby sees it (the likely
+	// cause of a p99 of 1.05 s with p50 0.9 ms seen once). The bound is one retransmission plus half a second.
 	limitsWarmP99 = 1500 * time.Millisecond
 )
 
